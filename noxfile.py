@@ -1,0 +1,97 @@
+"""Every task of the workspace: tests per member, integration, lint, demo, benchmarks.
+
+Members are discovered from ``packages/*`` and ``integrations/*`` (any folder with a
+``pyproject.toml``), so adding a package needs no change here.
+
+    python -m nox -s tests integration   # every test
+    python -m nox -s demo                # the end-to-end demo
+    python -m nox -s "tests(member='implicit-knowledge')"
+    python -m nox -s bench -- --quick
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import nox
+
+# uv takes torch and torchvision from PyPI as a matching pair and caches them, so every
+# fresh environment after the first costs about a second (see SPEC.md, environment facts).
+nox.options.default_venv_backend = "uv"
+nox.options.sessions = ["lint", "tests", "integration"]
+nox.options.reuse_existing_virtualenvs = False
+
+ROOT = Path(__file__).parent
+
+
+def _project(path: Path) -> dict:
+    return tomllib.loads((path / "pyproject.toml").read_text())["project"]
+
+
+MEMBERS: dict[str, Path] = {
+    _project(p.parent)["name"]: p.parent
+    for p in sorted([*ROOT.glob("packages/*/pyproject.toml"), *ROOT.glob("integrations/*/pyproject.toml")])
+}
+
+
+def _requirement_name(requirement: str) -> str:
+    return re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def _siblings(member: str) -> list[str]:
+    """The workspace members ``member`` declares, directly or through another member."""
+    project = _project(MEMBERS[member])
+    declared = [*project.get("dependencies", []), *project.get("optional-dependencies", {}).get("test", [])]
+    found: list[str] = []
+    for requirement in declared:
+        name = _requirement_name(requirement)
+        if name in MEMBERS and name != member and name not in found:
+            found.append(name)
+            found.extend(s for s in _siblings(name) if s not in found)
+    return found
+
+
+def _install(session: nox.Session, members: list[str]) -> None:
+    # Local paths for siblings: the names are not resolved from PyPI, only from this checkout.
+    paths = {m: MEMBERS[m] for m in members}
+    for m in list(members):
+        paths.update({s: MEMBERS[s] for s in _siblings(m)})
+    session.install(*[f"{p}[test]" if m in members else str(p) for m, p in paths.items()])
+
+
+@nox.session
+@nox.parametrize("member", list(MEMBERS))
+def tests(session: nox.Session, member: str) -> None:
+    """One member alone, in a fresh environment holding only what it declares."""
+    _install(session, [member])
+    session.run("pytest", str(MEMBERS[member] / "tests"), *session.posargs)
+
+
+@nox.session
+def integration(session: nox.Session) -> None:
+    """All members installed together, and the cross-package tests in ``tests/``."""
+    _install(session, list(MEMBERS))
+    session.run("pytest", "tests", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The end-to-end demo (see README.md)."""
+    _install(session, list(MEMBERS))
+    session.run("python", "examples/demo.py", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks; ``-- --quick`` for a cut-down set. Results land in benchmarks/results/."""
+    _install(session, list(MEMBERS))
+    session.run("python", "benchmarks/run.py", *session.posargs)
