@@ -12,10 +12,10 @@ Members are discovered from ``packages/*`` and ``integrations/*`` (any folder wi
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
 import nox
+import tomllib
 
 # uv takes torch and torchvision from PyPI as a matching pair and caches them, so every
 # fresh environment after the first costs about a second (see SPEC.md, environment facts).
@@ -32,7 +32,9 @@ def _project(path: Path) -> dict:
 
 MEMBERS: dict[str, Path] = {
     _project(p.parent)["name"]: p.parent
-    for p in sorted([*ROOT.glob("packages/*/pyproject.toml"), *ROOT.glob("integrations/*/pyproject.toml")])
+    for p in sorted(
+        [*ROOT.glob("packages/*/pyproject.toml"), *ROOT.glob("integrations/*/pyproject.toml")]
+    )
 }
 
 
@@ -43,7 +45,10 @@ def _requirement_name(requirement: str) -> str:
 def _siblings(member: str) -> list[str]:
     """The workspace members ``member`` declares, directly or through another member."""
     project = _project(MEMBERS[member])
-    declared = [*project.get("dependencies", []), *project.get("optional-dependencies", {}).get("test", [])]
+    declared = [
+        *project.get("dependencies", []),
+        *project.get("optional-dependencies", {}).get("test", []),
+    ]
     found: list[str] = []
     for requirement in declared:
         name = _requirement_name(requirement)

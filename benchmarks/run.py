@@ -10,6 +10,7 @@ states: machine, threads, library versions, date and the command.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.util
 import platform
@@ -24,14 +25,21 @@ RESULTS = HERE / "results"
 
 
 def _versions() -> str:
-    names = ["torch", "timm", "implicit-knowledge", "kernelwarehouse", "rd-core", "dict-init",
-             "yolo-heads", "scikit-learn", "faiss-cpu"]
+    names = [
+        "torch",
+        "timm",
+        "implicit-knowledge",
+        "kernelwarehouse",
+        "rd-core",
+        "dict-init",
+        "yolo-heads",
+        "scikit-learn",
+        "faiss-cpu",
+    ]
     found = []
     for name in names:
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             found.append(f"{name} {metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            pass
     return ", ".join(found)
 
 
@@ -50,7 +58,9 @@ def header(name: str, argv: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="cut-down set (under 5 minutes)")
     parser.add_argument("--only", nargs="*", default=None, help="benchmark names to run")
     args = parser.parse_args(argv)
