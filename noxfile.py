@@ -60,10 +60,12 @@ def _siblings(member: str) -> list[str]:
 
 def _install(session: nox.Session, members: list[str]) -> None:
     # Local paths for siblings: the names are not resolved from PyPI, only from this checkout.
+    # --no-sources: install exactly these paths, without uv's workspace discovery (which would
+    # read every member, and so fail on a member still being written).
     paths = {m: MEMBERS[m] for m in members}
     for m in list(members):
         paths.update({s: MEMBERS[s] for s in _siblings(m)})
-    session.install(*[f"{p}[test]" if m in members else str(p) for m, p in paths.items()])
+    session.install("--no-sources", *[f"{p}[test]" if m in members else str(p) for m, p in paths.items()])
 
 
 @nox.session
