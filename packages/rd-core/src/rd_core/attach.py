@@ -1,0 +1,286 @@
+"""Insert a Retriever-Dictionary after any named module of a timm model.
+
+The named module is replaced in its parent by an :class:`RDInsertion` that runs the original
+module and then the RD on its output, so ``features_only`` models still collect the stage's
+output by name. Outputs in other layouts are turned into ``[B, C, H, W]`` maps and back by a
+registered layout: ``"nchw"`` (CNN stages), ``"nhwc"`` (models whose stages output channels
+last, e.g. Swin; timm marks them with ``output_fmt="NHWC"``) and ``"tokens"`` (ViT / DeiT blocks:
+prefix tokens pass through untouched, patch tokens are reshaped to the patch grid).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .module import RetrieverDictionary
+
+__all__ = [
+    "LAYOUTS",
+    "RDInsertion",
+    "attach",
+    "attached",
+    "detach",
+    "register_layout",
+]
+
+
+# --------------------------------------------------------------------------- layouts
+@dataclass(frozen=True)
+class Layout:
+    """How to turn a module's output into a ``[B, C, H, W]`` map and back."""
+
+    name: str
+    channels: Callable[[torch.Size], int]
+    to_map: Callable[[torch.Tensor, RDInsertion], tuple[torch.Tensor, Any]]
+    from_map: Callable[[torch.Tensor, Any], torch.Tensor]
+
+
+LAYOUTS: dict[str, Layout] = {}
+
+
+def register_layout(layout: Layout) -> Layout:
+    """Make ``layout`` available to :func:`attach` under ``layout.name``."""
+    LAYOUTS[layout.name] = layout
+    return layout
+
+
+def _tokens_to_map(y: torch.Tensor, insertion: RDInsertion) -> tuple[torch.Tensor, Any]:
+    prefix = insertion.num_prefix_tokens
+    b, t, c = y.shape
+    patches = t - prefix
+    grid = insertion.grid_size
+    if grid is None or grid[0] * grid[1] != patches:
+        side = math.isqrt(patches)
+        if side * side != patches:
+            raise ValueError(
+                f"attach: cannot lay {patches} patch tokens (of {t}, {prefix} prefix) on a grid; "
+                f"pass grid_size=(H, W) to attach()"
+            )
+        grid = (side, side)
+    feature_map = y[:, prefix:].transpose(1, 2).reshape(b, c, grid[0], grid[1])
+    return feature_map, y[:, :prefix]
+
+
+def _map_to_tokens(z: torch.Tensor, prefix_tokens: torch.Tensor) -> torch.Tensor:
+    return torch.cat([prefix_tokens, z.flatten(2).transpose(1, 2)], dim=1)
+
+
+register_layout(Layout("nchw", lambda s: s[1], lambda y, _: (y, None), lambda z, _: z))
+register_layout(
+    Layout(
+        "nhwc",
+        lambda s: s[-1],
+        lambda y, _: (y.permute(0, 3, 1, 2), None),
+        lambda z, _: z.permute(0, 2, 3, 1),
+    )
+)
+register_layout(Layout("tokens", lambda s: s[-1], _tokens_to_map, _map_to_tokens))
+
+
+# --------------------------------------------------------------------------- insertion
+class RDInsertion(nn.Module):
+    """Runs ``module`` and then ``rd`` on its output (converted through ``layout``).
+
+    Example:
+        >>> import torch
+        >>> block = RDInsertion(nn.Conv2d(3, 8, 3, padding=1), RetrieverDictionary(8, num_atoms=16))
+        >>> block(torch.randn(1, 3, 6, 6)).shape
+        torch.Size([1, 8, 6, 6])
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        rd: RetrieverDictionary,
+        layout: str = "nchw",
+        num_prefix_tokens: int = 0,
+        grid_size: tuple[int, int] | None = None,
+    ) -> None:
+        super().__init__()
+        if layout not in LAYOUTS:
+            raise ValueError(f"RDInsertion: unknown layout {layout!r}; valid: {sorted(LAYOUTS)}")
+        self.module = module
+        self.rd = rd
+        self.layout = layout
+        self.num_prefix_tokens = int(num_prefix_tokens)
+        self.grid_size = None if grid_size is None else (int(grid_size[0]), int(grid_size[1]))
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        y = self.module(*args, **kwargs)
+        layout = LAYOUTS[self.layout]
+        feature_map, context = layout.to_map(y, self)
+        return layout.from_map(self.rd(feature_map), context)
+
+    def extra_repr(self) -> str:
+        return f"layout={self.layout!r}"
+
+
+def _resolve(model: nn.Module, name: str) -> tuple[nn.Module, str, nn.Module]:
+    modules = dict(model.named_modules())
+    if not name or name not in modules:
+        candidates = [n for n in modules if n]
+        close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)
+        hint = f"; close matches: {close}" if close else ""
+        top = [n for n, _ in model.named_children()]
+        raise ValueError(
+            f"attach: at={name!r} is not a module of {type(model).__name__}{hint} "
+            f"(top-level modules: {top})"
+        )
+    parent_name, _, child = name.rpartition(".")
+    return modules[parent_name] if parent_name else model, child, modules[name]
+
+
+def _probe_output(
+    model: nn.Module, target: nn.Module, input_size: tuple[int, ...] | None
+) -> torch.Tensor:
+    """Run one dummy forward (eval mode, no grad) and return ``target``'s output."""
+    if input_size is None:
+        cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
+        input_size = tuple(cfg.get("input_size", (3, 224, 224)))
+    try:
+        param = next(model.parameters())
+        device, dtype = param.device, param.dtype
+    except StopIteration:
+        device, dtype = torch.device("cpu"), torch.float32
+    captured: list[Any] = []
+
+    class _Stop(Exception):
+        pass
+
+    def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        captured.append(output)
+        raise _Stop
+
+    handle = target.register_forward_hook(hook)
+    was_training = model.training
+    model.eval()  # never touch BatchNorm running statistics while probing
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_size, device=device, dtype=dtype))
+    except _Stop:
+        pass
+    except Exception as error:
+        raise RuntimeError(
+            f"attach: probing the model with an input of size {tuple(input_size)} failed "
+            f"({error}); pass input_size=(C, H, W) that the model accepts"
+        ) from error
+    finally:
+        handle.remove()
+        model.train(was_training)
+    if not captured:
+        raise RuntimeError("attach: the target module was not called during the model's forward")
+    output = captured[0]
+    if not isinstance(output, torch.Tensor):
+        raise TypeError(
+            f"attach: the target module returns {type(output).__name__}, not a tensor; attach the "
+            f"RD to a module that returns a feature tensor"
+        )
+    return output
+
+
+def attach(
+    model: nn.Module,
+    at: str = "layer3",
+    *,
+    layout: str = "auto",
+    input_size: tuple[int, int, int] | None = None,
+    num_prefix_tokens: int | None = None,
+    grid_size: tuple[int, int] | None = None,
+    **rd_kwargs: Any,
+) -> RetrieverDictionary:
+    """Insert a :class:`RetrieverDictionary` after the module named ``at``; return the RD.
+
+    Works for classification models, ``features_only`` models, ConvNeXt stages, ViT/DeiT blocks
+    and anything else with a named module that returns a feature tensor. The channel count
+    (``in_channels``) and layout are found with one dummy forward pass in eval mode at
+    ``input_size`` (default: the model's ``pretrained_cfg`` input size).
+
+    Args:
+        model: any ``nn.Module`` (typically from ``timm.create_model``); changed in place.
+        at: name of the module to follow, as in ``model.named_modules()``.
+        layout: ``"auto"``, or one of :data:`LAYOUTS` (``"nchw"``, ``"nhwc"``, ``"tokens"``).
+        input_size: ``(C, H, W)`` of the dummy input used to find the output shape.
+        num_prefix_tokens: tokens layout: leading tokens that are not patches (class and
+            distillation tokens); default ``model.num_prefix_tokens`` or 0.
+        grid_size: tokens layout: the patch grid ``(H, W)``; default from ``model.patch_embed``.
+        **rd_kwargs: passed to :class:`RetrieverDictionary` (``num_atoms``, ``dictionary``,
+            ``variant``, ...).
+
+    Example:
+        >>> import timm, torch
+        >>> model = timm.create_model("resnet18", num_classes=10)
+        >>> rd = attach(model, at="layer3", num_atoms=32, input_size=(3, 64, 64))
+        >>> rd.in_channels, model(torch.randn(1, 3, 64, 64)).shape
+        (256, torch.Size([1, 10]))
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"attach: model must be an nn.Module, got {type(model).__name__}")
+    if not isinstance(at, str):
+        raise TypeError(f"attach: at must be a module name (str), got {type(at).__name__}")
+    if layout != "auto" and layout not in LAYOUTS:
+        valid = ["auto", *sorted(LAYOUTS)]
+        raise ValueError(f"attach: unknown layout {layout!r}; valid layouts are {valid}")
+    if "in_channels" in rd_kwargs:
+        raise TypeError("attach: in_channels is found from the model; do not pass it")
+    parent, child, target = _resolve(model, at)
+    if isinstance(target, (RDInsertion, RetrieverDictionary)):
+        raise ValueError(f"attach: {at!r} already is a Retriever-Dictionary insertion")
+
+    output = _probe_output(model, target, input_size)
+    if layout == "auto":
+        if output.dim() == 3:
+            layout = "tokens"
+        elif output.dim() == 4:
+            layout = "nhwc" if getattr(model, "output_fmt", "NCHW") == "NHWC" else "nchw"
+        else:
+            raise ValueError(
+                f"attach: output of {at!r} has shape {tuple(output.shape)}; the RD needs a "
+                f"feature map [B, C, H, W] (or tokens [B, T, C], or NHWC)"
+            )
+    channels = LAYOUTS[layout].channels(output.shape)
+    if num_prefix_tokens is None:
+        num_prefix_tokens = int(getattr(model, "num_prefix_tokens", 0)) if layout == "tokens" else 0
+    if grid_size is None and layout == "tokens":
+        grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
+        grid_size = tuple(grid) if grid is not None else None
+
+    param = next(model.parameters(), None)
+    rd = RetrieverDictionary(channels, **rd_kwargs)
+    if param is not None:
+        rd = rd.to(device=param.device, dtype=param.dtype)
+    rd.train(model.training)
+    insertion = RDInsertion(target, rd, layout, num_prefix_tokens, grid_size)
+    setattr(parent, child, insertion)
+    # Check the whole chain once, so a layout mistake shows up here and not in training.
+    LAYOUTS[layout].to_map(output, insertion)
+    return rd
+
+
+def attached(model: nn.Module) -> dict[str, RDInsertion]:
+    """Every RD insertion in ``model`` by the name of the module it follows.
+
+    Example:
+        >>> import timm
+        >>> model = timm.create_model("resnet18")
+        >>> _ = attach(model, at="layer2", num_atoms=16, input_size=(3, 32, 32))
+        >>> list(attached(model))
+        ['layer2']
+    """
+    return {name: m for name, m in model.named_modules() if isinstance(m, RDInsertion)}
+
+
+def detach(model: nn.Module, at: str) -> RetrieverDictionary:
+    """Remove the RD inserted after ``at``, put the original module back, return the RD."""
+    found = attached(model)
+    if at not in found:
+        raise ValueError(f"detach: no RD is attached at {at!r}; attached at: {sorted(found)}")
+    parent, child, insertion = _resolve(model, at)
+    setattr(parent, child, insertion.module)
+    return insertion.rd

@@ -1,0 +1,113 @@
+"""Registry of RD variants: how each part of the module is built and how the terms are mixed.
+
+``"paper"`` follows YOLO-RD section 3.1: linear ``G`` and ``E``, PONO with learned ``gamma`` and
+``beta``, unit-length atoms, ``Z = residual * X + (1 - residual) * dictionary_term`` (eq. 7).
+
+``"authors"`` follows the authors' public module: ``G`` = conv + BatchNorm + SiLU, ``E`` =
+depth-wise conv + BatchNorm, PONO without affine terms, ``D`` = plain 1x1 conv + BatchNorm (no
+weight normalisation), and the residual weight multiplies the dictionary term:
+``Z = residual * dictionary_term + (1 - residual) * X``.
+
+New variants are added with :func:`register_variant`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from .dictionary import ConvBNDictionary, NormalizedDictionary
+from .pono import PositionalNorm
+from .retriever import FusedRetriever, SplitRetriever
+
+__all__ = ["VariantSpec", "get_variant", "list_variants", "register_variant"]
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """Builders for the parts of one RD variant.
+
+    Attributes:
+        name: registry key.
+        build_retriever: ``(in_channels, num_atoms, kernel_size, fused) -> nn.Module``.
+        build_norm: ``(num_atoms, eps) -> PositionalNorm``.
+        build_dictionary: ``(num_atoms, dim, atoms, trainable) -> nn.Module`` with ``.atoms``,
+            ``.linear_map()`` and ``forward(coefficients)``.
+        mix: ``residual -> (weight on the input X, weight on the dictionary term)``.
+        description: one line for docs and errors.
+    """
+
+    name: str
+    build_retriever: Callable[[int, int, int, bool], nn.Module]
+    build_norm: Callable[[int, float], PositionalNorm]
+    build_dictionary: Callable[[int, int, Any, bool], nn.Module]
+    mix: Callable[[float], tuple[float, float]]
+    description: str = ""
+
+
+_VARIANTS: dict[str, VariantSpec] = {}
+
+
+def register_variant(spec: VariantSpec, *, overwrite: bool = False) -> VariantSpec:
+    """Add ``spec`` to the registry under ``spec.name`` and return it."""
+    if spec.name in _VARIANTS and not overwrite:
+        raise ValueError(f"register_variant: variant {spec.name!r} is already registered")
+    _VARIANTS[spec.name] = spec
+    return spec
+
+
+def list_variants() -> list[str]:
+    """Names of the registered variants.
+
+    Example:
+        >>> sorted(list_variants())[:2]
+        ['authors', 'paper']
+    """
+    return sorted(_VARIANTS)
+
+
+def get_variant(name: str) -> VariantSpec:
+    """The registered :class:`VariantSpec` called ``name``."""
+    if name not in _VARIANTS:
+        raise ValueError(f"variant: unknown variant {name!r}; valid variants are {list_variants()}")
+    return _VARIANTS[name]
+
+
+def _paper_retriever(f: int, n: int, k: int, fused: bool) -> nn.Module:
+    return FusedRetriever(f, n, k) if fused else SplitRetriever(f, n, k)
+
+
+def _authors_retriever(f: int, n: int, k: int, fused: bool) -> nn.Module:
+    if fused:
+        return FusedRetriever(f, n, k, norm=True, act=True)
+    return SplitRetriever(f, n, k, generator_norm=True, generator_act=True, exchanger_norm=True)
+
+
+register_variant(
+    VariantSpec(
+        name="paper",
+        build_retriever=_paper_retriever,
+        build_norm=lambda n, eps: PositionalNorm(n, affine=True, eps=eps),
+        build_dictionary=lambda n, f, atoms, trainable: NormalizedDictionary(
+            n, f, atoms=atoms, trainable=trainable
+        ),
+        mix=lambda residual: (residual, 1.0 - residual),
+        description="YOLO-RD paper, eq. 7: linear G/E, affine PONO, unit-length atoms",
+    )
+)
+
+register_variant(
+    VariantSpec(
+        name="authors",
+        build_retriever=_authors_retriever,
+        build_norm=lambda n, eps: PositionalNorm(n, affine=False, eps=eps),
+        build_dictionary=lambda n, f, atoms, trainable: ConvBNDictionary(
+            n, f, atoms=atoms, trainable=trainable
+        ),
+        mix=lambda residual: (1.0 - residual, residual),
+        description="authors' public code: Conv-BN-SiLU G, Conv-BN E, plain PONO, Conv-BN D",
+    )
+)

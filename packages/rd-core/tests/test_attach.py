@@ -1,0 +1,130 @@
+"""attach(): insertion after named modules of real timm models, shapes kept, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+
+from rd_core import RDInsertion, RetrieverDictionary, attach, attached, detach
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def _rd_runs(model, rd, x):
+    """Forward ``model`` and report whether ``rd`` saw an input in the process."""
+    seen = []
+    handle = rd.register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
+    out = model(x)
+    handle.remove()
+    return out, seen
+
+
+def test_resnet_classifier():
+    model = timm.create_model("resnet18", num_classes=7).eval()
+    x = torch.randn(2, 3, 64, 64)
+    reference = model(x)
+    rd = attach(model, at="layer3", num_atoms=32, input_size=(3, 64, 64))
+    assert isinstance(rd, RetrieverDictionary) and rd.in_channels == 256
+    assert isinstance(model.layer3, RDInsertion)
+    out, seen = _rd_runs(model, rd, x)
+    assert out.shape == reference.shape
+    assert seen == [torch.Size([2, 256, 4, 4])]
+    assert not torch.allclose(out, reference)  # the RD really changes the features
+    assert list(attached(model)) == ["layer3"]
+    assert detach(model, "layer3") is rd
+    torch.testing.assert_close(model(x), reference)
+
+
+def test_resnet_features_only_keeps_every_output():
+    model = timm.create_model("resnet18", features_only=True, out_indices=(1, 2, 3)).eval()
+    x = torch.randn(1, 3, 64, 64)
+    shapes = [f.shape for f in model(x)]
+    rd = attach(model, at="layer2", num_atoms=16, variant="authors", input_size=(3, 64, 64))
+    assert rd.in_channels == 128
+    out, seen = _rd_runs(model, rd, x)
+    assert [f.shape for f in out] == shapes
+    assert seen == [torch.Size([1, 128, 8, 8])]
+    # The collected layer2 output is the RD's output.
+    captured = []
+    h = rd.register_forward_hook(lambda m, i, o: captured.append(o))
+    out = model(x)
+    h.remove()
+    torch.testing.assert_close(out[1], captured[0])
+
+
+def test_convnext_stage():
+    model = timm.create_model("test_convnext", num_classes=5).eval()
+    x = torch.randn(1, 3, 64, 64)
+    reference_shape = model(x).shape
+    rd = attach(model, at="stages.1", num_atoms=16, input_size=(3, 64, 64))
+    out, seen = _rd_runs(model, rd, x)
+    assert out.shape == reference_shape
+    assert len(seen) == 1 and seen[0][1] == rd.in_channels
+
+
+def test_deit_tokens_reshaped_to_maps():
+    model = timm.create_model(
+        "deit_tiny_distilled_patch16_224", img_size=64, num_classes=4, depth=2
+    ).eval()
+    x = torch.randn(2, 3, 64, 64)
+    reference = model(x)
+    rd = attach(model, at="blocks.0", num_atoms=16, input_size=(3, 64, 64))
+    insertion = model.blocks[0]
+    assert insertion.layout == "tokens" and insertion.num_prefix_tokens == 2
+    out, seen = _rd_runs(model, rd, x)
+    assert out.shape == reference.shape
+    assert seen == [torch.Size([2, 192, 4, 4])]
+    # Prefix (class + distillation) tokens pass through the RD untouched.
+    tokens = []
+    h1 = insertion.module.register_forward_hook(lambda m, i, o: tokens.append(o))
+    h2 = insertion.register_forward_hook(lambda m, i, o: tokens.append(o))
+    model(x)
+    h1.remove()
+    h2.remove()
+    before, after = tokens
+    torch.testing.assert_close(after[:, :2], before[:, :2])
+    assert not torch.allclose(after[:, 2:], before[:, 2:])
+
+
+def test_nested_module_name_and_training_flag():
+    model = timm.create_model("resnet18").train()
+    rd = attach(model, at="layer2.0.conv1", num_atoms=8, input_size=(3, 32, 32))
+    assert rd.in_channels == 128 and rd.training
+    assert isinstance(model.layer2[0].conv1, RDInsertion)
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    assert rd.dictionary.raw_atoms.grad is not None
+
+
+def test_probe_leaves_batchnorm_statistics_alone():
+    model = timm.create_model("resnet18").train()
+    before = model.bn1.running_mean.clone()
+    attach(model, at="layer1", num_atoms=8, input_size=(3, 32, 32))
+    torch.testing.assert_close(model.bn1.running_mean, before)
+    assert model.training
+
+
+def test_unknown_module_lists_close_matches():
+    model = timm.create_model("resnet18")
+    with pytest.raises(ValueError, match=r"at='layr3'.*close matches: \['layer3'"):
+        attach(model, at="layr3", input_size=(3, 32, 32))
+    with pytest.raises(ValueError, match="is not a module"):
+        attach(model, at="", input_size=(3, 32, 32))
+
+
+def test_attach_twice_and_bad_layout():
+    model = timm.create_model("resnet18")
+    attach(model, at="layer1", num_atoms=8, input_size=(3, 32, 32))
+    with pytest.raises(ValueError, match="already"):
+        attach(model, at="layer1", num_atoms=8, input_size=(3, 32, 32))
+    with pytest.raises(ValueError, match="unknown layout 'nchwx'"):
+        attach(model, at="layer2", layout="nchwx", input_size=(3, 32, 32))
+
+
+def test_non_map_output_is_rejected():
+    model = timm.create_model("resnet18", num_classes=3)
+    with pytest.raises(ValueError, match=r"output of 'fc' has shape \(1, 3\)"):
+        attach(model, at="fc", input_size=(3, 32, 32))
