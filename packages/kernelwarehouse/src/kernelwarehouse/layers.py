@@ -1,0 +1,373 @@
+"""KW layers: convolutions and linear layers whose kernels are mixed from a shared warehouse.
+
+``KWConv1d/2d/3d`` and ``KWLinear`` keep the constructor of their ``torch.nn`` counterparts.
+Built alone they own a private warehouse sized by ``budget``; built by
+:class:`kernelwarehouse.WarehouseManager` (or :func:`kernelwarehouse.convert`) several layers
+share one :class:`Warehouse`. The first layer of a warehouse registers it as its submodule
+``warehouse`` (so it appears once in ``state_dict`` and in ``parameters()``); the others hold a
+plain reference. Because timm's ``features_only`` wrappers keep a prefix of the model's modules,
+and the first user of a warehouse always comes before the others, a truncated model still
+owns every warehouse it uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .attention import KWAttention, assign_cells
+from .functional import EXECUTORS
+from .partition import CellShape, LayerPartition, partition_kernel, plan_cell_shape
+
+__all__ = ["KWConv1d", "KWConv2d", "KWConv3d", "KWLayer", "KWLinear", "Warehouse"]
+
+
+class Warehouse(nn.Module):
+    """``n`` kernel cells of one shape, shared by the layers of a group.
+
+    Example:
+        >>> wh = Warehouse(56, CellShape(64, 64, (1, 1)))
+        >>> wh.cells.shape
+        torch.Size([56, 64, 64, 1, 1])
+    """
+
+    def __init__(self, num_cells: int, cell: CellShape, name: str = "") -> None:
+        super().__init__()
+        if num_cells < 1:
+            raise ValueError(f"num_cells={num_cells!r} is invalid: a warehouse needs >= 1 cell")
+        self.cell = cell
+        self.name = name
+        self.cells = nn.Parameter(torch.empty(num_cells, *cell.as_tuple()))
+        nn.init.kaiming_normal_(self.cells, mode="fan_out", nonlinearity="relu")
+
+    @property
+    def num_cells(self) -> int:
+        return self.cells.shape[0]
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, n={self.num_cells}, cell={self.cell}"
+
+
+def _tuple(value: int | Sequence[int], dims: int, name: str) -> tuple[int, ...]:
+    if isinstance(value, int):
+        return (value,) * dims
+    value = tuple(int(v) for v in value)
+    if len(value) == 1:
+        return value * dims
+    if len(value) != dims:
+        raise ValueError(f"{name}={value!r} is invalid: expected an int or {dims} ints")
+    return value
+
+
+class KWLayer(nn.Module):
+    """Common machinery of KW convolutions and linear layers (not used directly).
+
+    Args (keyword-only, shared by every KW layer):
+        warehouse: the shared :class:`Warehouse`; ``None`` builds a private one.
+        owner: whether this layer registers ``warehouse`` as its submodule.
+        beta: ``[m, n + 1]`` initial attentions; ``None`` assigns cells from ``cell_start``.
+        budget: ``b = n / m`` of a private warehouse (ignored with a shared one).
+        cell_start: first warehouse cell handed to this layer (attention initialisation).
+        reduction, min_hidden, eps, nonlocal_basis_ratio: attention settings
+            (:class:`kernelwarehouse.KWAttention`).
+        spatial_partition: 1 x 1 cells (default) or whole-kernel cells.
+        executor: ``"fast"`` (default) or ``"reference"`` (see :mod:`kernelwarehouse.functional`).
+    """
+
+    dims: int = 0
+
+    def _setup(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_shape: tuple[int, ...],
+        bias: bool,
+        *,
+        warehouse: Warehouse | None,
+        owner: bool,
+        beta: torch.Tensor | None,
+        budget: float,
+        cell_start: int,
+        reduction: float,
+        min_hidden: int,
+        eps: float,
+        nonlocal_basis_ratio: float,
+        spatial_partition: bool,
+        assignment: str,
+        executor: str,
+        name: str,
+    ) -> None:
+        if in_channels < 1 or out_channels < 1:
+            raise ValueError(
+                f"in_channels={in_channels}, out_channels={out_channels} are invalid: need >= 1"
+            )
+        if executor not in EXECUTORS:
+            raise ValueError(f"executor={executor!r} is invalid: expected one of {list(EXECUTORS)}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.executor = executor
+        if warehouse is None:
+            if not budget > 0:
+                raise ValueError(f"budget={budget!r} is invalid: expected a positive number")
+            ratio = 1.0 if budget >= 1 else 0.5
+            cell = plan_cell_shape([kernel_shape], ratio, ratio, spatial_partition)
+            m = partition_kernel(kernel_shape, cell, name or type(self).__name__).num_mixtures
+            warehouse = Warehouse(max(int(m * budget), 1), cell, name=name)
+            owner = True
+            cells_per_mixture = budget
+        else:
+            cells_per_mixture = None
+        self.partition: LayerPartition = partition_kernel(
+            kernel_shape, warehouse.cell, name or type(self).__name__
+        )
+        m, n = self.partition.num_mixtures, warehouse.num_cells
+        if beta is None:
+            beta, _ = assign_cells(m, n, cell_start, cells_per_mixture or 1.0, assignment)
+        self.owns_warehouse = owner
+        if owner:
+            self.warehouse = warehouse
+        else:
+            # Plain attribute: a shared warehouse is registered once, by its first layer.
+            object.__setattr__(self, "_shared_warehouse", (warehouse,))
+        local = round((cells_per_mixture or 1.0) * m)
+        self.attention = KWAttention(
+            in_channels,
+            m,
+            n,
+            beta,
+            reduction=reduction,
+            min_hidden=min_hidden,
+            eps=eps,
+            nonlocal_basis_ratio=nonlocal_basis_ratio,
+            local_start=cell_start,
+            num_local_cells=local,
+        )
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+
+    @property
+    def shared_warehouse(self) -> Warehouse:
+        """The warehouse this layer mixes its kernel from (owned or shared)."""
+        if self.owns_warehouse:
+            return self.warehouse
+        return self.__dict__["_shared_warehouse"][0]
+
+    @property
+    def num_mixtures(self) -> int:
+        return self.partition.num_mixtures
+
+    def kernel(self, x: torch.Tensor) -> torch.Tensor:
+        """The per-sample kernels ``[B, *weight.shape]`` this layer applies to ``x``."""
+        attention = self.attention(self._pool(x))
+        assemble, _ = EXECUTORS[self.executor]
+        return assemble(attention, self.shared_warehouse.cells, self.partition)
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class _KWConvNd(KWLayer):
+    dims = 2
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] = 1,
+        padding: int | Sequence[int] | str = 0,
+        dilation: int | Sequence[int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        *,
+        warehouse: Warehouse | None = None,
+        owner: bool = False,
+        beta: torch.Tensor | None = None,
+        budget: float = 1.0,
+        cell_start: int = 0,
+        reduction: float = 1 / 16,
+        min_hidden: int = 16,
+        eps: float = 1e-3,
+        nonlocal_basis_ratio: float = 1.0,
+        spatial_partition: bool = True,
+        assignment: str = "diagonal",
+        executor: str = "fast",
+        name: str = "",
+    ) -> None:
+        super().__init__()
+        if padding_mode != "zeros":
+            raise ValueError(
+                f"padding_mode={padding_mode!r} is not supported by KW layers: only 'zeros'"
+            )
+        if groups < 1 or in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"groups={groups} is invalid for in_channels={in_channels}, "
+                f"out_channels={out_channels}: both must be divisible by groups"
+            )
+        d = self.dims
+        self.kernel_size = _tuple(kernel_size, d, "kernel_size")
+        self.stride = _tuple(stride, d, "stride")
+        self.padding = padding if isinstance(padding, str) else _tuple(padding, d, "padding")
+        self.dilation = _tuple(dilation, d, "dilation")
+        self.groups = groups
+        kernel_shape = (out_channels, in_channels // groups, *self.kernel_size)
+        self._setup(
+            in_channels,
+            out_channels,
+            kernel_shape,
+            bias,
+            warehouse=warehouse,
+            owner=owner,
+            beta=beta,
+            budget=budget,
+            cell_start=cell_start,
+            reduction=reduction,
+            min_hidden=min_hidden,
+            eps=eps,
+            nonlocal_basis_ratio=nonlocal_basis_ratio,
+            spatial_partition=spatial_partition,
+            assignment=assignment,
+            executor=executor,
+            name=name,
+        )
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], x.shape[1], -1).mean(dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != self.dims + 2:
+            raise ValueError(
+                f"{type(self).__name__} expects a [B, C, {self.dims} spatial dims] input, "
+                f"got shape {tuple(x.shape)}"
+            )
+        kernel = self.kernel(x)
+        _, conv = EXECUTORS[self.executor]
+        return conv(x, kernel, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, groups={self.groups}, "
+            f"bias={self.bias is not None}, cells={self.partition.cell}, m={self.num_mixtures}"
+        )
+
+
+class KWConv1d(_KWConvNd):
+    """KernelWarehouse ``nn.Conv1d``.
+
+    Example:
+        >>> conv = KWConv1d(16, 32, 3, padding=1)
+        >>> conv(torch.randn(2, 16, 20)).shape
+        torch.Size([2, 32, 20])
+    """
+
+    dims = 1
+
+
+class KWConv2d(_KWConvNd):
+    """KernelWarehouse ``nn.Conv2d``.
+
+    Example:
+        >>> conv = KWConv2d(16, 32, 3, padding=1, budget=2.0)
+        >>> conv(torch.randn(2, 16, 8, 8)).shape
+        torch.Size([2, 32, 8, 8])
+    """
+
+    dims = 2
+
+
+class KWConv3d(_KWConvNd):
+    """KernelWarehouse ``nn.Conv3d``.
+
+    Example:
+        >>> conv = KWConv3d(8, 8, 3, padding=1)
+        >>> conv(torch.randn(2, 8, 4, 4, 4)).shape
+        torch.Size([2, 8, 4, 4, 4])
+    """
+
+    dims = 3
+
+
+class KWLinear(KWLayer):
+    """KernelWarehouse ``nn.Linear``; attention pools over every token of a sample.
+
+    Input ``[B, *, in_features]``; the kernel is one per sample (shared by its tokens).
+
+    Example:
+        >>> fc = KWLinear(32, 64)
+        >>> fc(torch.randn(2, 10, 32)).shape
+        torch.Size([2, 10, 64])
+    """
+
+    dims = 0
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        warehouse: Warehouse | None = None,
+        owner: bool = False,
+        beta: torch.Tensor | None = None,
+        budget: float = 1.0,
+        cell_start: int = 0,
+        reduction: float = 1 / 16,
+        min_hidden: int = 16,
+        eps: float = 1e-3,
+        nonlocal_basis_ratio: float = 1.0,
+        spatial_partition: bool = True,
+        assignment: str = "diagonal",
+        executor: str = "fast",
+        name: str = "",
+    ) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self._setup(
+            in_features,
+            out_features,
+            (out_features, in_features),
+            bias,
+            warehouse=warehouse,
+            owner=owner,
+            beta=beta,
+            budget=budget,
+            cell_start=cell_start,
+            reduction=reduction,
+            min_hidden=min_hidden,
+            eps=eps,
+            nonlocal_basis_ratio=nonlocal_basis_ratio,
+            spatial_partition=spatial_partition,
+            assignment=assignment,
+            executor=executor,
+            name=name,
+        )
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], -1, x.shape[-1]).mean(dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 2 or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"KWLinear expects [B, *, {self.in_features}] input, got shape {tuple(x.shape)}"
+            )
+        shape = x.shape
+        kernel = self.kernel(x)  # [B, out, in]
+        _, conv = EXECUTORS[self.executor]
+        tokens = x.reshape(shape[0], -1, shape[-1]).transpose(1, 2)  # [B, in, T]
+        out = conv(tokens, kernel.unsqueeze(-1), self.bias, (1,), (0,), (1,), 1)
+        return out.transpose(1, 2).reshape(*shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, cells={self.partition.cell}, m={self.num_mixtures}"
+        )
+
+
+def kw_layer_params(layer: KWLayer) -> int:
+    """Parameters of a layer excluding its warehouse."""
+    return sum(p.numel() for n, p in layer.named_parameters() if not n.startswith("warehouse."))
