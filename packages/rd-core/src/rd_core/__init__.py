@@ -8,7 +8,17 @@ Example:
 """
 
 from .attach import LAYOUTS, RDInsertion, attach, attached, detach, register_layout
+from .capture import batch_images, iter_rd_inputs, rd_inputs
+from .compression import CompressionReport, compress, distillation_loss, student_from_teacher
 from .dictionary import ConvBNDictionary, NormalizedDictionary, as_atoms
+from .inspection import (
+    USAGE_SCORES,
+    AtomUsage,
+    CoefficientMaps,
+    atom_usage,
+    coefficient_maps,
+    plot_coefficients,
+)
 from .module import RetrieverDictionary
 from .pono import PositionalNorm, positional_norm
 from .retriever import ConvNormAct, FusedRetriever, SplitRetriever, fuse_retriever
@@ -18,6 +28,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "LAYOUTS",
+    "USAGE_SCORES",
+    "AtomUsage",
+    "CoefficientMaps",
+    "CompressionReport",
     "ConvBNDictionary",
     "ConvNormAct",
     "FusedRetriever",
@@ -29,13 +43,22 @@ __all__ = [
     "VariantSpec",
     "__version__",
     "as_atoms",
+    "atom_usage",
     "attach",
     "attached",
+    "batch_images",
+    "coefficient_maps",
+    "compress",
     "detach",
+    "distillation_loss",
     "fuse_retriever",
     "get_variant",
+    "iter_rd_inputs",
     "list_variants",
+    "plot_coefficients",
     "positional_norm",
+    "rd_inputs",
     "register_layout",
     "register_variant",
+    "student_from_teacher",
 ]

@@ -1,0 +1,385 @@
+"""Dictionary compression (YOLO-RD section 3.3, equation 8, Algorithm 1 lines 15-22).
+
+A trained RD (the teacher, ``N`` atoms) is distilled into a smaller one (the student, ``n < N``
+atoms). Backbone and teacher are frozen; the student starts from the teacher's most used atoms
+and learns with a contrastive loss: every student output position must be most similar (cosine)
+to the teacher output at the same position, among all teacher positions of the batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from tqdm.auto import tqdm
+
+from .capture import find_parent, iter_rd_inputs
+from .inspection import AtomUsage, atom_usage
+from .module import RetrieverDictionary
+from .retriever import ConvNormAct, FusedRetriever, SplitRetriever
+
+__all__ = ["CompressionReport", "compress", "distillation_loss", "student_from_teacher"]
+
+
+def _positions(x: torch.Tensor, name: str) -> torch.Tensor:
+    if x.dim() == 4:
+        return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+    if x.dim() == 2:
+        return x
+    raise ValueError(
+        f"distillation_loss: {name} must be [B, f, H, W] or [M, f], got {tuple(x.shape)}"
+    )
+
+
+def _chunk_loss(
+    student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    logits = student @ teacher.t() / temperature
+    return F.cross_entropy(logits, targets, reduction="sum")
+
+
+def distillation_loss(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    temperature: float = 0.1,
+    *,
+    max_positions: int | None = None,
+    chunk_size: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Equation 8 averaged over every (sampled) position of the batch.
+
+    ``L_{i,w,h} = -log( exp(sim(z_rd_{i,w,h}, z_RD_{i,w,h}) / tau)
+    / sum_{j,w',h'} exp(sim(z_rd_{i,w,h}, z_RD_{j,w',h'}) / tau) )``, ``sim`` = cosine.
+
+    Args:
+        student, teacher: outputs ``[B, f, H, W]`` (or ``[M, f]``) of the student and teacher RD.
+        temperature: ``tau`` (the paper does not state it; 0.1 here).
+        max_positions: sample this many positions (the same ones from student and teacher,
+            without replacement) when the batch has more; the loss is then equation 8 over the
+            sampled set. 4096 keeps 32 x 512 x 80 x 80 maps at a 64 MiB similarity matrix.
+        chunk_size: compute the exact loss over all positions in row chunks of this size, each
+            recomputed in the backward pass (activation checkpointing), so memory grows with
+            ``chunk_size x M`` instead of ``M x M``.
+        generator: random generator for the sampling.
+
+    Example:
+        >>> import torch
+        >>> t = torch.randn(2, 8, 4, 4)
+        >>> same = distillation_loss(t, t, 0.1)
+        >>> bool(same < distillation_loss(torch.randn_like(t), t, 0.1))
+        True
+    """
+    if student.shape != teacher.shape:
+        raise ValueError(
+            f"distillation_loss: student shape {tuple(student.shape)} != teacher shape "
+            f"{tuple(teacher.shape)}"
+        )
+    if not temperature > 0:
+        raise ValueError(f"distillation_loss: temperature must be > 0, got {temperature!r}")
+    s = _positions(student, "student")
+    t = _positions(teacher, "teacher")
+    m = s.shape[0]
+    if max_positions is not None:
+        if max_positions < 2:
+            raise ValueError(f"distillation_loss: max_positions must be >= 2, got {max_positions}")
+        if m > max_positions:
+            index = torch.randperm(m, generator=generator, device="cpu")[:max_positions]
+            index = index.to(s.device)
+            s, t = s[index], t[index]
+            m = max_positions
+    s = F.normalize(s.float(), dim=1)
+    t = F.normalize(t.float(), dim=1)
+    targets = torch.arange(m, device=s.device)
+    if chunk_size is None or chunk_size >= m:
+        return _chunk_loss(s, t, targets, temperature) / m
+    if chunk_size < 1:
+        raise ValueError(f"distillation_loss: chunk_size must be >= 1, got {chunk_size}")
+    total = s.new_zeros(())
+    for start in range(0, m, chunk_size):
+        stop = min(start + chunk_size, m)
+        total = total + checkpoint(
+            _chunk_loss, s[start:stop], t, targets[start:stop], temperature, use_reentrant=False
+        )
+    return total / m
+
+
+# --------------------------------------------------------------------------- student
+@torch.no_grad()
+def _copy_channels(dst: ConvNormAct, src: ConvNormAct, index: torch.Tensor) -> None:
+    """Copy the output channels ``index`` of ``src`` (conv rows, BatchNorm entries) into ``dst``."""
+    dst.conv.weight.copy_(src.conv.weight[index])
+    if hasattr(src, "bn"):
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            getattr(dst.bn, name).copy_(getattr(src.bn, name)[index])
+
+
+@torch.no_grad()
+def student_from_teacher(
+    teacher: RetrieverDictionary,
+    index: torch.Tensor,
+    *,
+    inherit_retriever: bool = True,
+    trainable_dictionary: bool = True,
+) -> RetrieverDictionary:
+    """A smaller RD whose atoms are the teacher's atoms ``index`` (Algorithm 1, line 15).
+
+    With ``inherit_retriever`` the coefficient channels of the kept atoms (rows of ``G``,
+    filters of ``E``, PONO's ``gamma``/``beta``, BatchNorm entries) are copied too, so the
+    student starts by retrieving the kept atoms the way the teacher did. The paper only
+    states that the student starts from chosen teacher atoms; ``inherit_retriever=False``
+    leaves the retriever freshly initialised.
+
+    Example:
+        >>> import torch
+        >>> teacher = RetrieverDictionary(8, num_atoms=16)
+        >>> student = student_from_teacher(teacher, torch.arange(4))
+        >>> torch.allclose(student.atoms, teacher.atoms[:4])
+        True
+    """
+    index = torch.as_tensor(index, dtype=torch.long).flatten().cpu()
+    if index.numel() < 2 or len(set(index.tolist())) != index.numel():
+        raise ValueError("student_from_teacher: index must hold at least 2 distinct atom indices")
+    if int(index.min()) < 0 or int(index.max()) >= teacher.num_atoms:
+        raise ValueError(
+            f"student_from_teacher: index must be in [0, {teacher.num_atoms}), got "
+            f"[{int(index.min())}, {int(index.max())}]"
+        )
+    param = next(teacher.parameters())
+    source_atoms = teacher.dictionary.atoms
+    if hasattr(teacher.dictionary, "raw_atoms"):
+        source_atoms = teacher.dictionary.raw_atoms.detach()
+    student = RetrieverDictionary(
+        teacher.in_channels,
+        num_atoms=int(index.numel()),
+        kernel_size=teacher.kernel_size,
+        residual=teacher.residual,
+        dictionary=source_atoms[index.to(source_atoms.device)].float().cpu(),
+        trainable_dictionary=trainable_dictionary,
+        variant=teacher.variant,
+        fused_retriever=teacher.fused,
+        eps=teacher.eps,
+    ).to(device=param.device, dtype=param.dtype)
+    bn = getattr(teacher.dictionary, "bn", None)
+    if bn is not None:  # authors' variant: D's BatchNorm acts on the f output channels, keep all
+        student.dictionary.bn.load_state_dict(bn.state_dict())
+    if inherit_retriever:
+        device_index = index.to(param.device)
+        if isinstance(teacher.retriever, SplitRetriever):
+            _copy_channels(student.retriever.generator, teacher.retriever.generator, device_index)
+            _copy_channels(student.retriever.exchanger, teacher.retriever.exchanger, device_index)
+        elif isinstance(teacher.retriever, FusedRetriever):
+            _copy_channels(student.retriever.conv, teacher.retriever.conv, device_index)
+        if teacher.norm.affine:
+            student.norm.weight.copy_(teacher.norm.weight[device_index])
+            student.norm.bias.copy_(teacher.norm.bias[device_index])
+    return student
+
+
+# --------------------------------------------------------------------------- compress
+@dataclass
+class CompressionReport:
+    """What :func:`compress` did and how close the student came to the teacher.
+
+    ``cosine_similarity`` is the mean cosine similarity between student and teacher outputs
+    over every position of ``data`` (1 = same direction everywhere); ``relative_error`` is
+    ``||student - teacher|| / ||teacher||`` over the same positions. ``initial_loss`` and
+    ``final_loss`` are the mean distillation loss over ``data`` before and after training
+    (same sampled positions for both).
+    """
+
+    student: RetrieverDictionary
+    kept_atoms: torch.Tensor
+    usage: AtomUsage
+    teacher_atoms: int
+    student_atoms: int
+    teacher_parameters: int
+    student_parameters: int
+    initial_loss: float
+    final_loss: float
+    cosine_similarity: float
+    relative_error: float
+    loss_history: list[float] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"atoms {self.teacher_atoms} -> {self.student_atoms}, parameters "
+            f"{self.teacher_parameters} -> {self.student_parameters}, loss "
+            f"{self.initial_loss:.4f} -> {self.final_loss:.4f}, cosine similarity "
+            f"{self.cosine_similarity:.4f}, relative error {self.relative_error:.4f}"
+        )
+
+
+@torch.no_grad()
+def _evaluate(
+    model: nn.Module | None,
+    teacher: RetrieverDictionary,
+    student: RetrieverDictionary,
+    data: Any,
+    temperature: float,
+    max_positions: int | None,
+    max_batches: int | None,
+    seed: int,
+) -> tuple[float, float, float]:
+    generator = torch.Generator().manual_seed(seed)
+    losses, cos_sum, diff_sq, ref_sq, count = [], 0.0, 0.0, 0.0, 0
+    for features in iter_rd_inputs(model, teacher, data, max_batches):
+        t, s = teacher(features), student(features)
+        losses.append(
+            float(
+                distillation_loss(
+                    s, t, temperature, max_positions=max_positions, generator=generator
+                )
+            )
+        )
+        cos_sum += float(F.cosine_similarity(s.float(), t.float(), dim=1).sum())
+        count += t.shape[0] * t.shape[2] * t.shape[3]
+        diff_sq += float((s.float() - t.float()).pow(2).sum())
+        ref_sq += float(t.float().pow(2).sum())
+    if count == 0:
+        raise ValueError("compress: data is empty (no batch was seen)")
+    return sum(losses) / len(losses), cos_sum / count, math.sqrt(diff_sq / max(ref_sq, 1e-30))
+
+
+def compress(
+    model: nn.Module | None,
+    rd: RetrieverDictionary,
+    num_atoms: int,
+    data: Iterable[Any] | torch.Tensor,
+    *,
+    epochs: int = 1,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    temperature: float = 0.1,
+    max_positions: int | None = 4096,
+    usage_score: str = "mean_abs",
+    inherit_retriever: bool = True,
+    max_batches: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> CompressionReport:
+    """Distil ``rd`` into a student with ``num_atoms`` atoms and swap it into ``model``.
+
+    Algorithm 1, lines 15-22: backbone and teacher frozen; the student starts from the
+    teacher's most used atoms (:func:`atom_usage` over ``data``, ranked by ``usage_score``)
+    and is trained with :func:`distillation_loss` on the features that reach the RD. Afterwards
+    the student replaces ``rd`` in ``model``, the model's ``requires_grad`` flags and training
+    mode are restored, and the report says how close the student's features are.
+
+    Args:
+        model: the model that contains ``rd`` (after :func:`rd_core.attach`); ``None`` when
+            ``data`` already holds the RD's input features (nothing is swapped then).
+        rd: the trained teacher RD.
+        num_atoms: the student's atom count, ``2 <= num_atoms < rd.num_atoms`` (the paper
+            removes at least 50%).
+        data: batches of model inputs: tensors, ``(images, targets)`` or ``{"image": ...}``.
+        epochs: passes over ``data`` (the paper uses one).
+        lr, weight_decay: AdamW settings for the student.
+        temperature: ``tau`` of equation 8.
+        max_positions: positions sampled per batch for the loss (``None``: all).
+        usage_score: ``"mean_abs"``, ``"top1"`` or ``"top1_then_mean_abs"``.
+        inherit_retriever: copy the kept atoms' retriever channels (see
+            :func:`student_from_teacher`).
+        max_batches: stop each pass after this many batches.
+        seed: seeds the position sampling.
+        progress: show a tqdm progress bar.
+
+    Example:
+        >>> import torch
+        >>> from rd_core import RetrieverDictionary
+        >>> teacher = RetrieverDictionary(8, num_atoms=16).eval()
+        >>> feats = [torch.randn(2, 8, 6, 6) for _ in range(2)]
+        >>> report = compress(None, teacher, 8, feats, epochs=2, progress=False)
+        >>> report.student.num_atoms
+        8
+    """
+    if not isinstance(rd, RetrieverDictionary):
+        raise TypeError(f"compress: rd must be a RetrieverDictionary, got {type(rd).__name__}")
+    if (
+        isinstance(num_atoms, bool)
+        or not isinstance(num_atoms, int)
+        or not 2 <= num_atoms < rd.num_atoms
+    ):
+        raise ValueError(
+            f"compress: num_atoms must be an int in [2, {rd.num_atoms}) (fewer than the "
+            f"teacher's {rd.num_atoms} atoms), got {num_atoms!r}"
+        )
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"compress: epochs must be an int >= 1, got {epochs!r}")
+    location = find_parent(model, rd) if model is not None else None
+    modules: list[nn.Module] = [model] if model is not None else [rd]
+    saved_flags = [(p, p.requires_grad) for m in modules for p in m.parameters()]
+    saved_modes = [(m, m.training) for m in modules for m in m.modules()]
+    try:
+        for m in modules:
+            m.eval()
+            m.requires_grad_(False)
+        usage = atom_usage(rd, data, model=model, max_batches=max_batches)
+        kept = usage.most_used(num_atoms, usage_score)
+        student = student_from_teacher(rd, kept, inherit_retriever=inherit_retriever)
+        initial_loss, _, _ = _evaluate(
+            model, rd, student.eval(), data, temperature, max_positions, max_batches, seed
+        )
+        student.train()
+        optimizer = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=weight_decay)
+        generator = torch.Generator().manual_seed(seed + 1)
+        history: list[float] = []
+        total = None
+        if max_batches is not None:
+            total = epochs * max_batches
+        elif hasattr(data, "__len__"):
+            total = epochs * (1 if isinstance(data, torch.Tensor) else len(data))
+        bar = tqdm(
+            total=total, desc=f"compress {rd.num_atoms}->{num_atoms} atoms", disable=not progress
+        )
+        for _ in range(epochs):
+            for features in iter_rd_inputs(model, rd, data, max_batches):
+                with torch.no_grad():
+                    target = rd(features)
+                loss = distillation_loss(
+                    student(features),
+                    target,
+                    temperature,
+                    max_positions=max_positions,
+                    generator=generator,
+                )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                history.append(float(loss.detach()))
+                bar.set_postfix(loss=f"{history[-1]:.4f}")
+                bar.update(1)
+        bar.close()
+        student.eval()
+        final_loss, cosine, relative = _evaluate(
+            model, rd, student, data, temperature, max_positions, max_batches, seed
+        )
+    finally:
+        for p, flag in saved_flags:
+            p.requires_grad_(flag)
+        for m, mode in saved_modes:
+            m.training = mode
+    if location is not None:
+        parent, attribute, _ = location
+        setattr(parent, attribute, student)
+        student.train(rd.training)
+    return CompressionReport(
+        student=student,
+        kept_atoms=kept,
+        usage=usage,
+        teacher_atoms=rd.num_atoms,
+        student_atoms=num_atoms,
+        teacher_parameters=sum(p.numel() for p in rd.parameters()),
+        student_parameters=sum(p.numel() for p in student.parameters()),
+        initial_loss=initial_loss,
+        final_loss=final_loss,
+        cosine_similarity=cosine,
+        relative_error=relative,
+        loss_history=history,
+    )
