@@ -164,9 +164,7 @@ def test_bad_input_errors():
         kw.KWConv2d(4, 4, 3)(torch.randn(4, 5, 5))
     mgr = kw.WarehouseManager(cell_in_ratio=0.75)
     mgr.reserve("a", nn.Conv2d(6, 6, 1), "g")
-    with pytest.raises(
-        ValueError, match=r"input channels 6 .* into cells of 4"
-    ):
+    with pytest.raises(ValueError, match=r"input channels 6 .* into cells of 4"):
         mgr.plan()
 
 

@@ -61,3 +61,4 @@ __all__ = [
     "set_executor",
     "set_temperature",
 ]
+from . import models  # noqa: F401  (registers the kw_* architectures in timm)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "ATTENTION_NORMS",
     "AttentionBatchNorm1d",
     "KWAttention",
     "assign_cells",
@@ -125,6 +126,14 @@ class AttentionBatchNorm1d(nn.BatchNorm1d):
         return super().forward(x)
 
 
+#: attention normalisation by name: the paper's BatchNorm1d, or the LayerNorm of the authors'
+#: ConvNeXt code (their first FC then has a bias)
+ATTENTION_NORMS: dict[str, type[nn.Module]] = {
+    "batchnorm": AttentionBatchNorm1d,
+    "layernorm": nn.LayerNorm,
+}
+
+
 class KWAttention(nn.Module):
     """SE-typed attention producing ``[B, m, n]`` cell attentions from a pooled input.
 
@@ -162,8 +171,11 @@ class KWAttention(nn.Module):
         nonlocal_basis_ratio: float = 1.0,
         local_start: int = 0,
         num_local_cells: int | None = None,
+        norm: str = "batchnorm",
     ) -> None:
         super().__init__()
+        if norm not in ATTENTION_NORMS:
+            raise ValueError(f"norm={norm!r} is invalid: expected one of {list(ATTENTION_NORMS)}")
         if tuple(beta.shape) != (num_mixtures, num_cells + 1):
             raise ValueError(
                 f"beta has shape {tuple(beta.shape)}; expected ({num_mixtures}, {num_cells + 1})"
@@ -172,8 +184,9 @@ class KWAttention(nn.Module):
         self.num_mixtures = num_mixtures
         self.num_cells = num_cells
         self.eps = eps
-        self.fc1 = nn.Linear(in_channels, hidden, bias=False)  # followed by a norm: no bias
-        self.norm1 = AttentionBatchNorm1d(hidden)
+        # BatchNorm cancels a bias, so the first FC has none before it (as the authors' code).
+        self.fc1 = nn.Linear(in_channels, hidden, bias=norm != "batchnorm")
+        self.norm1 = ATTENTION_NORMS[norm](hidden)
         self.act1 = nn.ReLU(inplace=True)
         per_mixture = num_cells + 1
         self.use_basis = nonlocal_basis_ratio < 1.0

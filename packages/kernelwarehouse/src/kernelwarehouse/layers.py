@@ -74,6 +74,7 @@ class KWLayer(nn.Module):
             (:class:`kernelwarehouse.KWAttention`).
         spatial_partition: 1 x 1 cells (default) or whole-kernel cells.
         executor: ``"fast"`` (default) or ``"reference"`` (see :mod:`kernelwarehouse.functional`).
+        attention_norm: ``"batchnorm"`` (paper) or ``"layernorm"`` (authors' ConvNeXt).
     """
 
     dims: int = 0
@@ -98,6 +99,7 @@ class KWLayer(nn.Module):
         assignment: str,
         executor: str,
         name: str,
+        attention_norm: str = "batchnorm",
     ) -> None:
         if in_channels < 1 or out_channels < 1:
             raise ValueError(
@@ -116,22 +118,22 @@ class KWLayer(nn.Module):
             m = partition_kernel(kernel_shape, cell, name or type(self).__name__).num_mixtures
             warehouse = Warehouse(max(int(m * budget), 1), cell, name=name)
             owner = True
-            cells_per_mixture = budget
-        else:
-            cells_per_mixture = None
+        elif not budget > 0:
+            raise ValueError(f"budget={budget!r} is invalid: expected a positive number")
+        cells_per_mixture = budget
         self.partition: LayerPartition = partition_kernel(
             kernel_shape, warehouse.cell, name or type(self).__name__
         )
         m, n = self.partition.num_mixtures, warehouse.num_cells
         if beta is None:
-            beta, _ = assign_cells(m, n, cell_start, cells_per_mixture or 1.0, assignment)
+            beta, _ = assign_cells(m, n, cell_start, cells_per_mixture, assignment)
         self.owns_warehouse = owner
         if owner:
             self.warehouse = warehouse
         else:
             # Plain attribute: a shared warehouse is registered once, by its first layer.
             object.__setattr__(self, "_shared_warehouse", (warehouse,))
-        local = round((cells_per_mixture or 1.0) * m)
+        local = int(cells_per_mixture * m)  # this layer's own cells (authors' rounding)
         self.attention = KWAttention(
             in_channels,
             m,
@@ -143,6 +145,7 @@ class KWLayer(nn.Module):
             nonlocal_basis_ratio=nonlocal_basis_ratio,
             local_start=cell_start,
             num_local_cells=local,
+            norm=attention_norm,
         )
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
 
@@ -195,6 +198,7 @@ class _KWConvNd(KWLayer):
         assignment: str = "diagonal",
         executor: str = "fast",
         name: str = "",
+        attention_norm: str = "batchnorm",
     ) -> None:
         super().__init__()
         if padding_mode != "zeros":
@@ -231,6 +235,7 @@ class _KWConvNd(KWLayer):
             assignment=assignment,
             executor=executor,
             name=name,
+            attention_norm=attention_norm,
         )
 
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
@@ -322,6 +327,7 @@ class KWLinear(KWLayer):
         assignment: str = "diagonal",
         executor: str = "fast",
         name: str = "",
+        attention_norm: str = "batchnorm",
     ) -> None:
         super().__init__()
         self.in_features = in_features
@@ -344,6 +350,7 @@ class KWLinear(KWLayer):
             assignment=assignment,
             executor=executor,
             name=name,
+            attention_norm=attention_norm,
         )
 
     def _pool(self, x: torch.Tensor) -> torch.Tensor:

@@ -107,6 +107,7 @@ class WarehouseManager:
         spatial_partition: 1 x 1 cells (default) or whole-kernel cells.
         assignment: ``"diagonal"`` (authors) or ``"strided"`` beta rule for ``b < 1``.
         executor: the layers' executor (``"fast"`` or ``"reference"``).
+        attention_norm: ``"batchnorm"`` (paper) or ``"layernorm"`` (authors' ConvNeXt).
 
     Example:
         >>> mgr = WarehouseManager(budget=1.0)
@@ -132,7 +133,9 @@ class WarehouseManager:
         spatial_partition: bool = True,
         assignment: str = "diagonal",
         executor: str = "fast",
+        attention_norm: str = "batchnorm",
     ) -> None:
+        self.attention_norm = attention_norm
         self.budget = budget
         self.cell_in_ratio = cell_in_ratio
         self.cell_out_ratio = cell_out_ratio
@@ -229,6 +232,7 @@ class WarehouseManager:
                     assignment=self.assignment,
                     executor=self.executor,
                     name=lp.name,
+                    attention_norm=self.attention_norm,
                 )
                 layer = _from_static(module, common)
                 _init_cells(warehouse, start, min(end, plan.num_cells), module)

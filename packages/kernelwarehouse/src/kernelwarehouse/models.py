@@ -1,0 +1,290 @@
+"""The paper's architectures in timm's factory, built from timm's own models.
+
+``timm.create_model("kw_resnet18", budget=0.5, num_classes=10)`` builds timm's ``resnet18`` with
+the usual timm keyword arguments, then converts it with the paper's warehouse grouping
+(Appendix A.3). ``features_only=True`` wraps the converted model in timm's feature extractor, so
+the warehouses (and a checkpoint of the classifier) stay the same.
+
+Grouping rules (registered in :data:`kernelwarehouse.GROUPING_RULES`):
+
+* ``resnet``: one warehouse per stage, the first convolution of a stage (and its down-sampling
+  shortcut) moved to the previous stage (Table 15); the stem stays static, and in bottleneck
+  ResNets so do the first block's 1x1 convolution and stride-1 shortcut (authors' code).
+* ``mobilenetv2``: all convolutions; per stage of the authors' code, depth-wise and point-wise
+  layers apart; for ``b > 1`` expansion and projection point-wise layers apart as well.
+* ``convnext``: all convolutions and the blocks' point-wise (linear) layers; separate warehouses
+  for the stem, each down-sampling layer, and per stage the depth-wise and the point-wise layers,
+  stage 3's nine blocks split into three stages of three (the paper: 32.99M at 1x).
+  ``convnext_authors`` keeps stage 3 whole, as the authors' released config (39.37M at 1x).
+* ``deit``: value projections and MLP layers, shared across blocks per kind; query and key stay
+  static (the fused qkv projection is split).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import timm
+import torch
+from timm.models import register_model
+from timm.models._features import FeatureGetterNet, FeatureListNet
+from torch import nn
+
+from .convert import ConversionPlan, GroupingRule, convert, register_grouping
+
+__all__ = ["KW_ARCHITECTURES", "QKVWithKWValue", "create_kw_model"]
+
+# ---------------------------------------------------------------------------- grouping rules
+_RESNET = re.compile(r"^layer(\d)\.(\d+)\.(conv1|conv2|conv3|downsample\.0)$")
+
+
+@register_grouping("resnet")
+def resnet_groups(model: nn.Module, name: str, module: nn.Module) -> str | None:
+    match = _RESNET.match(name)
+    if match is None:
+        return None  # stem convolution and classifier stay static
+    stage, block, part = int(match[1]) - 1, int(match[2]), match[3]
+    if part == "downsample.0":
+        if tuple(module.stride) == (1, 1):
+            return None  # authors: only strided shortcuts are KW layers
+        return f"stage{stage - 1}"
+    if part == "conv1" and block == 0:
+        parent = model.get_submodule(name.rsplit(".", 1)[0])
+        if hasattr(parent, "conv3") and stage == 0:
+            return None  # bottleneck: no previous stage to hand over to
+        return f"stage{max(stage - 1, 0)}"
+    return f"stage{stage}"
+
+
+# authors' MobileNetV2 stages per timm block index (their kw_stage_setting)
+_MBV2_STAGE = (1, 2, 3, 4, 5, 6, 6)
+_MBV2 = re.compile(r"^blocks\.(\d+)\.(\d+)\.(conv_pw|conv_dw|conv_pwl)$")
+
+
+def _mobilenetv2_groups(split_pointwise: bool) -> GroupingRule:
+    def rule(model: nn.Module, name: str, module: nn.Module) -> str | None:
+        if name == "conv_stem":
+            return "stem"
+        if name == "conv_head":
+            return f"stage{_MBV2_STAGE[-1]}:" + ("pw_project" if split_pointwise else "pw")
+        match = _MBV2.match(name)
+        if match is None:
+            return None
+        idx, i, part = int(match[1]), int(match[2]), match[3]
+        handover = i == 0 and idx > 0 and _MBV2_STAGE[idx] != _MBV2_STAGE[idx - 1]
+        stage = _MBV2_STAGE[idx] - 1 if handover else _MBV2_STAGE[idx]
+        if part == "conv_dw":
+            return f"stage{stage}:dw"
+        if not split_pointwise:
+            return f"stage{stage}:pw"
+        # the first block has no expansion: its conv_pw is the projection
+        expand = part == "conv_pw" and idx > 0
+        return f"stage{stage}:" + ("pw_expand" if expand else "pw_project")
+
+    return rule
+
+
+register_grouping("mobilenetv2")(_mobilenetv2_groups(split_pointwise=False))
+register_grouping("mobilenetv2_split")(_mobilenetv2_groups(split_pointwise=True))
+
+_CONVNEXT = re.compile(
+    r"^stages\.(\d+)\.(?:blocks\.(\d+)\.(conv_dw|mlp\.fc1|mlp\.fc2)|downsample\.1)$"
+)
+
+
+def _convnext_groups(split_stage3: bool) -> GroupingRule:
+    def rule(model: nn.Module, name: str, module: nn.Module) -> str | None:
+        if name == "stem.0":
+            return "stem"
+        match = _CONVNEXT.match(name)
+        if match is None:
+            return None
+        stage = int(match[1])
+        if match[3] is None:
+            return f"downsample{stage}"
+        block, part = int(match[2]), match[3]
+        label = str(stage)
+        if split_stage3 and stage == 2:
+            label += "abc"[min(block // 3, 2)]
+        return f"stage{label}:" + ("dw" if part == "conv_dw" else "pw")
+
+    return rule
+
+
+register_grouping("convnext")(_convnext_groups(split_stage3=True))
+register_grouping("convnext_authors")(_convnext_groups(split_stage3=False))
+
+_DEIT = re.compile(r"^blocks\.(\d+)\.(attn\.qkv\.v|mlp\.fc1|mlp\.fc2)$")
+
+
+@register_grouping("deit")
+def deit_groups(model: nn.Module, name: str, module: nn.Module) -> str | None:
+    match = _DEIT.match(name)
+    if match is None:
+        return None
+    return {"attn.qkv.v": "value", "mlp.fc1": "mlp_fc1", "mlp.fc2": "mlp_fc2"}[match[2]]
+
+
+class QKVWithKWValue(nn.Module):
+    """A fused ``qkv`` projection split so that only the value part becomes a KW layer.
+
+    ``qk`` stays a static ``nn.Linear`` (dim -> 2 dim); ``v`` (dim -> dim) is converted. The
+    output is ``cat([q, k, v], -1)``, so timm's attention uses it unchanged.
+
+    Example:
+        >>> qkv = nn.Linear(8, 24)
+        >>> split = QKVWithKWValue.from_linear(qkv)
+        >>> x = torch.randn(2, 3, 8)
+        >>> torch.allclose(split(x), qkv(x))
+        True
+    """
+
+    def __init__(self, dim: int, bias: bool = True) -> None:
+        super().__init__()
+        self.qk = nn.Linear(dim, 2 * dim, bias=bias)
+        self.v = nn.Linear(dim, dim, bias=bias)
+
+    @classmethod
+    def from_linear(cls, qkv: nn.Linear) -> QKVWithKWValue:
+        dim = qkv.in_features
+        if qkv.out_features != 3 * dim:
+            raise ValueError(
+                f"qkv has out_features={qkv.out_features}; expected 3 x in_features = {3 * dim}"
+            )
+        split = cls(dim, qkv.bias is not None).to(qkv.weight.device, qkv.weight.dtype)
+        with torch.no_grad():
+            split.qk.weight.copy_(qkv.weight[: 2 * dim])
+            split.v.weight.copy_(qkv.weight[2 * dim :])
+            if qkv.bias is not None:
+                split.qk.bias.copy_(qkv.bias[: 2 * dim])
+                split.v.bias.copy_(qkv.bias[2 * dim :])
+        return split
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.qk(x), self.v(x)], dim=-1)
+
+
+def _split_qkv(model: nn.Module) -> None:
+    for name, module in list(model.named_modules()):
+        if name.endswith("attn.qkv") and type(module) is nn.Linear:
+            model.set_submodule(name, QKVWithKWValue.from_linear(module))
+
+
+# ---------------------------------------------------------------------------- factory
+# name -> (timm base model, grouping rule for (budget) -> rule name, preparation, feature wrapper)
+_Arch = tuple[str, Callable[[float], str], Callable[[nn.Module], None] | None, str]
+
+KW_ARCHITECTURES: dict[str, _Arch] = {
+    "kw_resnet18": ("resnet18", lambda b: "resnet", None, "list"),
+    "kw_resnet50": ("resnet50", lambda b: "resnet", None, "list"),
+    "kw_mobilenetv2_100": (
+        "mobilenetv2_100",
+        lambda b: "mobilenetv2_split" if b > 1 else "mobilenetv2",
+        None,
+        "list",
+    ),
+    "kw_mobilenetv2_050": (
+        "mobilenetv2_050",
+        lambda b: "mobilenetv2_split" if b > 1 else "mobilenetv2",
+        None,
+        "list",
+    ),
+    "kw_convnext_tiny": ("convnext_tiny", lambda b: "convnext", None, "list"),
+    "kw_deit_tiny_patch16_224": ("deit_tiny_patch16_224", lambda b: "deit", _split_qkv, "getter"),
+    "kw_deit_small_patch16_224": ("deit_small_patch16_224", lambda b: "deit", _split_qkv, "getter"),
+}
+
+_TIMM_ONLY_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
+
+
+def create_kw_model(
+    name: str,
+    budget: float = 1.0,
+    pretrained: bool = False,
+    grouping: str | None = None,
+    kw_kwargs: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build ``name`` (a key of :data:`KW_ARCHITECTURES`) at ``budget``.
+
+    Args:
+        budget: parameter budget b (> 0).
+        pretrained: not available (no weights ship with the package); bring the authors'
+            checkpoints in with :func:`kernelwarehouse.official.load`.
+        grouping: override the paper's grouping rule (a registered rule name).
+        kw_kwargs: :func:`kernelwarehouse.convert` options (cell ratios, reduction, ...).
+        **kwargs: timm's keyword arguments (num_classes, in_chans, drop_rate, drop_path_rate,
+            features_only, out_indices, ...).
+
+    The conversion plan is kept as ``model.kw_plan``.
+    """
+    if name not in KW_ARCHITECTURES:
+        raise ValueError(f"name={name!r} is not a KW architecture; valid: {list(KW_ARCHITECTURES)}")
+    if not isinstance(budget, int | float) or not budget > 0:
+        raise ValueError(
+            f"budget={budget!r} is invalid: expected a positive number such as 0.25, 0.5, 1, 2, 4"
+        )
+    if pretrained:
+        raise ValueError(
+            f"pretrained=True: no pretrained weights ship for {name!r}; build it with "
+            "pretrained=False and load the authors' checkpoint with kernelwarehouse.official.load"
+        )
+    base, rule, prepare, feature_kind = KW_ARCHITECTURES[name]
+    for key in _TIMM_ONLY_KWARGS:
+        kwargs.pop(key, None)
+    features_only = kwargs.pop("features_only", False)
+    out_indices = kwargs.pop("out_indices", None)
+    {k: kwargs.pop(k) for k in ("output_fmt", "feature_cls") if k in kwargs}
+    model = timm.create_model(base, pretrained=False, **kwargs)
+    if prepare is not None:
+        prepare(model)
+    plan = convert(model, budget, groups=grouping or rule(budget), **(kw_kwargs or {}))
+    model.kw_plan = plan
+    if features_only:
+        model = _features(model, out_indices, feature_kind)
+        model.kw_plan = plan
+    return model
+
+
+def _features(model: nn.Module, out_indices: Any, kind: str) -> nn.Module:
+    num = len(model.feature_info)
+    indices = tuple(range(num)) if out_indices is None else out_indices
+    cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
+    if kind == "getter":
+        wrapped = FeatureGetterNet(model, out_indices=indices if out_indices is not None else 3)
+    else:
+        wrapped = FeatureListNet(model, out_indices=indices, flatten_sequential=True)
+    for key in ("num_classes", "classifier", "first_conv"):
+        cfg.pop(key, None)
+    wrapped.pretrained_cfg = cfg
+    wrapped.default_cfg = cfg
+    return wrapped
+
+
+def _register(name: str) -> None:
+    def entrypoint(pretrained: bool = False, budget: float = 1.0, **kwargs: Any) -> nn.Module:
+        return create_kw_model(name, budget=budget, pretrained=pretrained, **kwargs)
+
+    entrypoint.__name__ = name
+    entrypoint.__qualname__ = name
+    entrypoint.__module__ = __name__
+    entrypoint.__doc__ = (
+        f"KernelWarehouse {KW_ARCHITECTURES[name][0]} (timm), paper grouping; "
+        "``budget`` = b. See :func:`create_kw_model`."
+    )
+    globals()[name] = entrypoint
+    register_model(entrypoint)
+
+
+for _name in KW_ARCHITECTURES:
+    _register(_name)
+
+
+def plan_of(model: nn.Module) -> ConversionPlan:
+    """The conversion plan a KW architecture was built with."""
+    plan = getattr(model, "kw_plan", None)
+    if plan is None:
+        raise ValueError("model has no kw_plan: it was not built by kernelwarehouse")
+    return plan
