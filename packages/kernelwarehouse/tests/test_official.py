@@ -18,7 +18,8 @@ FIXTURES = Path(__file__).parent / "fixtures"
 def _fixture(name: str):
     with safe_open(str(FIXTURES / f"{name}.safetensors"), "pt") as f:
         meta = f.metadata()
-        sd = {k.removeprefix("model."): f.get_tensor(k) for k in f if k.startswith("model.")}
+        keys = f.keys()  # safe_open is not iterable
+        sd = {k.removeprefix("model."): f.get_tensor(k) for k in keys if k.startswith("model.")}
         x = f.get_tensor("input").float()
         logits = {tau: f.get_tensor(f"logits_tau{tau}") for tau in ("0.0", "0.5", "1.0")}
     return meta, json.loads(meta["config"]), sd, x, logits

@@ -7,6 +7,7 @@ Example:
     torch.Size([2, 10])
 """
 
+from . import models  # registers the kw_* architectures in timm
 from .attention import AttentionBatchNorm1d, KWAttention, assign_cells, contrasting_attention
 from .convert import GROUPING_RULES, ConversionPlan, auto_groups, convert, register_grouping
 from .functional import EXECUTORS, register_executor
@@ -54,6 +55,7 @@ __all__ = [
     "contrasting_attention",
     "convert",
     "get_temperature",
+    "models",
     "partition_kernel",
     "plan_cell_shape",
     "register_executor",
@@ -61,4 +63,3 @@ __all__ = [
     "set_executor",
     "set_temperature",
 ]
-from . import models  # noqa: F401  (registers the kw_* architectures in timm)
