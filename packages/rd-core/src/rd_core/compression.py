@@ -37,6 +37,14 @@ def _positions(x: torch.Tensor, name: str) -> torch.Tensor:
     )
 
 
+def _gather_positions(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rows ``index`` of ``_positions(x)`` without copying the whole map first."""
+    if x.dim() == 2:
+        return x[index]
+    hw = x.shape[2] * x.shape[3]
+    return x.flatten(2)[index // hw, :, index % hw]  # [M, f]
+
+
 def _chunk_loss(
     student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor, temperature: float
 ) -> torch.Tensor:
@@ -83,17 +91,18 @@ def distillation_loss(
         )
     if not temperature > 0:
         raise ValueError(f"distillation_loss: temperature must be > 0, got {temperature!r}")
-    s = _positions(student, "student")
-    t = _positions(teacher, "teacher")
-    m = s.shape[0]
-    if max_positions is not None:
-        if max_positions < 2:
-            raise ValueError(f"distillation_loss: max_positions must be >= 2, got {max_positions}")
-        if m > max_positions:
-            index = torch.randperm(m, generator=generator, device="cpu")[:max_positions]
-            index = index.to(s.device)
-            s, t = s[index], t[index]
-            m = max_positions
+    if student.dim() not in (2, 4):
+        _positions(student, "student")  # raises the shape error
+    m = student.numel() // student.shape[1] if student.dim() == 4 else student.shape[0]
+    if max_positions is not None and max_positions < 2:
+        raise ValueError(f"distillation_loss: max_positions must be >= 2, got {max_positions}")
+    if max_positions is not None and m > max_positions:
+        index = torch.randperm(m, generator=generator, device="cpu")[:max_positions]
+        s = _gather_positions(student, index.to(student.device))
+        t = _gather_positions(teacher, index.to(teacher.device))
+        m = max_positions
+    else:
+        s, t = _positions(student, "student"), _positions(teacher, "teacher")
     s = F.normalize(s.float(), dim=1)
     t = F.normalize(t.float(), dim=1)
     targets = torch.arange(m, device=s.device)

