@@ -1,0 +1,90 @@
+"""Write what a Hub repository holds: ``model.safetensors``, ``config.json`` and ``README.md``.
+
+Example:
+    >>> import tempfile, timm
+    >>> from hub_knowledge import save_for_hub
+    >>> folder = save_for_hub(timm.create_model("resnet10t", num_classes=4), tempfile.mkdtemp(),
+    ...                       model_name="me/resnet10t-digits", metrics={"top1": 97.1})
+    >>> sorted(p.name for p in folder.iterdir())
+    ['README.md', 'config.json', 'model.safetensors']
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ._files import write_json_atomic, write_text_atomic
+from .card import model_card
+from .checkpoint import save_weights
+from .config import CONFIG_NAME, build_config
+
+__all__ = ["CARD_NAME", "WEIGHTS_NAME", "save_for_hub"]
+
+WEIGHTS_NAME = "model.safetensors"  # the name timm looks for first on the Hub
+CARD_NAME = "README.md"
+
+
+def save_for_hub(
+    model: nn.Module,
+    folder: str | os.PathLike,
+    *,
+    model_name: str | None = None,
+    metrics: Mapping[str, float] | None = None,
+    datasets: Sequence[str] = (),
+    license: str = "apache-2.0",
+    tags: Sequence[str] = (),
+    lineage: Mapping[str, str] | None = None,
+    description: str | None = None,
+    model_args: Mapping[str, Any] | None = None,
+    data_config: Mapping[str, Any] | None = None,
+    label_names: list[str] | None = None,
+) -> Path:
+    """Save ``model`` into ``folder`` as a Hub repository would hold it; returns the folder.
+
+    Args:
+        model: built by ``timm.create_model`` with a registered architecture; its factory
+            arguments (e.g. a KernelWarehouse ``budget``) go into ``config.json`` so that
+            ``timm.create_model("hf-hub:<repo>", pretrained=True)`` rebuilds it exactly.
+        folder: created if missing; each file is written to a temporary name then renamed.
+        model_name: the repository id (``org/name``) or name shown in the card; defaults to
+            the folder's name.
+        metrics, datasets, license, tags, lineage, description: model card content
+            (see :func:`hub_knowledge.card.model_card`); ``lineage`` also goes into the config.
+        model_args: extra build arguments to record, JSON-serialisable.
+        data_config: preprocessing to record (input_size, mean, std, crop_pct, ...).
+        label_names: class names, index by index.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model={type(model).__name__} must be a torch.nn.Module")
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"folder={str(folder)!r} exists and is not a directory")
+    config = build_config(
+        model,
+        model_args=model_args,
+        data_config=data_config,
+        label_names=label_names,
+        lineage=lineage,
+    )
+    card = model_card(
+        model,
+        repo_id=model_name or folder.resolve().name,
+        metrics=metrics,
+        datasets=datasets,
+        license=license,
+        tags=tags,
+        lineage=lineage,
+        description=description,
+        model_args=config.get("model_args"),
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    # weights first: a folder whose config.json exists always has its weights beside it
+    save_weights(model, folder / WEIGHTS_NAME, architecture=config["architecture"])
+    write_json_atomic(folder / CONFIG_NAME, config)
+    write_text_atomic(folder / CARD_NAME, card)
+    return folder
