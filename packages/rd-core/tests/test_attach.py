@@ -128,3 +128,25 @@ def test_non_map_output_is_rejected():
     model = timm.create_model("resnet18", num_classes=3)
     with pytest.raises(ValueError, match=r"output of 'fc' has shape \(1, 3\)"):
         attach(model, at="fc", input_size=(3, 32, 32))
+
+
+def test_state_dict_keeps_the_plain_model_keys():
+    plain = timm.create_model("resnet18", num_classes=3).eval()
+    model = timm.create_model("resnet18", num_classes=3).eval()  # different random weights
+    rd = attach(model, at="layer3", num_atoms=8, input_size=(3, 32, 32))
+    keys = set(model.state_dict())
+    rd_keys = {k for k in keys if k.startswith("layer3.rd.")}
+    assert keys - rd_keys == set(plain.state_dict())
+    assert rd_keys == {f"layer3.rd.{k}" for k in rd.state_dict()}
+    # A checkpoint of the plain model loads into the model with an RD ...
+    result = model.load_state_dict(plain.state_dict(), strict=False)
+    assert set(result.missing_keys) == rd_keys and not result.unexpected_keys
+    x = torch.randn(1, 3, 32, 32)
+    detached = detach(model, "layer3")
+    torch.testing.assert_close(model(x), plain(x))
+    # ... and a checkpoint with an RD round-trips strictly, RD included.
+    model.layer3 = RDInsertion(model.layer3, detached)
+    other = timm.create_model("resnet18", num_classes=3).eval()
+    attach(other, at="layer3", num_atoms=8, input_size=(3, 32, 32))
+    other.load_state_dict(model.state_dict())
+    torch.testing.assert_close(other(x), model(x))

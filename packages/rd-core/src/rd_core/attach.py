@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -111,6 +112,32 @@ class RDInsertion(nn.Module):
         self.layout = layout
         self.num_prefix_tokens = int(num_prefix_tokens)
         self.grid_size = None if grid_size is None else (int(grid_size[0]), int(grid_size[1]))
+
+    # State-dict keys: the wrapped module's entries keep their original names (``layer3.0.conv1
+    # .weight``, not ``layer3.module.0.conv1.weight``), so checkpoints of the plain model load
+    # into the model with an RD (``strict=False`` reports only the RD's keys as missing) and
+    # the other way round. The RD's own entries live under ``<name>.rd.``.
+    def state_dict(
+        self, *args: Any, destination: Any = None, prefix: str = "", keep_vars: bool = False
+    ):
+        if args:  # legacy positional form: keep torch's behaviour
+            return super().state_dict(
+                *args, destination=destination, prefix=prefix, keep_vars=keep_vars
+            )
+        if destination is None:
+            destination = OrderedDict()
+            destination._metadata = OrderedDict()  # type: ignore[attr-defined]
+        self.module.state_dict(destination=destination, prefix=prefix, keep_vars=keep_vars)
+        self.rd.state_dict(destination=destination, prefix=prefix + "rd.", keep_vars=keep_vars)
+        return destination
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        # Runs before the children load from this same dict: nest the wrapped module's keys.
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            rest = key[len(prefix) :]
+            if not rest.startswith(("rd.", "module.")):
+                state_dict[prefix + "module." + rest] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         y = self.module(*args, **kwargs)
