@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import timm
 import torch
 
-from rd_core import RDInsertion, RetrieverDictionary, attach, attached, detach
+from rd_core import (
+    RDInsertion,
+    RetrieverDictionary,
+    attach,
+    attached,
+    attachments,
+    detach,
+    reattach,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -150,3 +160,18 @@ def test_state_dict_keeps_the_plain_model_keys():
     attach(other, at="layer3", num_atoms=8, input_size=(3, 32, 32))
     other.load_state_dict(model.state_dict())
     torch.testing.assert_close(other(x), model(x))
+
+
+def test_attachments_rebuild_the_architecture_for_a_checkpoint():
+    source = timm.create_model("deit_tiny_patch16_224", img_size=32, depth=2, num_classes=3)
+    attach(source, at="blocks.1", num_atoms=8, variant="authors", input_size=(3, 32, 32))
+    config = attachments(source)
+    assert json.loads(json.dumps(config)) == config
+    target = timm.create_model("deit_tiny_patch16_224", img_size=32, depth=2, num_classes=3)
+    rds = reattach(target, config)
+    assert list(rds) == ["blocks.1"] and rds["blocks.1"].variant == "authors"
+    target.load_state_dict(source.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(target.eval()(x), source.eval()(x))
+    with pytest.raises(ValueError, match="already"):
+        reattach(target, config)

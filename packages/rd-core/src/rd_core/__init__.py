@@ -7,7 +7,16 @@ Example:
     torch.Size([1, 64, 8, 8])
 """
 
-from .attach import LAYOUTS, RDInsertion, attach, attached, detach, register_layout
+from .attach import (
+    LAYOUTS,
+    RDInsertion,
+    attach,
+    attached,
+    attachments,
+    detach,
+    reattach,
+    register_layout,
+)
 from .capture import batch_images, iter_rd_inputs, rd_inputs
 from .compression import CompressionReport, compress, distillation_loss, student_from_teacher
 from .dictionary import ConvBNDictionary, NormalizedDictionary, as_atoms
@@ -46,6 +55,7 @@ __all__ = [
     "atom_usage",
     "attach",
     "attached",
+    "attachments",
     "batch_images",
     "coefficient_maps",
     "compress",
@@ -58,6 +68,7 @@ __all__ = [
     "plot_coefficients",
     "positional_norm",
     "rd_inputs",
+    "reattach",
     "register_layout",
     "register_variant",
     "student_from_teacher",

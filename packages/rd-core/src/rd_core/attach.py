@@ -27,7 +27,9 @@ __all__ = [
     "RDInsertion",
     "attach",
     "attached",
+    "attachments",
     "detach",
+    "reattach",
     "register_layout",
 ]
 
@@ -311,3 +313,60 @@ def detach(model: nn.Module, at: str) -> RetrieverDictionary:
     parent, child, insertion = _resolve(model, at)
     setattr(parent, child, insertion.module)
     return insertion.rd
+
+
+def attachments(model: nn.Module) -> list[dict[str, Any]]:
+    """Everything needed to rebuild ``model``'s RD insertions (JSON-serialisable), in order.
+
+    Store it next to a checkpoint (e.g. in ``config.json``); :func:`reattach` rebuilds the
+    insertions on a fresh model without a probing forward pass, then ``load_state_dict`` fills
+    in the weights.
+
+    Example:
+        >>> import timm
+        >>> model = timm.create_model("resnet18")
+        >>> _ = attach(model, at="layer2", num_atoms=16, input_size=(3, 32, 32))
+        >>> [(a["at"], a["in_channels"], a["num_atoms"]) for a in attachments(model)]
+        [('layer2', 128, 16)]
+    """
+    return [
+        {
+            "at": name,
+            "layout": insertion.layout,
+            "num_prefix_tokens": insertion.num_prefix_tokens,
+            "grid_size": None if insertion.grid_size is None else list(insertion.grid_size),
+            **insertion.rd.config,
+        }
+        for name, insertion in attached(model).items()
+    ]
+
+
+def reattach(model: nn.Module, config: list[dict[str, Any]]) -> dict[str, RetrieverDictionary]:
+    """Insert the RDs described by :func:`attachments` into ``model``; return them by name.
+
+    Example:
+        >>> import timm, torch
+        >>> source = timm.create_model("resnet18")
+        >>> _ = attach(source, at="layer3", num_atoms=16, input_size=(3, 32, 32))
+        >>> target = timm.create_model("resnet18")
+        >>> _ = reattach(target, attachments(source))
+        >>> _ = target.load_state_dict(source.state_dict())
+    """
+    inserted: dict[str, RetrieverDictionary] = {}
+    param = next(model.parameters(), None)
+    for entry in config:
+        entry = dict(entry)
+        at = entry.pop("at")
+        layout = entry.pop("layout", "nchw")
+        prefix = entry.pop("num_prefix_tokens", 0)
+        grid = entry.pop("grid_size", None)
+        parent, child, target = _resolve(model, at)
+        if isinstance(target, RDInsertion):
+            raise ValueError(f"reattach: {at!r} already is a Retriever-Dictionary insertion")
+        rd = RetrieverDictionary(**entry)
+        if param is not None:
+            rd = rd.to(device=param.device, dtype=param.dtype)
+        rd.train(model.training)
+        setattr(parent, child, RDInsertion(target, rd, layout, prefix, grid))
+        inserted[at] = rd
+    return inserted

@@ -123,6 +123,26 @@ class RetrieverDictionary(nn.Module):
     def trainable_dictionary(self) -> bool:
         return self.dictionary.trainable
 
+    @property
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments that rebuild this architecture (JSON-serialisable).
+
+        Example:
+            >>> rd = RetrieverDictionary(8, num_atoms=16)
+            >>> RetrieverDictionary(**rd.config).config == rd.config
+            True
+        """
+        return {
+            "in_channels": self.in_channels,
+            "num_atoms": self.num_atoms,
+            "kernel_size": self.kernel_size,
+            "residual": self.residual,
+            "trainable_dictionary": self.trainable_dictionary,
+            "variant": self.variant,
+            "fused_retriever": self.fused,
+            "eps": self.eps,
+        }
+
     # ------------------------------------------------------------------ forward
     def _check_input(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
