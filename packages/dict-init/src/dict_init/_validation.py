@@ -1,0 +1,59 @@
+"""Argument checks shared by the public entry points.
+
+Every error names the argument, the value it got and what would be valid, so a user can fix the
+call without reading the source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+
+def bad_value(name: str, value: Any, valid: str) -> ValueError:
+    """A ``ValueError`` in the project's format: argument, value, what is valid."""
+    shown = repr(value)
+    if len(shown) > 200:
+        shown = shown[:200] + "..."
+    return ValueError(f"{name}={shown} is invalid: expected {valid}.")
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise bad_value(name, value, "a positive integer")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
+    choices = sorted(choices)
+    if value not in choices:
+        raise bad_value(name, value, f"one of {choices}")
+    return value
+
+
+def check_finite(name: str, x: torch.Tensor) -> None:
+    """Raise when ``x`` holds NaN or infinity, saying how many and where the first one is."""
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        count = int(bad.sum())
+        first = tuple(int(i) for i in bad.nonzero()[0])
+        raise ValueError(
+            f"{name} holds {count} non-finite value(s) (NaN or inf), first at index {first}: "
+            "expected finite features; check the encoder's input images and normalisation."
+        )
+
+
+def check_matrix(name: str, x: Any) -> torch.Tensor:
+    """Return ``x`` as a floating 2-D tensor ``[n, d]`` or raise."""
+    if not isinstance(x, torch.Tensor):
+        try:
+            x = torch.as_tensor(x)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise bad_value(name, type(x).__name__, "a 2-D tensor or array [n, d]") from error
+    if x.ndim != 2:
+        raise bad_value(f"{name}.shape", tuple(x.shape), "a 2-D tensor [n, d]")
+    if not x.is_floating_point():
+        x = x.float()
+    return x

@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+
+from dict_init.encoders import (
+    CLIPImageEncoder,
+    GPTTextEncoder,
+    SentenceEncoder,
+    VisionEncoder,
+    byte_tokenizer,
+    coco_class_names,
+    create_encoder,
+    middle_layer,
+)
+
+
+def test_vision_encoder_every_position_is_a_vector():
+    model = timm.create_model("resnet18")
+    enc = VisionEncoder(model, "layer2", image_size=64)
+    images = torch.rand(2, 3, 64, 64)
+    vectors = enc.encode(images)
+    assert vectors.shape == (2, 8 * 8, 128) and enc.dim == 128
+    # Same numbers as the layer's own output, read position by position.
+    x = (images - enc.mean) / enc.std
+    with torch.no_grad():
+        ref = model.layer2(model.layer1(model.maxpool(model.act1(model.bn1(model.conv1(x))))))
+    torch.testing.assert_close(vectors, ref.flatten(2).transpose(1, 2))
+
+
+def test_vision_encoder_default_layer_is_the_middle_stage():
+    enc = VisionEncoder("resnet18", image_size=32)
+    assert enc.layer == middle_layer(enc.model) == "layer2"
+
+
+def test_vision_encoder_token_layer_of_a_vit():
+    enc = VisionEncoder(
+        "vit_tiny_patch16_224", "blocks.0", img_size=32, patch_size=8, image_size=32
+    )
+    assert enc.encode(torch.rand(1, 3, 32, 32)).shape == (1, 1 + 16, 192)
+
+
+def test_vision_encoder_bad_layer_names_the_value_and_suggests():
+    with pytest.raises(ValueError, match=r"layer='layer22' is invalid.*resnet18.*layer2"):
+        VisionEncoder("resnet18", "layer22")
+
+
+def test_vision_encoder_bad_model_type():
+    with pytest.raises(ValueError, match=r"model=.*timm model name or an nn.Module"):
+        VisionEncoder(42, "layer2")
+
+
+def tiny_clip():
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(0)
+    config = CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        image_size=32, patch_size=8, projection_dim=24,
+    )  # fmt: skip
+    return CLIPVisionModelWithProjection(config).eval()
+
+
+def test_clip_encoder_returns_all_patch_tokens():
+    model = tiny_clip()
+    images = torch.rand(2, 3, 32, 32)
+    every = CLIPImageEncoder(model).encode(images)
+    patches = CLIPImageEncoder(model, tokens="patches").encode(images)
+    cls = CLIPImageEncoder(model, tokens="class").encode(images)
+    assert every.shape == (2, 17, 24) and patches.shape == (2, 16, 24) and cls.shape == (2, 1, 24)
+    # The class token equals CLIP's own global image embedding.
+    x = (images - CLIPImageEncoder(model).mean) / CLIPImageEncoder(model).std
+    with torch.no_grad():
+        ref = model(pixel_values=x).image_embeds
+    torch.testing.assert_close(cls[:, 0], ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(every[:, 1:], patches)
+    assert CLIPImageEncoder(model, project=False).encode(images).shape == (2, 17, 32)
+
+
+def test_clip_encoder_rejects_other_models():
+    with pytest.raises(ValueError, match="CLIPVisionModelWithProjection"):
+        CLIPImageEncoder(torch.nn.Linear(2, 2))
+
+
+def test_sentence_encoder_bundled_minilm_offline():
+    enc = SentenceEncoder()
+    names = coco_class_names()
+    vectors = enc.encode(names)
+    assert vectors.shape == (80, 384) and enc.dim == 384
+    sim = (
+        torch.nn.functional.normalize(vectors, dim=1)
+        @ torch.nn.functional.normalize(vectors, dim=1).T
+    )
+    cat, dog, truck = names.index("cat"), names.index("dog"), names.index("truck")
+    assert sim[cat, dog] > sim[cat, truck]  # a real sentence model, not noise
+
+
+def test_gpt_encoder_tiny_model_mean_and_last_pooling():
+    from transformers import GPT2Config, GPT2Model
+
+    torch.manual_seed(0)
+    model = GPT2Model(
+        GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=257, bos_token_id=256,
+                   eos_token_id=256)
+    )  # fmt: skip
+    enc = GPTTextEncoder(model, tokenizer=byte_tokenizer())
+    texts = ["a cat", "a dog on a bed"]
+    batched = enc.encode(texts)
+    assert batched.shape == (2, 32)
+    # Padding does not change a text's vector: encoded alone it is the same.
+    torch.testing.assert_close(batched[0], enc.encode(texts[:1])[0], atol=1e-5, rtol=1e-5)
+    last_enc = GPTTextEncoder(model, tokenizer=byte_tokenizer(), pooling="last")
+    last = last_enc.encode(texts)
+    torch.testing.assert_close(last[0], last_enc.encode(texts[:1])[0], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(last, batched)
+
+
+def test_text_encoder_rejects_a_bare_string():
+    with pytest.raises(ValueError, match="texts="):
+        SentenceEncoder().encode("person")
+
+
+def test_create_encoder_registry():
+    enc = create_encoder("timm:resnet18", layer="layer3", image_size=32)
+    assert isinstance(enc, VisionEncoder) and enc.dim == 256
+    with pytest.raises(ValueError, match=r"encoder='vae:x'.*clip.*gpt.*sentence.*timm"):
+        create_encoder("vae:x")
+
+
+def test_coco_class_names():
+    names = coco_class_names()
+    assert len(names) == 80 == len(set(names))
+    assert names[:3] == ["person", "bicycle", "car"]

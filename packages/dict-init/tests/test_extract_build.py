@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dict_init import Dictionary, build_dictionary, coco_class_names, extract_features
+from dict_init.encoders import SentenceEncoder, VisionEncoder
+from dict_init.kmeans import inertia
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return VisionEncoder("resnet18", "layer2", image_size=32)
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    for i in range(5):
+        array = rng.integers(0, 256, (40 + i, 48, 3), dtype=np.uint8)
+        Image.fromarray(array).save(folder / ("sub" if i % 2 else ".") / f"img{i}.png")
+    return folder
+
+
+def test_folder_and_coco_json_give_the_same_features(encoder, image_folder, tmp_path):
+    from_folder = extract_features(encoder, image_folder, tmp_path / "a", progress=False)
+    files = sorted(p.relative_to(image_folder) for p in image_folder.rglob("*.png"))
+    coco = {"images": [{"id": i, "file_name": str(f)} for i, f in enumerate(files)]}
+    (image_folder / "instances.json").write_text(json.dumps(coco))
+    from_coco = extract_features(
+        encoder, image_folder / "instances.json", tmp_path / "b", progress=False
+    )
+    assert from_folder.num_vectors == 5 * 16 and from_folder.dim == 128
+    torch.testing.assert_close(from_folder.load(), from_coco.load())
+    assert from_folder.source_index().tolist() == [i for i in range(5) for _ in range(16)]
+
+
+def test_iterable_of_tensors_in_shards_with_sampling(encoder, tmp_path):
+    images = [torch.rand(3, 40, 40) for _ in range(7)]  # resized to 32 px
+    feats = extract_features(
+        encoder, iter(images), tmp_path, batch_size=3, positions_per_image=5, shard_size=8,
+        progress=False,
+    )  # fmt: skip
+    assert feats.num_vectors == 35 and len(feats.shards) == 5
+    full = extract_features(encoder, images, tmp_path / "full", progress=False).load()
+    index = feats.source_index()
+    assert index.tolist() == [i for i in range(7) for _ in range(5)]
+    # Every sampled row is one of that image's rows.
+    for row, i in zip(feats.load(), index):
+        assert torch.cdist(row[None], full[16 * i : 16 * (i + 1)]).min() < 1e-4
+
+
+def test_empty_data_is_an_error(encoder, tmp_path):
+    with pytest.raises(ValueError, match=r"data=.*at least one"):
+        extract_features(encoder, [], tmp_path, progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"data=.*at least one"):
+        extract_features(encoder, tmp_path / "empty", tmp_path / "f", progress=False)
+
+
+def test_wrong_data_path(encoder, tmp_path):
+    with pytest.raises(ValueError, match=r"data=.*nope.*image folder"):
+        extract_features(encoder, tmp_path / "nope", progress=False)
+
+
+def test_nan_images_are_reported(encoder, tmp_path):
+    images = torch.rand(3, 3, 32, 32)
+    images[1, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        extract_features(encoder, images, tmp_path, progress=False)
+
+
+def test_build_vision_dictionary_and_reload(encoder, tmp_path):
+    images = torch.rand(12, 3, 32, 32)
+    d = build_dictionary(encoder, images, num_atoms=20, seed=0, progress=False)
+    assert d.atoms.shape == (20, 128)
+    meta = d.metadata
+    assert meta["encoder"]["model"] == "resnet18" and meta["layer"] == "layer2"
+    assert meta["num_vectors"] == 12 * 16 and meta["num_atoms"] == 20 and meta["seed"] == 0
+    assert meta["normalization"] == "none"
+    path = d.save(tmp_path / "atoms.safetensors")
+    assert torch.equal(Dictionary.load(path).atoms, d.atoms)
+    again = build_dictionary(encoder, images, num_atoms=20, seed=0, progress=False)
+    assert torch.equal(again.atoms, d.atoms)
+    # The atoms are k-means centres of the features: better than 20 random feature rows.
+    feats = extract_features(encoder, images, tmp_path / "f", progress=False).load()
+    random_rows = feats[torch.randperm(len(feats), generator=torch.Generator().manual_seed(0))[:20]]
+    assert inertia(feats, d.atoms) < inertia(feats, random_rows)
+
+
+def test_build_language_dictionary_standardised_and_projected():
+    enc = SentenceEncoder()
+    d = build_dictionary(enc, coco_class_names(), num_atoms=16, seed=0, feature_dim=8,
+                         progress=False)  # fmt: skip
+    assert d.atoms.shape == (16, 8)
+    assert d.metadata["normalization"] == "standard" and d.metadata["projection"] == "pca"
+    assert d.metadata["encoder_dim"] == 384 and d.metadata["num_vectors"] == 80
+    assert d.extras["projection.matrix"].shape == (384, 8)
+    # Standardisation: the statistics describe the raw embeddings.
+    raw = enc.encode(coco_class_names())
+    torch.testing.assert_close(d.extras["normalization.mean"], raw.mean(0), atol=1e-5, rtol=0)
+    tanh = build_dictionary(enc, coco_class_names(), num_atoms=16, normalization="tanh",
+                            progress=False)  # fmt: skip
+    assert tanh.atoms.abs().max() <= 1.0
+
+
+def test_build_rejects_k_above_vectors_and_bad_normalisation(encoder):
+    images = torch.rand(2, 3, 32, 32)
+    with pytest.raises(ValueError, match=r"k=40 .*at most the number of rows \(32\)"):
+        build_dictionary(encoder, images, num_atoms=40, progress=False)
+    with pytest.raises(ValueError, match="normalization='zscore'"):
+        build_dictionary(encoder, images, num_atoms=4, normalization="zscore", progress=False)
