@@ -1,0 +1,48 @@
+"""YOLO detection on any timm backbone, with optional YOLO-RD and YOLOR implicit knowledge.
+
+>>> import torch, yolo_heads
+>>> model = yolo_heads.YOLODetector("resnet18", num_classes=3, neck_channels=32).eval()
+>>> len(model.predict(torch.zeros(2, 3, 64, 64)))
+2
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .assigner import TaskAlignedAssigner
+from .backbone import PyramidBackbone, create_backbone
+from .boxes import box_iou, complete_iou
+from .detector import YOLODetector
+from .evaluate import evaluate_coco, evaluate_detector
+from .heads import HEADS, AnchorBasedHead, AnchorFreeHead, ClassificationHead, register_head
+from .losses import AnchorBasedLoss, AnchorFreeLoss, distribution_focal_loss
+from .necks import FPN, NECKS, PAN, register_neck
+from .nms import batched_nms, nms, postprocess
+
+__all__ = [
+    "FPN",
+    "HEADS",
+    "NECKS",
+    "PAN",
+    "AnchorBasedHead",
+    "AnchorBasedLoss",
+    "AnchorFreeHead",
+    "AnchorFreeLoss",
+    "ClassificationHead",
+    "PyramidBackbone",
+    "TaskAlignedAssigner",
+    "YOLODetector",
+    "__version__",
+    "batched_nms",
+    "box_iou",
+    "complete_iou",
+    "create_backbone",
+    "distribution_focal_loss",
+    "evaluate_coco",
+    "evaluate_detector",
+    "nms",
+    "postprocess",
+    "register_head",
+    "register_neck",
+]

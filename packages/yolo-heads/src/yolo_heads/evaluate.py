@@ -1,0 +1,134 @@
+"""COCO evaluation through pycocotools: AP, AP50, AP75, APs, APm, APl."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .boxes import xyxy_to_xywh
+
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def evaluate_coco(
+    ann_file: str | Path, detections: Sequence[dict[str, Any]] | str | Path, verbose: bool = False
+) -> dict[str, float]:
+    """COCO box metrics of ``detections`` against the ground truth in ``ann_file``.
+
+    ``detections`` is a COCO results list (dicts with ``image_id``, ``category_id``, ``bbox``
+    as [x, y, w, h] and ``score``) or the path of such a JSON file. Returns AP (IoU .50:.95),
+    AP50, AP75 and APs/APm/APl as pycocotools computes them; an area range without ground truth
+    reads -1 as in pycocotools. No detections give zeros.
+
+    >>> import json, tempfile, pathlib
+    >>> gt = {"images": [{"id": 1, "width": 64, "height": 64}],
+    ...       "categories": [{"id": 1, "name": "a"}],
+    ...       "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [4, 4, 20, 20],
+    ...                        "area": 400, "iscrowd": 0}]}
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "gt.json"; _ = path.write_text(json.dumps(gt))
+    >>> dets = [{"image_id": 1, "category_id": 1, "bbox": [4, 4, 20, 20], "score": 1.0}]
+    >>> evaluate_coco(path, dets)["AP"]
+    1.0
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    ann_file = Path(ann_file)
+    if not ann_file.is_file():
+        raise FileNotFoundError(f"ann_file={str(ann_file)!r} does not exist")
+    if isinstance(detections, (str, Path)):
+        detections = json.loads(Path(detections).read_text())
+    detections = list(detections)
+    for i, det in enumerate(detections[:1] + detections[-1:]):
+        missing = {"image_id", "category_id", "bbox", "score"} - set(det)
+        if missing:
+            raise ValueError(
+                f"detections[{i}] lacks {sorted(missing)}; each detection needs image_id, "
+                "category_id, bbox [x, y, w, h] and score"
+            )
+    quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
+    with quiet:
+        gt = COCO(str(ann_file))
+        if not detections:
+            return dict.fromkeys(METRICS, 0.0)
+        known = set(gt.getImgIds())
+        unknown = {d["image_id"] for d in detections} - known
+        if unknown:
+            raise ValueError(
+                f"detections name image ids {sorted(unknown)[:5]} that are not in ann_file="
+                f"{str(ann_file)!r}"
+            )
+        dt = gt.loadRes([dict(d, bbox=[float(v) for v in d["bbox"]]) for d in detections])
+        evaluator = COCOeval(gt, dt, iouType="bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return {name: float(evaluator.stats[i]) for i, name in enumerate(METRICS)}
+
+
+def predictions_to_coco(
+    predictions: Sequence[dict[str, torch.Tensor]],
+    targets: Sequence[dict[str, Any]],
+    label_to_category: Sequence[int],
+) -> list[dict[str, Any]]:
+    """Detector outputs on letterboxed images to COCO results on the original images.
+
+    ``targets`` are the dataset's per-image dicts (``image_id`` and ``meta``).
+    """
+    from .data.letterbox import boxes_to_original
+
+    results = []
+    for pred, target in zip(predictions, targets):
+        boxes = pred["boxes"].detach().float().cpu()
+        if "meta" in target:
+            boxes = boxes_to_original(boxes, target["meta"])
+        for box, score, label in zip(
+            xyxy_to_xywh(boxes).tolist(), pred["scores"].tolist(), pred["labels"].tolist()
+        ):
+            results.append(
+                {
+                    "image_id": int(target["image_id"]),
+                    "category_id": int(label_to_category[int(label)]),
+                    "bbox": [round(v, 3) for v in box],
+                    "score": round(float(score), 5),
+                }
+            )
+    return results
+
+
+@torch.no_grad()
+def evaluate_detector(
+    model: torch.nn.Module,
+    dataset,
+    batch_size: int = 16,
+    conf: float = 0.001,
+    iou: float = 0.65,
+    max_det: int = 100,
+    show_progress: bool = True,
+) -> dict[str, float]:
+    """Run ``model.predict`` over a :class:`~yolo_heads.data.CocoDetection` (no augmentation)
+    and score it with :func:`evaluate_coco` on the dataset's own annotation file."""
+    from .data.coco import collate
+
+    if getattr(dataset, "augment", False):
+        raise ValueError("dataset has augment=True; evaluate on a dataset built with augment=False")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    results: list[dict[str, Any]] = []
+    try:
+        for images, targets in tqdm(loader, desc="evaluate", disable=not show_progress):
+            preds = model.predict(images.to(device), conf=conf, iou=iou, max_det=max_det)
+            results.extend(predictions_to_coco(preds, targets, dataset.label_to_category))
+    finally:
+        model.train(was_training)
+    return evaluate_coco(dataset.ann_file, results)

@@ -1,0 +1,79 @@
+"""Feature pyramid necks: FPN (top-down) and PAN (top-down then bottom-up), in a registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import ConvBnAct, CSPBlock
+
+NECKS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_neck(name: str) -> Callable:
+    """Decorator adding a neck class to :data:`NECKS` under ``name``."""
+
+    def wrap(cls: Callable) -> Callable:
+        NECKS[name] = cls
+        return cls
+
+    return wrap
+
+
+@register_neck("fpn")
+class FPN(nn.Module):
+    """Top-down feature pyramid: lateral 1x1 projections, upsample and fuse with a CSP block.
+
+    Every output level has ``channels`` channels.
+
+    >>> neck = FPN([32, 64, 128], channels=16)
+    >>> [o.shape[1:] for o in neck([torch.zeros(1, 32, 8, 8), torch.zeros(1, 64, 4, 4),
+    ...                              torch.zeros(1, 128, 2, 2)])]
+    [torch.Size([16, 8, 8]), torch.Size([16, 4, 4]), torch.Size([16, 2, 2])]
+    """
+
+    def __init__(self, in_channels: Sequence[int], channels: int = 64, depth: int = 1) -> None:
+        super().__init__()
+        self.out_channels = [channels] * len(in_channels)
+        self.lateral = nn.ModuleList(ConvBnAct(c, channels, 1) for c in in_channels)
+        self.top_down = nn.ModuleList(
+            CSPBlock(2 * channels, channels, depth) for _ in range(len(in_channels) - 1)
+        )
+
+    def forward(self, feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        laterals = [lat(f) for lat, f in zip(self.lateral, feats)]
+        outs = [laterals[-1]]
+        for i in range(len(laterals) - 2, -1, -1):
+            up = F.interpolate(outs[0], size=laterals[i].shape[-2:], mode="nearest")
+            outs.insert(0, self.top_down[i](torch.cat((laterals[i], up), dim=1)))
+        return outs
+
+
+@register_neck("pan")
+class PAN(FPN):
+    """Path aggregation network: the FPN's top-down pass, then a bottom-up pass (stride-2 convs).
+
+    >>> neck = PAN([32, 64, 128], channels=16)
+    >>> [o.shape[1:] for o in neck([torch.zeros(1, 32, 8, 8), torch.zeros(1, 64, 4, 4),
+    ...                              torch.zeros(1, 128, 2, 2)])]
+    [torch.Size([16, 8, 8]), torch.Size([16, 4, 4]), torch.Size([16, 2, 2])]
+    """
+
+    def __init__(self, in_channels: Sequence[int], channels: int = 64, depth: int = 1) -> None:
+        super().__init__(in_channels, channels, depth)
+        levels = len(in_channels) - 1
+        self.down = nn.ModuleList(ConvBnAct(channels, channels, 3, stride=2) for _ in range(levels))
+        self.bottom_up = nn.ModuleList(
+            CSPBlock(2 * channels, channels, depth) for _ in range(levels)
+        )
+
+    def forward(self, feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        top_down = super().forward(feats)
+        outs = [top_down[0]]
+        for i in range(1, len(top_down)):
+            down = self.down[i - 1](outs[-1])
+            outs.append(self.bottom_up[i - 1](torch.cat((down, top_down[i]), dim=1)))
+        return outs
