@@ -10,7 +10,6 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-import timm
 import torch
 from torch import nn
 
@@ -78,6 +77,8 @@ class VisionEncoder:
         **create_kwargs: Any,
     ) -> None:
         if isinstance(model, str):
+            import timm  # imported here: importing timm (and torchvision) costs seconds
+
             self.model_name = model
             model = timm.create_model(model, pretrained=pretrained, **create_kwargs)
         elif isinstance(model, nn.Module):
