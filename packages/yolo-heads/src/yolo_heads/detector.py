@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from ._checks import check_choice, check_images, check_targets
@@ -129,6 +130,15 @@ class YOLODetector(nn.Module):
         self.config = _config(locals()) if isinstance(backbone, str) else None
         self.head_name, self.implicit = head, implicit
         self.backbone = create_backbone(backbone, in_chans=in_chans, **backbone_kwargs)
+        # Images come in as [0, 1]; the backbone sees them normalised as its timm config says
+        # (ImageNet statistics by default), like a dictionary encoder reading the same layer.
+        cfg = getattr(self.backbone.body, "pretrained_cfg", None) or {}
+        mean = cfg.get("mean", IMAGENET_DEFAULT_MEAN)
+        std = cfg.get("std", IMAGENET_DEFAULT_STD)
+        if len(mean) != in_chans:
+            mean, std = (sum(mean) / len(mean),) * in_chans, (sum(std) / len(std),) * in_chans
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
         self.rd_at: str | None = None
         if rd:
             at, rd_kwargs = _rd_kwargs(rd)
@@ -159,12 +169,16 @@ class YOLODetector(nn.Module):
         self._loss = self.head.loss_fn(**(loss_kwargs or {}))
 
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Neck outputs (after implicit feature alignment when enabled)."""
-        feats = self.neck(self.backbone(images))
+        """Neck outputs (after implicit feature alignment when enabled) for images in [0, 1]."""
+        feats = self.neck(self.backbone((images - self.mean) / self.std))
         return self.alignment(feats) if self.alignment is not None else feats
 
     def forward(self, images: torch.Tensor) -> Any:
-        """Raw head outputs for :meth:`loss` (one tensor per level; logits for classification)."""
+        """Raw head outputs for :meth:`loss` (one tensor per level; logits for classification).
+
+        ``images`` are ``[B, in_chans, H, W]`` in [0, 1] with H and W multiples of 32; the
+        backbone's normalisation (``mean``/``std`` buffers) is applied here.
+        """
         check_images(images, self.in_chans, max(self.backbone.strides))
         return self.head(self.features(images))
 

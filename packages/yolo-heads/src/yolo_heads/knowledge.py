@@ -17,7 +17,7 @@ def _import(module: str, dist: str):
     except ImportError as err:
         raise ImportError(
             f"this option needs the {dist!r} package (import {module}); install it with "
-            f"`pip install {dist}` or `pip install yolo-heads[knowledge]`"
+            f"`pip install {dist}` (a dependency of yolo-heads)"
         ) from err
 
 
