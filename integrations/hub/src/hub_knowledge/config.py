@@ -50,6 +50,14 @@ def architecture_of(model: nn.Module) -> str:
     return architecture
 
 
+def _json_ready(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def build_config(
     model: nn.Module,
     *,
@@ -80,6 +88,11 @@ def build_config(
                 f"{model.num_classes} classes"
             )
         model_config["label_names"] = list(label_names)
+    # Build arguments that cannot go into JSON (initial dictionary atoms, a tensor) only
+    # initialise parameters; the saved weights hold their values, so they are left out.
+    recorded = getattr(model, "_model_args", {}) or {}
+    held_by_weights = sorted(k for k, v in recorded.items() if not _json_ready(v))
+    model_args = {**dict.fromkeys(held_by_weights), **dict(model_args or {})}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / CONFIG_NAME
         save_config_for_hf(
@@ -90,6 +103,9 @@ def build_config(
             data_config=dict(data_config or {}) or None,
         )
         config = json.loads(path.read_text())
+    for key in held_by_weights:
+        if config.get("model_args", {}).get(key) is None:
+            config["model_args"].pop(key, None)
     config["knowledge"] = {
         "producer": f"hub-knowledge {__version__}",
         "methods": [m.tag for m in detect_methods(model)],
@@ -98,6 +114,8 @@ def build_config(
         "entrypoint_module": model_entrypoint(architecture).__module__,
         "lineage": dict(lineage or {}),
     }
+    if held_by_weights:
+        config["knowledge"]["build_args_held_by_weights"] = held_by_weights
     if config["architecture"] != architecture:  # timm took it from the same field
         raise AssertionError("timm wrote a different architecture than the model carries")
     return config
