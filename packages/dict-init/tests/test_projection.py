@@ -20,6 +20,15 @@ def test_pca_keeps_the_top_directions():
     torch.testing.assert_close(m.T @ m, torch.eye(2), atol=1e-5, rtol=0)
 
 
+def test_pca_fitted_on_features_allows_more_dims_than_atoms():
+    features = torch.randn(500, 12) * torch.linspace(5, 0.1, 12)
+    atoms = features[:4]
+    mapped, maps = project_atoms(atoms, 8, "pca", features=features)
+    assert mapped.shape == (4, 8)
+    # The first direction is the largest-variance axis of the features (axis 0).
+    assert maps["projection.matrix"][:, 0].abs().argmax() == 0
+
+
 def test_orthogonal_up_projection_keeps_distances():
     atoms = torch.randn(10, 4)
     mapped, _ = project_atoms(atoms, 16, "orthogonal", seed=1)
@@ -30,7 +39,7 @@ def test_orthogonal_up_projection_keeps_distances():
 
 
 def test_pca_cannot_go_up():
-    with pytest.raises(ValueError, match=r"feature_dim=16.*orthogonal"):
+    with pytest.raises(ValueError, match=r"feature_dim=16.*encoder dimension 4.*orthogonal"):
         project_atoms(torch.randn(10, 4), 16, "pca")
     with pytest.raises(ValueError, match="projection='svd'"):
         project_atoms(torch.randn(10, 4), 2, "svd")

@@ -89,17 +89,19 @@ def build_dictionary(
         source = TransformedSource(local, normalizer)
         options = {"progress": progress, **(kmeans_options or {})}
         result = kmeans(source, num_atoms, seed=seed, group=group, **options)
+        atoms, extras = result.centers, dict(normalizer.state())
+        encoder_dim = atoms.shape[1]
+        mapped = None
+        if feature_dim is not None and feature_dim != encoder_dim:
+            atoms, maps = project_atoms(
+                atoms, feature_dim, projection, seed, features=source, group=group
+            )
+            extras.update(maps)
+            mapped = projection
     finally:
         barrier(group)
         if temporary and not keep_features and rank == 0:
             shutil.rmtree(work_dir, ignore_errors=True)
-    atoms, extras = result.centers, dict(normalizer.state())
-    encoder_dim = atoms.shape[1]
-    mapped = None
-    if feature_dim is not None and feature_dim != encoder_dim:
-        atoms, maps = project_atoms(atoms, feature_dim, projection, seed)
-        extras.update(maps)
-        mapped = projection
     metadata = {
         "encoder": encoder.describe(),
         "layer": encoder.describe().get("layer"),

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dict_init import Dictionary
+from dict_init.cli import main
+from dict_init.plot import plot_atoms
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        array = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(array).save(tmp_path / f"{i}.png")
+    return tmp_path
+
+
+def test_build_then_inspect_with_plots(image_folder, tmp_path, capsys):
+    out = tmp_path / "out" / "atoms.safetensors"
+    code = main([
+        "build", "--encoder", "timm:resnet18", "--layer", "layer2", "--image-size", "32",
+        "--data", str(image_folder), "--num-atoms", "8", "--out", str(out),
+        "--plot", str(tmp_path / "out" / "atoms.png"), "--quiet",
+    ])  # fmt: skip
+    assert code == 0
+    d = Dictionary.load(out)
+    assert d.atoms.shape == (8, 128) and d.metadata["num_items"] == 4
+    assert (tmp_path / "out" / "atoms.png").read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    assert main(["inspect", str(out), "--plot", str(tmp_path / "again.svg")]) == 0
+    report = json.loads(capsys.readouterr().out.split("\nwrote")[0])
+    assert report["num_atoms"] == 8 and report["dim"] == 128
+    assert report["metadata"]["encoder"]["layer"] == "layer2"
+    assert -1.0 <= report["statistics"]["nearest_cosine_max"] <= 1.0
+    assert (tmp_path / "again.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_build_from_class_names(tmp_path):
+    out = tmp_path / "lang.safetensors"
+    code = main(["build", "--encoder", "sentence", "--data", "coco-classes", "--num-atoms", "8",
+                 "--feature-dim", "16", "--out", str(out), "--quiet"])  # fmt: skip
+    assert code == 0
+    d = Dictionary.load(out)
+    assert d.atoms.shape == (8, 16) and d.metadata["normalization"] == "standard"
+
+
+def test_bad_layer_is_a_clear_error(image_folder, tmp_path, capsys):
+    out = tmp_path / "x.safetensors"
+    args = ["--layer", "nope", "--data", str(image_folder), "--out", str(out), "--quiet"]
+    code = main(["build", "--encoder", "timm:resnet18", *args])
+    assert code == 2
+    assert "layer='nope' is invalid" in capsys.readouterr().err
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_plot_atoms_tensor(tmp_path):
+    path = plot_atoms(torch.randn(20, 6), tmp_path / "p.png", features=torch.randn(100, 6))
+    assert path.stat().st_size > 0
+    assert [p.name for p in tmp_path.iterdir()] == ["p.png"]
