@@ -9,7 +9,7 @@ to the teacher output at the same position, among all teacher positions of the b
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -225,6 +225,41 @@ class CompressionReport:
         )
 
 
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _all_reduce_sum(values: torch.Tensor, like: nn.Module) -> torch.Tensor:
+    """Sum a small CPU tensor over all ranks (a no-op without torch.distributed)."""
+    if not _distributed():
+        return values
+    if torch.distributed.get_backend() == "nccl":
+        reduced = values.to(next(like.parameters()).device)
+        torch.distributed.all_reduce(reduced)
+        return reduced.cpu()
+    torch.distributed.all_reduce(values)
+    return values
+
+
+def _broadcast_state(module: nn.Module, tensors: str = "all") -> None:
+    """Rank 0's parameters and/or buffers to every rank."""
+    if not _distributed():
+        return
+    chosen = list(module.buffers()) if tensors == "buffers" else list(module.state_dict().values())
+    for tensor in chosen:
+        torch.distributed.broadcast(tensor.data, src=0)
+
+
+def _average_gradients(module: nn.Module) -> None:
+    if not _distributed():
+        return
+    world = torch.distributed.get_world_size()
+    for p in module.parameters():
+        if p.grad is not None:
+            torch.distributed.all_reduce(p.grad)
+            p.grad.div_(world)
+
+
 @torch.no_grad()
 def _evaluate(
     model: nn.Module | None,
@@ -237,23 +272,29 @@ def _evaluate(
     seed: int,
 ) -> tuple[float, float, float]:
     generator = torch.Generator().manual_seed(seed)
-    losses, cos_sum, diff_sq, ref_sq, count = [], 0.0, 0.0, 0.0, 0
+    # loss sum, batches, cosine sum, positions, squared difference, squared reference
+    sums = torch.zeros(6, dtype=torch.float64)
     for features in iter_rd_inputs(model, teacher, data, max_batches):
-        t, s = teacher(features), student(features)
-        losses.append(
-            float(
-                distillation_loss(
-                    s, t, temperature, max_positions=max_positions, generator=generator
-                )
-            )
+        t, s = teacher(features).float(), student(features).float()
+        loss = distillation_loss(
+            s, t, temperature, max_positions=max_positions, generator=generator
         )
-        cos_sum += float(F.cosine_similarity(s.float(), t.float(), dim=1).sum())
-        count += t.shape[0] * t.shape[2] * t.shape[3]
-        diff_sq += float((s.float() - t.float()).pow(2).sum())
-        ref_sq += float(t.float().pow(2).sum())
+        sums += torch.tensor(
+            [
+                float(loss),
+                1.0,
+                float(F.cosine_similarity(s, t, dim=1).sum()),
+                t.shape[0] * t.shape[2] * t.shape[3],
+                float((s - t).pow(2).sum()),
+                float(t.pow(2).sum()),
+            ],
+            dtype=torch.float64,
+        )
+    sums = _all_reduce_sum(sums, student)
+    loss_sum, batches, cos_sum, count, diff_sq, ref_sq = sums.tolist()
     if count == 0:
         raise ValueError("compress: data is empty (no batch was seen)")
-    return sum(losses) / len(losses), cos_sum / count, math.sqrt(diff_sq / max(ref_sq, 1e-30))
+    return loss_sum / batches, cos_sum / count, math.sqrt(diff_sq / max(ref_sq, 1e-30))
 
 
 def compress(
@@ -265,10 +306,12 @@ def compress(
     epochs: int = 1,
     lr: float = 1e-3,
     weight_decay: float = 0.0,
+    optimizer: Callable[[list[nn.Parameter]], Any] | None = None,
     temperature: float = 0.1,
     max_positions: int | None = 4096,
     usage_score: str = "mean_abs",
     inherit_retriever: bool = True,
+    freeze_batchnorm: bool | None = None,
     max_batches: int | None = None,
     seed: int = 0,
     progress: bool = True,
@@ -290,14 +333,26 @@ def compress(
         data: batches of model inputs: tensors, ``(images, targets)`` or ``{"image": ...}``.
         epochs: passes over ``data`` (the paper uses one).
         lr, weight_decay: AdamW settings for the student.
+        optimizer: ``params -> optimizer`` (anything with ``zero_grad`` and ``step``) to use
+            instead of AdamW.
         temperature: ``tau`` of equation 8.
         max_positions: positions sampled per batch for the loss (``None``: all).
         usage_score: ``"mean_abs"``, ``"top1"`` or ``"top1_then_mean_abs"``.
         inherit_retriever: copy the kept atoms' retriever channels (see
             :func:`student_from_teacher`).
+        freeze_batchnorm: keep the student's BatchNorm statistics (authors' variant) fixed
+            at the values inherited from the teacher while it trains, so training and the
+            final eval-mode student compute the same function; default: ``inherit_retriever``.
+            Features come from a frozen backbone, so the teacher's statistics of the kept
+            channels already describe them.
         max_batches: stop each pass after this many batches.
         seed: seeds the position sampling.
         progress: show a tqdm progress bar.
+
+    Under ``torch.distributed`` (every rank calls ``compress`` with its shard of the data and
+    the same number of batches), atom usage and the report are summed over all ranks, the
+    student starts from rank 0's copy and its gradients are averaged, so all ranks end with
+    the same student.
 
     Example:
         >>> import torch
@@ -332,11 +387,19 @@ def compress(
         usage = atom_usage(rd, data, model=model, max_batches=max_batches)
         kept = usage.most_used(num_atoms, usage_score)
         student = student_from_teacher(rd, kept, inherit_retriever=inherit_retriever)
+        _broadcast_state(student)  # every rank starts from rank 0's student
         initial_loss, _, _ = _evaluate(
             model, rd, student.eval(), data, temperature, max_positions, max_batches, seed
         )
-        student.train()
-        optimizer = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=weight_decay)
+        if freeze_batchnorm is None:
+            freeze_batchnorm = inherit_retriever
+        student.train(not freeze_batchnorm)
+        params = list(student.parameters())
+        optim = (
+            optimizer(params)
+            if optimizer is not None
+            else torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        )
         generator = torch.Generator().manual_seed(seed + 1)
         history: list[float] = []
         total = None
@@ -358,13 +421,15 @@ def compress(
                     max_positions=max_positions,
                     generator=generator,
                 )
-                optimizer.zero_grad(set_to_none=True)
+                optim.zero_grad()
                 loss.backward()
-                optimizer.step()
+                _average_gradients(student)
+                optim.step()
                 history.append(float(loss.detach()))
                 bar.set_postfix(loss=f"{history[-1]:.4f}")
                 bar.update(1)
         bar.close()
+        _broadcast_state(student, "buffers")  # BatchNorm statistics (authors' variant) agree
         student.eval()
         final_loss, cosine, relative = _evaluate(
             model, rd, student, data, temperature, max_positions, max_batches, seed
