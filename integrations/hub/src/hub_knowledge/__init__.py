@@ -15,6 +15,7 @@ from .cache import add_to_cache
 from .card import model_card
 from .checkpoint import CheckpointError, load_weights, read_state_dict, save_weights
 from .config import build_config
+from .dictionaries import load_dictionary, push_dictionary_to_hub, save_dictionary_for_hub
 from .load import load
 from .push import push_folder, push_to_hub
 from .save import save_for_hub
@@ -27,11 +28,14 @@ __all__ = [
     "add_to_cache",
     "build_config",
     "load",
+    "load_dictionary",
     "load_weights",
     "model_card",
+    "push_dictionary_to_hub",
     "push_folder",
     "push_to_hub",
     "read_state_dict",
+    "save_dictionary_for_hub",
     "save_for_hub",
     "save_weights",
 ]
