@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 
 from implicit_knowledge import fuse, implicit_layers
-
-
-def _have(name: str) -> bool:
-    return importlib.util.find_spec(name) is not None
 
 
 def test_implicit_refinement_on_timm_head_fuses_away():
@@ -26,3 +20,26 @@ def test_implicit_refinement_on_timm_head_fuses_away():
     with torch.no_grad():
         assert (model(x) - fused(x)).abs().max() <= 1e-5
     assert not implicit_layers(fused)
+
+
+def test_detector_on_kernelwarehouse_backbone_trains():
+    pytest.importorskip("kernelwarehouse")
+    yolo_heads = pytest.importorskip("yolo_heads")
+
+    torch.manual_seed(0)
+    model = yolo_heads.YOLODetector("kw_resnet18", num_classes=3, budget=0.5, neck_channels=32)
+    warehouses = [p for n, p in model.backbone.named_parameters() if "warehouse" in n]
+    assert warehouses, "the backbone should hold KernelWarehouse warehouses"
+    images = torch.rand(2, 3, 64, 64)
+    targets = [
+        {"boxes": torch.tensor([[4.0, 4.0, 30.0, 30.0]]), "labels": torch.tensor([1])},
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)},
+    ]
+    total, _ = model.loss(model(images), targets)
+    total.backward()
+    assert torch.isfinite(total)
+    # timm zero-initialises each block's last BatchNorm, so warehouses used only inside residual
+    # branches get no gradient on the first step; the ones feeding the main path must.
+    assert sum(p.grad.abs().sum().item() for p in warehouses if p.grad is not None) > 0
+    predictions = model.eval().predict(images)
+    assert len(predictions) == 2 and predictions[0]["boxes"].shape[-1] == 4

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import importlib
 import re
-import tomllib
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
-MEMBER_DIRS = sorted(p.parent for p in [*ROOT.glob("packages/*/pyproject.toml"), *ROOT.glob("integrations/*/pyproject.toml")])
+MEMBER_DIRS = sorted(
+    p.parent
+    for p in [*ROOT.glob("packages/*/pyproject.toml"), *ROOT.glob("integrations/*/pyproject.toml")]
+)
 
 
 def _project(path: Path) -> dict:
@@ -49,4 +52,6 @@ def test_sibling_dependencies_are_ranged(member: Path):
     for requirement in _project(member)["project"].get("dependencies", []):
         dist = re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0]
         if dist in names:
-            assert re.search(r">=.*,\s*<", requirement), f"{member.name}: {requirement!r} needs a range"
+            assert re.search(r">=.*,\s*<", requirement), (
+                f"{member.name}: {requirement!r} needs a range"
+            )
