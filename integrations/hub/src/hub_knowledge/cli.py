@@ -1,0 +1,174 @@
+"""``hub-knowledge``: convert the authors' checkpoints, publish folders, seed offline caches.
+
+    hub-knowledge convert-kernelwarehouse CKPT --arch kw_resnet18 --config cfg.json --out DIR
+    hub-knowledge convert-yolo-rd CKPT --prefix model.12. --out rd.safetensors
+    hub-knowledge push DIR org/name [--token T] [--endpoint URL]
+    hub-knowledge add-to-cache DIR org/name [--cache-dir D]
+
+Commands are registered in :data:`COMMANDS` (name -> (add arguments, run)).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+__all__ = ["COMMANDS", "main"]
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable]] = {}
+
+
+def command(name: str, help: str):
+    def register(pair):
+        COMMANDS[name] = (help, *pair)
+        return pair
+
+    return register
+
+
+def _config(text: str) -> dict:
+    path = Path(text)
+    try:
+        return json.loads(path.read_text() if path.is_file() else text)
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"--config={text!r} is neither a JSON file nor JSON text ({e})") from None
+
+
+def _kw_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="the authors' .pth (read weights-only) or .safetensors")
+    p.add_argument("--arch", required=True, help="kw_resnet18, kw_resnet50, ...")
+    p.add_argument("--config", required=True, help="the authors' settings: JSON file or text")
+    p.add_argument("--prefix", default="", help="keep keys with this prefix, removed")
+    p.add_argument("--temperature", type=float, default=0.0, help="attention tau (default 0)")
+    p.add_argument("--out", required=True, help="folder to write (model.safetensors, config, card)")
+    p.add_argument("--model-name", help="repo id shown in the model card")
+
+
+def _kw_run(args: argparse.Namespace) -> None:
+    from .converters import convert_kernelwarehouse
+    from .save import save_for_hub
+
+    model, report = convert_kernelwarehouse(
+        args.checkpoint,
+        args.arch,
+        _config(args.config),
+        prefix=args.prefix,
+        temperature=args.temperature,
+    )
+    save_for_hub(
+        model,
+        args.out,
+        model_name=args.model_name,
+        lineage={"converted_from": report.source, "authors_code": "OSVAI/KernelWarehouse"},
+    )
+    print(
+        f"{report.architecture}: {report.num_params:,} parameters, outputs within "
+        f"{report.max_abs_diff:.2g} of the authors' layout -> {args.out}"
+    )
+
+
+command("convert-kernelwarehouse", "KernelWarehouse authors' checkpoint -> Hub folder")(
+    (_kw_args, _kw_run)
+)
+
+
+def _rd_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a checkpoint holding the authors' RD module")
+    p.add_argument("--prefix", default=None, help="the RD module's key prefix (default: find it)")
+    p.add_argument("--out", required=True, help="output .safetensors (rd-core authors variant)")
+
+
+def _rd_run(args: argparse.Namespace) -> None:
+    from .checkpoint import read_state_dict, save_weights
+    from .converters import convert_yolo_rd, find_rd_modules
+
+    state_dict, _ = read_state_dict(args.checkpoint)
+    prefix = args.prefix
+    if prefix is None:
+        found = find_rd_modules(state_dict)
+        if len(found) != 1:
+            raise SystemExit(f"found RD modules at {found}; choose one with --prefix")
+        prefix = found[0]
+    rd, mapping = convert_yolo_rd(state_dict, prefix=prefix)
+    save_weights(
+        rd,
+        args.out,
+        architecture="rd_core.RetrieverDictionary",
+        metadata={
+            "variant": "authors",
+            "in_channels": str(rd.in_channels),
+            "num_atoms": str(rd.num_atoms),
+            "kernel_size": str(rd.kernel_size),
+        },
+    )
+    for theirs, ours in mapping.items():
+        print(f"{prefix}{theirs} -> {ours}")
+    print(f"RD f={rd.in_channels} N={rd.num_atoms} k={rd.kernel_size} -> {args.out}")
+
+
+command("convert-yolo-rd", "YOLO-RD authors' RD module -> rd-core weights")((_rd_args, _rd_run))
+
+
+def _push_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder")
+    p.add_argument("repo_id")
+    p.add_argument("--token", default=None)
+    p.add_argument("--endpoint", default=None)
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--message", default="Add model")
+
+
+def _push_run(args: argparse.Namespace) -> None:
+    from .push import push_folder
+
+    info = push_folder(
+        args.folder,
+        args.repo_id,
+        token=args.token,
+        endpoint=args.endpoint,
+        private=args.private or None,
+        commit_message=args.message,
+    )
+    print(info.commit_url)
+
+
+command("push", "commit a saved folder to a Hub repository")((_push_args, _push_run))
+
+
+def _cache_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder")
+    p.add_argument("repo_id")
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--revision", default="main")
+
+
+def _cache_run(args: argparse.Namespace) -> None:
+    from .cache import add_to_cache
+
+    print(add_to_cache(args.folder, args.repo_id, cache_dir=args.cache_dir, revision=args.revision))
+
+
+command("add-to-cache", "lay a folder into the Hugging Face cache (offline use)")(
+    (_cache_args, _cache_run)
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hub-knowledge", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help, add_arguments, _) in COMMANDS.items():
+        add_arguments(sub.add_parser(name, help=help))
+    args = parser.parse_args(argv)
+    try:
+        COMMANDS[args.command][2](args)
+    except (ValueError, TypeError, FileNotFoundError) as e:  # CheckpointError is a ValueError
+        print(f"hub-knowledge {args.command}: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
