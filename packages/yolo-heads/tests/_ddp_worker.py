@@ -1,0 +1,32 @@
+"""The per-process body of the DDP test (a module of its own so spawned processes import it)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def run(rank: int, world: int, port: int, ann: str, out: str, tiny: dict) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        from yolo_heads import YOLODetector
+        from yolo_heads.data import CocoDetection
+        from yolo_heads.train import train
+
+        torch.manual_seed(rank)  # different initial weights: DDP must broadcast rank 0's
+        model = YOLODetector(num_classes=10, **tiny)
+        dataset = CocoDetection(ann, image_size=64, augment=True, seed=rank)
+        result = train(
+            model, dataset, epochs=1, batch_size=2, out_dir=out, ema=False, show_progress=False
+        )
+        flat = torch.cat([p.detach().flatten() for p in result.model.parameters()])
+        gathered = [torch.zeros_like(flat) for _ in range(world)]
+        dist.all_gather(gathered, flat)
+        report = {"equal": torch.equal(gathered[0], gathered[1]), "epochs": len(result.history)}
+        torch.save(report, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
