@@ -13,16 +13,24 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import safetensors.torch
 import timm
 import torch
+from safetensors import safe_open
 
 import timm_knowledge  # noqa: F401  (registers the names)
 from hub_knowledge import add_to_cache, save_for_hub
+from hub_knowledge.converters import convert_kernelwarehouse
 
-KW = "kw_mobilenetv2_050_050x"
+KW = "kw_mobilenetv2_100_1x"
+# the kernelwarehouse package's copy of the authors' reference outputs (see its README)
+FIXTURE = (
+    Path(__file__).resolve().parents[3]
+    / "packages/kernelwarehouse/tests/fixtures/mobilenetv2_100_kw1x.safetensors"
+)
 CUSTOM_RD = "knowledge-vision/rd-resnet18-64atoms"
 
 OFFLINE = textwrap.dedent(
@@ -36,6 +44,7 @@ OFFLINE = textwrap.dedent(
     with torch.no_grad():
         kw = timm.create_model("{KW}", pretrained=True).eval()
         out["kw"] = torch.equal(kw(x), ref["kw"])
+        out["authors"] = float((kw(x) - ref["authors"]).abs().max())
         out["kw_source"] = kw.pretrained_cfg["hf_hub_id"]
         tuned = timm.create_model("{KW}.in1k", pretrained=True, num_classes=10).eval()
         out["kw_new_head"] = [torch.equal(tuned.forward_features(x), ref["kw_features"]),
@@ -54,10 +63,18 @@ OFFLINE = textwrap.dedent(
 def offline(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pretrained")
     cache = tmp / "hf-cache"
-    x = torch.randn(2, 3, 64, 64)
-    ref = {"x": x}
+    if not FIXTURE.is_file():
+        pytest.skip(f"{FIXTURE} is not in this checkout")
+    # the authors' KW MobileNetV2 (their code, their weights), converted to kw_mobilenetv2_100_1x
+    with safe_open(str(FIXTURE), "pt") as f:
+        config = json.loads(f.metadata()["config"])
+        x = f.get_tensor("input").float()
+        ref = {"x": x, "authors": f.get_tensor("logits_tau0.0")}
+    kw, report = convert_kernelwarehouse(
+        FIXTURE, "kw_mobilenetv2_100", config, prefix="model.", progress=False
+    )
+    assert report.architecture == KW  # the paper configuration registered by this package
     with torch.no_grad():
-        kw = timm.create_model(KW).eval()
         ref["kw"], ref["kw_features"] = kw(x), kw.forward_features(x)
         custom = timm.create_model(
             "rd_resnet18", num_atoms=64, variant="authors", dictionary=torch.randn(64, 256)
@@ -88,6 +105,7 @@ def offline(tmp_path_factory):
 def test_pretrained_kw_model_loads_from_its_hub_repository(offline):
     report, _ = offline
     assert report["kw"] is True
+    assert report["authors"] <= 1e-4  # the authors' own logits for these weights
     assert report["kw_source"] == f"knowledge-vision/{KW}.in1k"
     assert report["hub_load"] is True
 
