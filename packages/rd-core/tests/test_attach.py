@@ -101,16 +101,16 @@ def test_deit_tokens_reshaped_to_maps():
 
 
 def test_nested_module_name_and_training_flag():
-    model = timm.create_model("resnet18").train()
+    model = timm.create_model("test_resnet").train()
     rd = attach(model, at="layer2.0.conv1", num_atoms=8, input_size=(3, 32, 32))
-    assert rd.in_channels == 128 and rd.training
+    assert rd.in_channels == 48 and rd.training
     assert isinstance(model.layer2[0].conv1, RDInsertion)
     model(torch.randn(2, 3, 32, 32)).sum().backward()
     assert rd.dictionary.raw_atoms.grad is not None
 
 
 def test_probe_leaves_batchnorm_statistics_alone():
-    model = timm.create_model("resnet18").train()
+    model = timm.create_model("test_resnet").train()
     before = model.bn1.running_mean.clone()
     attach(model, at="layer1", num_atoms=8, input_size=(3, 32, 32))
     torch.testing.assert_close(model.bn1.running_mean, before)
@@ -118,7 +118,7 @@ def test_probe_leaves_batchnorm_statistics_alone():
 
 
 def test_unknown_module_lists_close_matches():
-    model = timm.create_model("resnet18")
+    model = timm.create_model("test_resnet")
     with pytest.raises(ValueError, match=r"at='layr3'.*close matches: \['layer3'"):
         attach(model, at="layr3", input_size=(3, 32, 32))
     with pytest.raises(ValueError, match="is not a module"):
@@ -126,7 +126,7 @@ def test_unknown_module_lists_close_matches():
 
 
 def test_attach_twice_and_bad_layout():
-    model = timm.create_model("resnet18")
+    model = timm.create_model("test_resnet")
     attach(model, at="layer1", num_atoms=8, input_size=(3, 32, 32))
     with pytest.raises(ValueError, match="already"):
         attach(model, at="layer1", num_atoms=8, input_size=(3, 32, 32))
@@ -135,14 +135,14 @@ def test_attach_twice_and_bad_layout():
 
 
 def test_non_map_output_is_rejected():
-    model = timm.create_model("resnet18", num_classes=3)
+    model = timm.create_model("test_resnet", num_classes=3)
     with pytest.raises(ValueError, match=r"output of 'fc' has shape \(1, 3\)"):
         attach(model, at="fc", input_size=(3, 32, 32))
 
 
 def test_state_dict_keeps_the_plain_model_keys():
-    plain = timm.create_model("resnet18", num_classes=3).eval()
-    model = timm.create_model("resnet18", num_classes=3).eval()  # different random weights
+    plain = timm.create_model("test_resnet", num_classes=3).eval()
+    model = timm.create_model("test_resnet", num_classes=3).eval()  # different random weights
     rd = attach(model, at="layer3", num_atoms=8, input_size=(3, 32, 32))
     keys = set(model.state_dict())
     rd_keys = {k for k in keys if k.startswith("layer3.rd.")}
@@ -156,7 +156,7 @@ def test_state_dict_keeps_the_plain_model_keys():
     torch.testing.assert_close(model(x), plain(x))
     # ... and a checkpoint with an RD round-trips strictly, RD included.
     model.layer3 = RDInsertion(model.layer3, detached)
-    other = timm.create_model("resnet18", num_classes=3).eval()
+    other = timm.create_model("test_resnet", num_classes=3).eval()
     attach(other, at="layer3", num_atoms=8, input_size=(3, 32, 32))
     other.load_state_dict(model.state_dict())
     torch.testing.assert_close(other(x), model(x))

@@ -56,10 +56,16 @@ def test_atom_usage_counts_every_position():
 
 
 def test_usage_through_a_timm_model():
-    model = timm.create_model("resnet18").eval()
+    model = timm.create_model("test_resnet").eval()
     rd = attach(model, at="layer3", num_atoms=16, input_size=(3, 32, 32))
-    usage = atom_usage(rd, [torch.randn(2, 3, 32, 32)], model=model)
+    images = torch.randn(2, 3, 32, 32)
+    usage = atom_usage(rd, [images], model=model)
     assert usage.num_positions == 2 * 2 * 2
+    maps = coefficient_maps(rd, images, model=model)
+    with torch.no_grad():
+        stem = model.maxpool(model.act1(model.bn1(model.conv1(images))))
+        features = model.layer3.module(model.layer2(model.layer1(stem)))
+        torch.testing.assert_close(maps.coefficients, rd.coefficients(features))
 
 
 def test_plot_is_written_atomically(tmp_path):

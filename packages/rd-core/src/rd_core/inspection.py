@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .capture import iter_rd_inputs
+from .capture import iter_rd_inputs, rd_inputs
 from .module import RetrieverDictionary
 
 __all__ = [
@@ -48,8 +48,13 @@ class CoefficientMaps:
 
 
 @torch.no_grad()
-def coefficient_maps(rd: RetrieverDictionary, features: torch.Tensor) -> CoefficientMaps:
+def coefficient_maps(
+    rd: RetrieverDictionary, features: torch.Tensor, *, model: nn.Module | None = None
+) -> CoefficientMaps:
     """Coefficients of ``rd`` for the feature map ``features`` ``[B, f, H, W]`` (its input).
+
+    With ``model`` (which contains ``rd``), ``features`` are the model's input images and the
+    features that reach ``rd`` are captured on the way (the rest of the model is not run).
 
     Example:
         >>> import torch
@@ -58,6 +63,8 @@ def coefficient_maps(rd: RetrieverDictionary, features: torch.Tensor) -> Coeffic
         >>> maps.coefficients.shape, maps.input_correlation.shape
         (torch.Size([2, 16, 5, 5]), torch.Size([2, 5, 5]))
     """
+    if model is not None:
+        features = rd_inputs(model, rd, features)
     coefficients = rd.coefficients(features).float()
     atoms = F.normalize(rd.atoms.float(), dim=1)  # [N, f]
     similarity = torch.einsum("bfhw,nf->bnhw", F.normalize(features.float(), dim=1), atoms)
@@ -176,13 +183,15 @@ def plot_coefficients(
     features: torch.Tensor,
     path: str | os.PathLike[str],
     *,
+    model: nn.Module | None = None,
     sample: int = 0,
     dpi: int = 100,
 ) -> Path:
     """Save a figure of ``rd``'s coefficients for ``features`` (its input) to ``path``.
 
     Panels: input feature norm, strongest atom per position, its coefficient, the
-    coefficient/input correlation map, and how often each atom is the strongest. Needs
+    coefficient/input correlation map, and how often each atom is the strongest. With
+    ``model`` (which contains ``rd``), ``features`` are model input images. Needs
     matplotlib (``pip install rd-core[plot]``).
 
     Example:
@@ -208,6 +217,8 @@ def plot_coefficients(
     if not 0 <= sample < features.shape[0]:
         raise ValueError(f"sample: must be in [0, {features.shape[0]}), got {sample}")
     path = Path(path)
+    if model is not None:
+        features = rd_inputs(model, rd, features)
     maps = coefficient_maps(rd, features)
     counts = torch.bincount(maps.top_atom.flatten(), minlength=rd.num_atoms)
 
