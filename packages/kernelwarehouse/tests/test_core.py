@@ -16,6 +16,9 @@ def test_cell_plan_uses_gcd_and_halves_below_one():
     assert plan_cell_shape(shapes).as_tuple() == (64, 64, 1, 1)
     assert plan_cell_shape(shapes, 0.5, 0.5).as_tuple() == (32, 32, 1, 1)
     assert plan_cell_shape([(32, 1, 3, 3), (96, 1, 3, 3)], 0.5, 0.5).as_tuple() == (16, 1, 1, 1)
+    # halving an odd divisor snaps to a divisor only when asked (the default for b < 1)
+    assert plan_cell_shape([(5, 16)], 0.5, 0.5, snap=True).as_tuple() == (1, 8)
+    assert plan_cell_shape([(5, 16)], 0.5, 0.5).as_tuple() == (2, 8)
     cell = plan_cell_shape([(64, 64, 3, 3)], spatial_partition=False)
     assert cell.as_tuple() == (64, 64, 3, 3)
     assert partition_kernel((64, 64, 3, 3), cell).num_mixtures == 1
@@ -63,6 +66,7 @@ def test_assign_cells_rules():
     [
         (lambda: kw.KWConv1d(8, 16, 3, padding=1, bias=True), torch.randn(3, 8, 12)),
         (lambda: kw.KWConv2d(8, 16, 3, stride=2, padding=1), torch.randn(3, 8, 10, 10)),
+        (lambda: kw.KWConv2d(4, 8, 3, padding=1, bias=True), torch.randn(2, 4, 18, 18)),
         (lambda: kw.KWConv2d(16, 16, 3, padding=1, groups=16), torch.randn(3, 16, 9, 9)),
         (lambda: kw.KWConv2d(8, 16, 1, budget=0.5), torch.randn(3, 8, 7, 7)),
         (lambda: kw.KWConv3d(4, 8, 3, padding=1, budget=2.0), torch.randn(3, 4, 5, 5, 5)),

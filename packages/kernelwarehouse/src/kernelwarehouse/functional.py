@@ -9,9 +9,11 @@ rounding; tested) faster on CPU:
   has a single input-channel group (every cell spans all input channels), so no permute copy;
 * point-wise kernels (1 x ... x 1, stride 1, no padding) and linear layers run as one batched
   matrix product;
-* other kernels run one ordinary convolution per sample on CPU, where oneDNN's grouped
-  convolution over a batch is several times slower than plain convolutions for deep, small
-  feature maps (see benchmarks/bench_kernelwarehouse.py); on CUDA the grouped convolution is kept.
+* 2-d k x k kernels on small CPU feature maps (at most :data:`UNFOLD_MAX_POSITIONS` output
+  positions) run as unfold + one batched matrix product: there the per-sample kernels are larger
+  than the activations and oneDNN's grouped convolution re-lays them out on every call (several
+  times slower than a plain convolution, see benchmarks/bench_kernelwarehouse.py); everything
+  else, and CUDA, keeps the grouped convolution.
 
 Executors are looked up by name in :data:`EXECUTORS`, so a new strategy is one registered
 function.
@@ -115,6 +117,12 @@ def _is_pointwise(kernel: torch.Tensor, stride, padding, dilation, groups) -> bo
     return all(s == 1 for s in stride) and all(p == 0 for p in padding)
 
 
+#: output positions up to which a k x k dynamic convolution runs as unfold + batched matmul on
+#: CPU (deep, small feature maps: the per-sample kernels outweigh the activations there, and
+#: oneDNN's grouped convolution re-lays them out on every call); above it, the grouped convolution
+UNFOLD_MAX_POSITIONS = 14 * 14
+
+
 def dynamic_conv_fast(
     x: torch.Tensor,
     kernel: torch.Tensor,
@@ -128,23 +136,34 @@ def dynamic_conv_fast(
     batch = x.shape[0]
     if _is_pointwise(kernel, stride, padding, dilation, groups):
         flat = x.reshape(batch, x.shape[1], -1)
-        out = (
-            torch.baddbmm(
-                bias.reshape(1, -1, 1).expand(batch, -1, flat.shape[2]),
-                kernel.reshape(batch, kernel.shape[1], -1),
-                flat,
+        weight = kernel.reshape(batch, kernel.shape[1], -1)
+        if bias is None:
+            out = torch.bmm(weight, flat)
+        else:
+            out = torch.baddbmm(
+                bias.reshape(1, -1, 1).expand(batch, -1, flat.shape[2]), weight, flat
             )
-            if bias is not None
-            else torch.bmm(kernel.reshape(batch, kernel.shape[1], -1), flat)
-        )
         return out.reshape(batch, kernel.shape[1], *x.shape[2:])
-    if x.is_cuda or batch == 1:
-        return dynamic_conv_reference(x, kernel, bias, stride, padding, dilation, groups)
-    conv = _CONV[x.dim() - 2]
-    outs = [
-        conv(x[b : b + 1], kernel[b], bias, stride, padding, dilation, groups) for b in range(batch)
-    ]
-    return torch.cat(outs, dim=0)
+    if (
+        not x.is_cuda
+        and x.dim() == 4
+        and groups == 1
+        and not isinstance(padding, str)
+        and batch > 1
+    ):
+        out_hw = [
+            (x.shape[2 + d] + 2 * padding[d] - dilation[d] * (kernel.shape[3 + d] - 1) - 1)
+            // stride[d]
+            + 1
+            for d in range(2)
+        ]
+        if out_hw[0] * out_hw[1] <= UNFOLD_MAX_POSITIONS:
+            cols = F.unfold(x, kernel.shape[3:], dilation, padding, stride)  # [B, c*k*k, L]
+            out = torch.bmm(kernel.reshape(batch, kernel.shape[1], -1), cols)
+            if bias is not None:
+                out = out + bias.reshape(1, -1, 1)
+            return out.reshape(batch, kernel.shape[1], *out_hw)
+    return dynamic_conv_reference(x, kernel, bias, stride, padding, dilation, groups)
 
 
 Executor = tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor]]

@@ -175,11 +175,15 @@ class WarehouseManager:
         for group, members in groups.items():
             budget = _check_budget(_for_group(self.budget, group, "budget"), group)
             default_ratio = 1.0 if budget >= 1 else 0.5
-            in_ratio = _for_group(self.cell_in_ratio, group, "cell_in_ratio") or default_ratio
-            out_ratio = _for_group(self.cell_out_ratio, group, "cell_out_ratio") or default_ratio
+            in_ratio = _for_group(self.cell_in_ratio, group, "cell_in_ratio")
+            out_ratio = _for_group(self.cell_out_ratio, group, "cell_out_ratio")
+            # default halving for b < 1 snaps to a divisor; explicit ratios must divide exactly
+            snap = in_ratio is None and out_ratio is None
+            in_ratio = in_ratio or default_ratio
+            out_ratio = out_ratio or default_ratio
             shapes = [_kernel_shape(m) for _, m in members]
             try:
-                cell = plan_cell_shape(shapes, in_ratio, out_ratio, self.spatial_partition)
+                cell = plan_cell_shape(shapes, in_ratio, out_ratio, self.spatial_partition, snap)
             except ValueError as err:
                 names = [n for n, _ in members]
                 raise ValueError(f"warehouse group {group!r} (layers {names}): {err}") from None

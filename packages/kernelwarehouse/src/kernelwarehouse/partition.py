@@ -76,13 +76,15 @@ def plan_cell_shape(
     in_ratio: float = 1.0,
     out_ratio: float = 1.0,
     spatial_partition: bool = True,
+    snap: bool = False,
 ) -> CellShape:
     """Common cell shape of kernels that share a warehouse.
 
     Channel sizes are the greatest common divisors of the kernels' output / input channels,
     scaled by ``out_ratio`` / ``in_ratio`` (0.5 for budgets below one, as in the paper) and
     floored at 1. With ``spatial_partition`` the cell is 1 x ... x 1 in space; without it every
-    kernel must have the same spatial size and the cell keeps it.
+    kernel must have the same spatial size and the cell keeps it. With ``snap`` a scaled size
+    that does not divide the divisor is lowered to the largest one that does (5 * 0.5 -> 1).
 
     Example:
         >>> str(plan_cell_shape([(64, 64, 3, 3), (128, 64, 3, 3), (128, 64, 1, 1)]))
@@ -114,9 +116,17 @@ def plan_cell_shape(
                 "turn spatial partition on or split the group"
             )
         cell_spatial = spatial
+
+    def scaled(gcd: int, ratio: float) -> int:
+        size = max(int(gcd * ratio), 1)
+        if snap:
+            while gcd % size:
+                size -= 1
+        return size
+
     return CellShape(
-        out_channels=max(int(out_gcd * out_ratio), 1),
-        in_channels=max(int(in_gcd * in_ratio), 1),
+        out_channels=scaled(out_gcd, out_ratio),
+        in_channels=scaled(in_gcd, in_ratio),
         kernel_size=cell_spatial,
     )
 
