@@ -202,3 +202,21 @@ def test_writes_are_atomic(tmp_path):
         raise RuntimeError("interrupted")
     assert (folder / "config.json").read_bytes() == before
     assert sorted(p.name for p in folder.iterdir()) == FILES
+
+
+def test_a_model_its_config_would_not_rebuild_is_refused(tmp_path):
+    model = _tiny("test_resnet")
+    model.extra = torch.nn.Linear(2, 2)  # attached after the factory built it
+    with pytest.raises(ValueError, match=r"would rebuild a different model.*unexpected keys"):
+        save_for_hub(model, tmp_path / "a")
+    model = _tiny("test_resnet")
+    model.pretrained_cfg = {**model.pretrained_cfg, "architecture": "test_efficientnet"}
+    with pytest.raises(ValueError, match=r"would rebuild a different model"):
+        save_for_hub(model, tmp_path / "b")
+    model = _tiny("test_resnet")
+    model._model_args = {**model._model_args, "budget": 0.5}  # an argument resnet does not take
+    with pytest.raises(ValueError, match=r"would not rebuild this model.*budget"):
+        save_for_hub(model, tmp_path / "c")
+    assert not any(tmp_path.iterdir())  # nothing written
+    # verify=False writes it anyway (e.g. for a folder completed by hand)
+    assert (save_for_hub(model, tmp_path / "d", verify=False) / "config.json").is_file()

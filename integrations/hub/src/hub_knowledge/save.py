@@ -12,21 +12,45 @@ Example:
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import timm
 from torch import nn
 
 from ._files import write_json_atomic, write_text_atomic
 from .card import model_card
-from .checkpoint import save_weights
+from .checkpoint import CheckpointError, check_state_dict, save_weights
 from .config import CONFIG_NAME, build_config
 
-__all__ = ["CARD_NAME", "WEIGHTS_NAME", "save_for_hub"]
+__all__ = ["CARD_NAME", "WEIGHTS_NAME", "save_for_hub", "verify_rebuild"]
 
 WEIGHTS_NAME = "model.safetensors"  # the name timm looks for first on the Hub
 CARD_NAME = "README.md"
+
+
+def verify_rebuild(model: nn.Module, config: dict[str, Any]) -> None:
+    """Raise ``ValueError`` unless ``config`` rebuilds a model that ``model``'s weights fit."""
+    architecture = config["architecture"]
+    with tempfile.TemporaryDirectory() as tmp:
+        write_json_atomic(Path(tmp) / CONFIG_NAME, config)
+        try:
+            rebuilt = timm.create_model(f"local-dir:{tmp}", pretrained=False)
+        except Exception as e:
+            raise ValueError(
+                f"config.json would not rebuild this model: timm.create_model({architecture!r}, "
+                f"**{config.get('model_args', {})}) fails ({e.__class__.__name__}: {e}); is "
+                "model.pretrained_cfg['architecture'] the name the model was built from?"
+            ) from None
+    try:
+        check_state_dict(rebuilt, model.state_dict(), architecture=architecture, source="model")
+    except CheckpointError as e:
+        raise ValueError(
+            f"config.json would rebuild a different model (was it changed after "
+            f"timm.create_model, e.g. a module attached?): {e}"
+        ) from None
 
 
 def save_for_hub(
@@ -43,6 +67,7 @@ def save_for_hub(
     model_args: Mapping[str, Any] | None = None,
     data_config: Mapping[str, Any] | None = None,
     label_names: list[str] | None = None,
+    verify: bool = True,
 ) -> Path:
     """Save ``model`` into ``folder`` as a Hub repository would hold it; returns the folder.
 
@@ -58,6 +83,9 @@ def save_for_hub(
         model_args: extra build arguments to record, JSON-serialisable.
         data_config: preprocessing to record (input_size, mean, std, crop_pct, ...).
         label_names: class names, index by index.
+        verify: rebuild the model from the config first (timm's factory, no weights) and check
+            that the weights fit it key for key and shape for shape, so a repository that would
+            not load is never written.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model={type(model).__name__} must be a torch.nn.Module")
@@ -82,6 +110,8 @@ def save_for_hub(
         description=description,
         model_args=config.get("model_args"),
     )
+    if verify:
+        verify_rebuild(model, config)
     folder.mkdir(parents=True, exist_ok=True)
     # weights first: a folder whose config.json exists always has its weights beside it
     save_weights(model, folder / WEIGHTS_NAME, architecture=config["architecture"])
