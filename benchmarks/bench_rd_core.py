@@ -12,6 +12,7 @@ implementation adds.
 from __future__ import annotations
 
 import copy
+import os
 import statistics
 import time
 
@@ -183,7 +184,13 @@ def _distillation_table(quick: bool) -> str:
 
 def main(quick: bool = False) -> str:
     torch.manual_seed(0)
-    return _module_table(quick) + _backbone_table(quick) + _distillation_table(quick)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    context = (
+        f"{torch.get_num_threads()} torch thread(s); 1-minute load average {load:.1f} on "
+        f"{os.cpu_count()} CPUs when the run started (a shared machine: compare ratios, not "
+        f"absolute times).\n\n"
+    )
+    return context + _module_table(quick) + _backbone_table(quick) + _distillation_table(quick)
 
 
 if __name__ == "__main__":
