@@ -244,3 +244,15 @@ def test_bad_input_errors_name_the_argument():
         RetrieverDictionary(8, variant="yolo")
     with pytest.raises(ValueError, match="num_atoms must be an int"):
         RetrieverDictionary(8, num_atoms=0)
+
+
+def test_eval_cache_follows_dtype_and_state_dict_changes():
+    rd = RetrieverDictionary(8, num_atoms=16).eval()
+    x = torch.randn(1, 8, 4, 4)
+    with torch.no_grad():
+        rd(x)
+        out64 = rd.double()(x.double())  # .double() must drop the float32 folded weights
+        assert out64.dtype == torch.float64
+        other = RetrieverDictionary(8, num_atoms=16).double().eval()
+        rd.load_state_dict(other.state_dict())  # copies in place: the cache must notice
+        torch.testing.assert_close(rd(x.double()), other(x.double()))
