@@ -24,6 +24,7 @@ Steps (all on the CPU, nothing downloaded):
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import tempfile
 import time
@@ -37,16 +38,17 @@ from dict_init.encoders import VisionEncoder
 from implicit_knowledge import fuse
 from yolo_heads import YOLODetector, evaluate_detector
 from yolo_heads.checkpoint import save_checkpoint
-from yolo_heads.data import CocoDetection, make_digits_detection
+from yolo_heads.data import CocoDetection, collate, make_digits_detection
 from yolo_heads.train import train
 
-# The full run is sized for <= 10 minutes on 2 CPU cores (both trainings included).
+# The full run is sized for <= 10 minutes on 2 CPU cores (both trainings included); on a
+# slower or busy machine the epochs are cut to fit --budget (see affordable_epochs).
 SETTINGS = {
     "full": {
-        "image_size": 96,
-        "train_images": 480,
-        "val_images": 120,
-        "epochs": 12,
+        "image_size": 64,
+        "train_images": 640,
+        "val_images": 160,
+        "epochs": 30,
         "width": 16,
         "num_atoms": 64,
         "batch_size": 16,
@@ -79,12 +81,35 @@ def build_detector(width: int, image_size: int, **knowledge) -> YOLODetector:
     )
 
 
-def fit(name: str, model: YOLODetector, train_set, val_set, cfg: dict, out: Path):
+def affordable_epochs(model: YOLODetector, train_set, cfg: dict, seconds: float) -> int:
+    """Epochs (at most the configured ones, at least 2) that fit in ``seconds`` on this machine,
+    from the time of a few training steps on a copy of the model: a slow or busy machine trains
+    for fewer epochs instead of overrunning the demo's time budget."""
+    probe = copy.deepcopy(model).train()
+    optimizer = torch.optim.AdamW(probe.parameters(), lr=1e-4)
+    images, targets = collate([train_set[i] for i in range(cfg["batch_size"])])
+    for step in range(4):
+        if step == 1:  # the first step pays one-off costs
+            start = time.perf_counter()
+        loss, _ = probe.loss(probe(images), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    per_step = (time.perf_counter() - start) / 3 * 1.1  # + data loading and EMA
+    steps_per_epoch = len(train_set) // cfg["batch_size"]
+    affordable = int(seconds // (per_step * max(steps_per_epoch, 1)))
+    return max(min(2, cfg["epochs"]), min(cfg["epochs"], affordable))
+
+
+def fit(name: str, model: YOLODetector, train_set, val_set, cfg: dict, out: Path, seconds: float):
+    epochs = affordable_epochs(model, train_set, cfg, seconds)
+    if epochs < cfg["epochs"]:
+        print(f"   this machine affords {epochs} of {cfg['epochs']} epochs in {seconds:.0f} s")
     start = time.perf_counter()
     result = train(
         model,
         train_set,
-        epochs=cfg["epochs"],
+        epochs=epochs,
         batch_size=cfg["batch_size"],
         lr=cfg["lr"],
         out_dir=out / name,
@@ -144,6 +169,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny smoke run of every step")
     parser.add_argument("--out", default="outputs/demo", help="where outputs go")
     parser.add_argument(
+        "--budget",
+        type=float,
+        default=480.0,
+        help="seconds the whole demo may take (training adapts to fit)",
+    )
+    parser.add_argument(
         "--no-baseline",
         action="store_true",
         help="skip the baseline (the dictionary then comes from the untrained backbone)",
@@ -178,13 +209,18 @@ def main() -> None:
     val_set = CocoDetection(val_ann, image_size=size)
     plain_train_set = CocoDetection(train_ann, image_size=size)
 
+    def train_seconds(trainings_left: int) -> float:
+        # What is left of the budget, less a reserve for evaluation, fusion and outputs.
+        left = args.budget - (time.perf_counter() - t0) - 45.0 * trainings_left
+        return max(left / trainings_left, 10.0)
+
     results: dict[str, dict[str, float]] = {}
     times: dict[str, float] = {}
     baseline = build_detector(cfg["width"], size)
     if not args.no_baseline:
         print("== 2. baseline detector (no RD, no implicit knowledge)", flush=True)
         trained, results["baseline"], times["baseline"] = fit(
-            "baseline", baseline, train_set, val_set, cfg, out
+            "baseline", baseline, train_set, val_set, cfg, out, train_seconds(2)
         )
         baseline = trained.model
 
@@ -199,7 +235,7 @@ def main() -> None:
     print("== 4. detector with RD after layer2 and implicit knowledge", flush=True)
     model = build_detector(cfg["width"], size, implicit=True, rd={"dictionary": dictionary})
     trained, results["RD + implicit"], times["RD + implicit"] = fit(
-        "rd_implicit", model, train_set, val_set, cfg, out
+        "rd_implicit", model, train_set, val_set, cfg, out, train_seconds(1)
     )
     model = trained.model.eval()
 

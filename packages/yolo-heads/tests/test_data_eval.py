@@ -92,6 +92,12 @@ def test_dataset_bad_input(tmp_path, digits):
         CocoDetection(tmp_path / "missing.json")
     with pytest.raises(ValueError, match="image_size=100"):
         CocoDetection(digits[0], image_size=100)
+    data = json.loads(digits[0].read_text())
+    data["annotations"][0]["category_id"] = 42
+    bad = tmp_path / "bad_category.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="category_id=42"):
+        CocoDetection(bad)
     empty = tmp_path / "empty.json"
     empty.write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
     with pytest.raises(ValueError, match="empty"):

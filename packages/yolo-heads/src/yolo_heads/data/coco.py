@@ -74,11 +74,29 @@ class CocoDetection(Dataset):
         self.annotations: dict[int, list[tuple[list[float], int]]] = {
             im["id"]: [] for im in self.images
         }
+        # Checked here, once, so that a bad annotation fails before training starts.
         for ann in data["annotations"]:
+            if ann.get("image_id") not in self.annotations:
+                raise ValueError(
+                    f"ann_file annotation id={ann.get('id')} names image_id="
+                    f"{ann.get('image_id')!r}, which is not in the file's images"
+                )
+            if ann.get("category_id") not in category_to_label:
+                raise ValueError(
+                    f"ann_file annotation id={ann.get('id')} has category_id="
+                    f"{ann.get('category_id')!r}; the file's categories are "
+                    f"{self.label_to_category}"
+                )
+            bbox = ann.get("bbox")
+            if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
+                raise ValueError(
+                    f"ann_file annotation id={ann.get('id')} has bbox={bbox!r}; expected "
+                    "[x, y, width, height]"
+                )
             if ann.get("iscrowd", 0):
                 continue
-            x, y, w, h = ann["bbox"]
-            if w <= 0 or h <= 0:
+            x, y, w, h = bbox
+            if w <= 0 or h <= 0:  # degenerate boxes carry no object: skipped
                 continue
             self.annotations[ann["image_id"]].append(
                 ([x, y, x + w, y + h], category_to_label[ann["category_id"]])
@@ -111,6 +129,9 @@ class CocoDetection(Dataset):
         else:
             jitter, offset = 1.0, (0.5, 0.5)
         canvas, meta = letterbox(image, self.image_size, jitter, offset)
+        # Boxes reaching past the image (common in COCO files) are clipped to it.
+        h, w = meta.original_size
+        boxes = torch.minimum(boxes.clamp(min=0), torch.tensor([w, h, w, h], dtype=boxes.dtype))
         boxes = boxes_to_canvas(boxes, meta).clamp(0, self.image_size)
         tensor = torch.from_numpy(canvas.copy()).permute(2, 0, 1).float() / 255.0
         if self.augment:
