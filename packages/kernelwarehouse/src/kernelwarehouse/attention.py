@@ -236,7 +236,9 @@ class KWAttention(nn.Module):
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         """``pooled``: ``[B, C]`` -> attentions ``[B, m, n]``."""
-        return contrasting_attention(self.logits(pooled), self.beta, self.temperature, self.eps)
+        # CAF in float32 even under autocast: the L1 normaliser sums n + 1 logits.
+        logits = self.logits(pooled).float()
+        return contrasting_attention(logits, self.beta, self.temperature, self.eps)
 
     def extra_repr(self) -> str:
         return f"m={self.num_mixtures}, n={self.num_cells}, tau={float(self.temperature):.3f}"
