@@ -8,6 +8,7 @@ MODULES = [
     "timm_knowledge._registry",
     "timm_knowledge.kw_paper",
     "timm_knowledge.rd_paper",
+    "timm_knowledge.det_paper",
 ]
 
 

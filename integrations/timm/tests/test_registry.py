@@ -17,13 +17,16 @@ def _params(model: torch.nn.Module) -> int:
 
 def test_every_paper_configuration_is_listed_with_a_hub_repository():
     names = list_paper_models()
-    assert len(names) == len(KW_PAPER_BUDGETS) + len(timm_knowledge.RD_ARCHITECTURES)
+    detectors = list(timm_knowledge.det_paper.DETECTORS)
+    assert len(names) == len(KW_PAPER_BUDGETS) + len(timm_knowledge.RD_ARCHITECTURES) + 2
     assert set(timm.list_models("kw_*_*x")) >= set(list_paper_models("kernelwarehouse"))
-    assert set(timm.list_models("rd_*")) >= set(list_paper_models("yolo-rd"))
+    assert set(timm.list_models("rd_*")) == set(timm_knowledge.RD_ARCHITECTURES)
+    assert set(timm.list_models("yolo*")) == set(detectors)
     for name in names:
         cfg = timm.models.get_pretrained_cfg(name)
-        assert cfg.hf_hub_id == f"knowledge-vision/{name}.in1k"
-        assert cfg.architecture == name and cfg.tag == "in1k"
+        tag = "coco" if name in detectors else "in1k"
+        assert cfg.hf_hub_id == f"knowledge-vision/{name}.{tag}"
+        assert cfg.architecture == name and cfg.tag == tag
         assert timm.is_model_pretrained(name)  # has a weight source: the Hub repository
     assert "kw_resnet18_1x.in1k" in timm.list_pretrained("kw_resnet18_*")
 
@@ -87,3 +90,19 @@ def test_bad_input_names_the_argument():
         timm.create_model("rd_resnet18", rd_at="layer9")
     with pytest.raises(ValueError, match=r"method='kw'"):
         list_paper_models("kw")
+
+
+def test_detectors_build_predict_and_round_trip_through_hub_knowledge(tmp_path):
+    from hub_knowledge import load, save_for_hub
+
+    model = timm.create_model("yolor_resnet50", num_classes=3, neck_channels=32).eval()
+    assert model.pretrained_cfg["mean"] == (0.0, 0.0, 0.0)  # normalised inside the detector
+    x = torch.rand(1, 3, 64, 64)
+    assert len(model.predict(x)) == 1
+    folder = save_for_hub(model, tmp_path, task="object-detection")
+    clone = load(folder).eval()
+    with torch.no_grad():
+        ours, theirs = model(x), clone(x)
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
+    with pytest.raises(ValueError, match=r"features_only=True"):
+        timm.create_model("yolo_rd_resnet50", features_only=True)

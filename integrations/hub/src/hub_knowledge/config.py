@@ -93,15 +93,23 @@ def build_config(
     recorded = getattr(model, "_model_args", {}) or {}
     held_by_weights = sorted(k for k, v in recorded.items() if not _json_ready(v))
     model_args = {**dict.fromkeys(held_by_weights), **dict(model_args or {})}
+    # timm's exporter reads model.num_features (information only); detectors have none
+    lacks_num_features = not hasattr(model, "num_features")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / CONFIG_NAME
-        save_config_for_hf(
-            model,
-            str(path),
-            model_config=model_config,
-            model_args=dict(model_args or {}),
-            data_config=dict(data_config or {}) or None,
-        )
+        if lacks_num_features:
+            model.num_features = None
+        try:
+            save_config_for_hf(
+                model,
+                str(path),
+                model_config=model_config,
+                model_args=dict(model_args or {}),
+                data_config=dict(data_config or {}) or None,
+            )
+        finally:
+            if lacks_num_features:
+                del model.num_features
         config = json.loads(path.read_text())
     for key in held_by_weights:
         if config.get("model_args", {}).get(key) is None:

@@ -71,6 +71,7 @@ def save_for_hub(
     data_config: Mapping[str, Any] | None = None,
     label_names: list[str] | None = None,
     verify: bool = True,
+    task: str = "image-classification",
 ) -> Path:
     """Save ``model`` into ``folder`` as a Hub repository would hold it; returns the folder.
 
@@ -86,6 +87,7 @@ def save_for_hub(
         model_args: extra build arguments to record, JSON-serialisable.
         data_config: preprocessing to record (input_size, mean, std, crop_pct, ...).
         label_names: class names, index by index.
+        task: the Hub pipeline tag (``"object-detection"`` for detectors).
         verify: rebuild the model from the config first (timm's factory, no weights) and check
             that the weights fit it key for key and shape for shape, so a repository that would
             not load is never written.
@@ -112,6 +114,7 @@ def save_for_hub(
         lineage=lineage,
         description=description,
         model_args=config.get("model_args"),
+        task=task,
     )
     if verify:
         verify_rebuild(model, config)

@@ -2,7 +2,8 @@
 
 Importing this package registers them: KernelWarehouse networks per budget
 (``kw_resnet18_1x``, ``kw_mobilenetv2_050_4x``, ...) and classifiers with a Retriever-Dictionary
-(``rd_resnet50``, ...). Each has a ``pretrained_cfg`` whose ``hf_hub_id`` names the repository
+(``rd_resnet50``, ...), and with ``yolo-heads`` installed YOLO detectors (``yolo_rd_resnet50``,
+``yolor_resnet50``). Each has a ``pretrained_cfg`` whose ``hf_hub_id`` names the repository
 ``knowledge-vision/<name>.<tag>`` on the Hugging Face Hub.
 
 Example:
@@ -13,20 +14,26 @@ Example:
     4.08
 """
 
+import importlib.util
+
 from . import kw_paper, rd_paper
 from ._registry import HUB_ORG, PAPER_MODELS, PaperModel, hub_id
 from .kw_paper import KW_PAPER_BUDGETS, budget_suffix
 from .rd_paper import RD_ARCHITECTURES
+
+# detectors need yolo-heads (the "detection" extra); without it they are simply not registered
+if importlib.util.find_spec("yolo_heads") is not None:
+    from . import det_paper  # noqa: F401
 
 __version__ = "0.1.0"
 
 
 def list_paper_models(method: str | None = None) -> list[str]:
     """Names registered by this package, optionally of one method (``"kernelwarehouse"``,
-    ``"yolo-rd"``).
+    ``"yolo-rd"``, ``"yolor"``).
 
     Example:
-        >>> list_paper_models("yolo-rd")
+        >>> list_paper_models("yolo-rd")[:3]
         ['rd_resnet18', 'rd_resnet50', 'rd_convnext_tiny']
     """
     methods = {m.method for m in PAPER_MODELS.values()}
