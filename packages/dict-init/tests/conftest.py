@@ -16,3 +16,11 @@ def blobs(n: int, d: int, centers: int, seed: int = 0, spread: float = 4.0) -> t
 @pytest.fixture
 def make_blobs():
     return blobs
+
+
+@pytest.fixture(scope="session")
+def sentence_encoder():
+    """The bundled all-MiniLM-L6-v2, loaded once (importing sentence-transformers is slow)."""
+    from dict_init.encoders import SentenceEncoder
+
+    return SentenceEncoder()

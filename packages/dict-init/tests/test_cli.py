@@ -41,12 +41,22 @@ def test_build_then_inspect_with_plots(image_folder, tmp_path, capsys):
     assert (tmp_path / "again.svg").read_text().lstrip().startswith("<?xml")
 
 
-def test_build_from_class_names(tmp_path):
+def test_build_from_class_names(tmp_path, monkeypatch, sentence_encoder):
+    import dict_init.cli as cli
+
+    seen = []
+
+    def cached(spec, **options):
+        seen.append(spec)
+        return sentence_encoder
+
+    monkeypatch.setattr(cli, "create_encoder", cached)
     out = tmp_path / "lang.safetensors"
     code = main(["build", "--encoder", "sentence", "--data", "coco-classes", "--num-atoms", "8",
                  "--feature-dim", "16", "--out", str(out), "--quiet"])  # fmt: skip
     assert code == 0
     d = Dictionary.load(out)
+    assert seen == ["sentence"]
     assert d.atoms.shape == (8, 16) and d.metadata["normalization"] == "standard"
 
 

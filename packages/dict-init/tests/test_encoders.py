@@ -83,8 +83,9 @@ def test_clip_encoder_rejects_other_models():
         CLIPImageEncoder(torch.nn.Linear(2, 2))
 
 
-def test_sentence_encoder_bundled_minilm_offline():
-    enc = SentenceEncoder()
+def test_sentence_encoder_bundled_minilm_offline(sentence_encoder):
+    enc = sentence_encoder
+    assert isinstance(enc, SentenceEncoder)
     names = coco_class_names()
     vectors = enc.encode(names)
     assert vectors.shape == (80, 384) and enc.dim == 384
@@ -116,9 +117,9 @@ def test_gpt_encoder_tiny_model_mean_and_last_pooling():
     assert not torch.allclose(last, batched)
 
 
-def test_text_encoder_rejects_a_bare_string():
+def test_text_encoder_rejects_a_bare_string(sentence_encoder):
     with pytest.raises(ValueError, match="texts="):
-        SentenceEncoder().encode("person")
+        sentence_encoder.encode("person")
 
 
 def test_create_encoder_registry():

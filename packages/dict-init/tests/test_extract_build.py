@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from dict_init import Dictionary, build_dictionary, coco_class_names, extract_features
-from dict_init.encoders import SentenceEncoder, VisionEncoder
+from dict_init.encoders import VisionEncoder
 from dict_init.kmeans import inertia
 
 
@@ -94,8 +94,8 @@ def test_build_vision_dictionary_and_reload(encoder, tmp_path):
     assert inertia(feats, d.atoms) < inertia(feats, random_rows)
 
 
-def test_build_language_dictionary_standardised_and_projected():
-    enc = SentenceEncoder()
+def test_build_language_dictionary_standardised_and_projected(sentence_encoder):
+    enc = sentence_encoder
     d = build_dictionary(enc, coco_class_names(), num_atoms=16, seed=0, feature_dim=8,
                          progress=False)  # fmt: skip
     assert d.atoms.shape == (16, 8)
