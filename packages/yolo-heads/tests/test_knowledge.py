@@ -122,3 +122,17 @@ def test_checkpoint_with_rd_and_implicit_rebuilds(tiny, tmp_path):
     images = torch.rand(1, 3, 64, 64)
     for a, b in zip(model(images), restored(images)):
         torch.testing.assert_close(a, b)
+
+
+def test_kernelwarehouse_backbone_unchanged():
+    """A KernelWarehouse backbone registered in timm is just another backbone name."""
+    import kernelwarehouse  # noqa: F401  (registers kw_* models with timm)
+
+    model = YOLODetector("kw_resnet18", num_classes=3, neck_channels=16, budget=0.5)
+    assert model.backbone.channels == [128, 256, 512]
+    outputs = model(torch.rand(2, 3, 64, 64))
+    total, _ = model.loss(
+        outputs, [{"boxes": torch.tensor([[2.0, 2, 40, 30]]), "labels": torch.tensor([2])}] * 2
+    )
+    total.backward()
+    assert torch.isfinite(total)
