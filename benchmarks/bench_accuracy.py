@@ -1,0 +1,465 @@
+"""Small-data accuracy: does each technique help at this scale? Several seeds, mean and spread.
+
+Two experiments on scikit-learn's real 8x8 handwritten digits (shipped with scikit-learn, nothing
+downloaded):
+
+* **Classification**: a quarter-width timm ResNet18 (channels 16/32/64/128, one input channel)
+  on the digits upscaled to 32 x 32, plain and as KernelWarehouse at budgets 1/2, 1 and 4
+  (``timm.create_model("kw_resnet18", budget=b, ...)``, temperature 1 -> 0 over the first 20% of
+  the epochs, as the paper's 10-of-100 / 20-of-300 schedule scaled down). Fixed stratified split
+  (1347 train / 450 test); the seed changes initialisation, data order and augmentation.
+* **Detection**: ``yolo_heads`` on its generated digits-detection set (real digits on noisy
+  64 x 64 canvases), a quarter-width ResNet18 + PAN + anchor-free head, without and with the
+  Retriever-Dictionary after ``layer2`` (random dictionary vs a dictionary initialised from a
+  vision model: k-means, with ``dict_init``, of the ``layer2`` features of the trained baseline
+  of the same seed, the paper's "VM" initialiser), and without and with YOLOR implicit
+  knowledge (iFA + iPR). COCO AP and AP50 by pycocotools on a disjoint validation set.
+
+The mean and the sample standard deviation over seeds are reported, with the difference to the
+baseline and whether it exceeds the spread (a rough guide, not a significance test).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from _common import count_params, markdown_table, mean_std, no_plot_note, plotting, save_figure
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Settings:
+    seeds: tuple[int, ...]
+    cls_epochs: int
+    cls_budgets: tuple[float, ...]
+    det_train_images: int
+    det_val_images: int
+    det_epochs: int
+    det_atoms: int
+
+
+FULL = Settings(
+    seeds=(0, 1, 2),
+    cls_epochs=6,
+    cls_budgets=(0.5, 1.0, 4.0),
+    det_train_images=256,
+    det_val_images=64,
+    det_epochs=16,
+    det_atoms=32,
+)
+QUICK = Settings(
+    seeds=(0, 1),
+    cls_epochs=2,
+    cls_budgets=(1.0,),
+    det_train_images=32,
+    det_val_images=16,
+    det_epochs=2,
+    det_atoms=16,
+)
+# Finished runs are kept here (one JSON per run, keyed by settings, experiment, model and seed)
+# so the full set can be filled by several processes at once (`--part`), and an interrupted
+# run resumes. Quick runs are never cached.
+CACHE = Path(os.environ.get("BENCH_ACCURACY_CACHE", Path(tempfile.gettempdir()) / "bench-accuracy"))
+WIDTH = {"channels": (16, 32, 64, 128), "stem_width": 16}
+
+
+@dataclass
+class Result:
+    name: str
+    params: int
+    scores: dict[str, list[float]] = field(default_factory=dict)
+    seconds: list[float] = field(default_factory=list)
+
+    def add(self, seconds: float, **scores: float) -> None:
+        self.seconds.append(seconds)
+        for key, value in scores.items():
+            self.scores.setdefault(key, []).append(value)
+
+
+def _key(s: Settings, experiment: str, name: str, seed: int) -> Path:
+    digest = hashlib.sha1(repr((s, WIDTH, experiment, name, seed)).encode()).hexdigest()[:16]
+    return CACHE / f"{experiment}-{seed}-{digest}.json"
+
+
+def cached(s: Settings, experiment: str, name: str, seed: int, use: bool) -> dict | None:
+    path = _key(s, experiment, name, seed)
+    if use and path.exists():
+        return json.loads(path.read_text())
+    return None
+
+
+def store(s: Settings, experiment: str, name: str, seed: int, run: dict, use: bool) -> None:
+    if not use:
+        return
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path = _key(s, experiment, name, seed)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(run))
+    tmp.replace(path)
+
+
+# ------------------------------------------------------------------------ classification
+def digits_split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Digits as ``[N, 1, 32, 32]`` in [0, 1] and labels; one fixed stratified split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    x = F.interpolate(x, size=32, mode="bilinear", align_corners=False)
+    y = torch.tensor(digits.target)
+    train_idx, test_idx = train_test_split(
+        range(len(y)), test_size=450, stratify=digits.target, random_state=0
+    )
+    return x[train_idx], y[train_idx], x[test_idx], y[test_idx]
+
+
+def _shift(x: torch.Tensor, generator: torch.Generator, pixels: int = 3) -> torch.Tensor:
+    """Random translation by up to ``pixels`` (pad, then crop at a random offset per batch)."""
+    padded = F.pad(x, (pixels,) * 4)
+    dx, dy = torch.randint(0, 2 * pixels + 1, (2,), generator=generator).tolist()
+    return padded[..., dy : dy + x.shape[-2], dx : dx + x.shape[-1]]
+
+
+def build_classifier(budget: float | None) -> nn.Module:
+    if budget is None:
+        return timm.create_model("resnet18", num_classes=10, in_chans=1, **WIDTH)
+    import kernelwarehouse  # noqa: F401  registers kw_resnet18
+
+    return timm.create_model("kw_resnet18", budget=budget, num_classes=10, in_chans=1, **WIDTH)
+
+
+def train_classifier(
+    budget: float | None, data: tuple, seed: int, epochs: int, batch_size: int = 64
+) -> float:
+    """Test accuracy (%) of one run."""
+    x_train, y_train, x_test, y_test = data
+    torch.manual_seed(seed)
+    model = build_classifier(budget)
+    steps = epochs * math.ceil(len(y_train) / batch_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.15)
+    temperature = None
+    if budget is not None:
+        import kernelwarehouse as kw
+
+        temperature = kw.TemperatureScheduler(model, total=max(1, round(0.2 * epochs)))
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        model.train()
+        order = torch.randperm(len(y_train), generator=g)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            loss = F.cross_entropy(model(_shift(x_train[idx], g)), y_train[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        if temperature is not None:
+            temperature.step()
+    model.eval()
+    with torch.no_grad():
+        pred = torch.cat([model(x_test[i : i + 256]).argmax(1) for i in range(0, len(x_test), 256)])
+    return 100.0 * (pred == y_test).float().mean().item()
+
+
+def classification(
+    s: Settings, seeds: tuple[int, ...], use_cache: bool, only: str | None = None
+) -> list[Result]:
+    data = digits_split()
+    configs: list[tuple[str, float | None]] = [("ResNet18/4 (plain timm)", None)]
+    configs += [(f"KW ResNet18/4, b = {b:g}", b) for b in s.cls_budgets]
+    if only is not None:
+        configs = [c for c in configs if c[0].endswith(only)]
+    results = []
+    for name, budget in configs:
+        result = Result(name, count_params(build_classifier(budget)))
+        for seed in seeds:
+            run = cached(s, "cls", name, seed, use_cache)
+            if run is None:
+                start = time.perf_counter()
+                acc = train_classifier(budget, data, seed, s.cls_epochs)
+                run = {"seconds": time.perf_counter() - start, "scores": {"accuracy": acc}}
+                store(s, "cls", name, seed, run, use_cache)
+            result.add(run["seconds"], **run["scores"])
+            print(f"accuracy cls {name} seed {seed}: {run['scores']['accuracy']:.2f}%", flush=True)
+        results.append(result)
+    return results
+
+
+# ------------------------------------------------------------------------------ detection
+def detection_data(root: Path, s: Settings):
+    from yolo_heads.data import CocoDetection, make_digits_detection
+
+    common = dict(image_size=64, digit_size=(14, 30), show_progress=False)
+    train_ann = make_digits_detection(root, num_images=s.det_train_images, seed=0, **common)
+    val_ann = make_digits_detection(
+        root, num_images=s.det_val_images, seed=1, split="val", **common
+    )
+    return (
+        CocoDetection(train_ann, image_size=64, augment=True),
+        CocoDetection(val_ann, image_size=64),
+        CocoDetection(train_ann, image_size=64),  # no augmentation: dictionary features
+    )
+
+
+def build_detector(**knowledge) -> nn.Module:
+    from yolo_heads import YOLODetector
+
+    return YOLODetector(
+        "resnet18",
+        num_classes=10,
+        neck_channels=32,
+        head_kwargs={"image_size_hint": 64},
+        **WIDTH,
+        **knowledge,
+    )
+
+
+def vision_dictionary(trained: nn.Module, at: str, images, num_atoms: int, seed: int):
+    """dict-init atoms from a trained detector's backbone features at ``at`` (paper's "VM")."""
+    from dict_init import VisionEncoder, build_dictionary
+
+    # the detector normalises [0, 1] images with its backbone's timm mean / std; the encoder
+    # must see the features the detector's RD will see, so it normalises the same way
+    cfg = trained.backbone.pretrained_cfg
+    mean, std = tuple(cfg["mean"]), tuple(cfg["std"])
+    encoder = VisionEncoder(trained.backbone, at, image_size=64, mean=mean, std=std)
+    return build_dictionary(
+        encoder, images, num_atoms=num_atoms, seed=seed, positions_per_image=None, progress=False
+    )
+
+
+def train_detector(model: nn.Module, train_set, val_set, seed: int, epochs: int):
+    from yolo_heads import evaluate_detector
+    from yolo_heads.train import train
+
+    result = train(
+        model, train_set, epochs=epochs, batch_size=16, lr=2e-3, seed=seed, show_progress=False
+    )
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its summary
+        metrics = evaluate_detector(result.model, val_set, show_progress=False)
+    return result.model, metrics
+
+
+def detection(s: Settings, seeds: tuple[int, ...], use_cache: bool) -> list[Result]:
+    root = Path(tempfile.mkdtemp(prefix="bench-accuracy-"))
+    train_set, val_set, plain_train = detection_data(root, s)
+    images = torch.stack([plain_train[i][0] for i in range(len(plain_train))])
+    configs: dict[str, Callable[[dict], dict]] = {
+        "baseline": lambda _: {},
+        "+ RD, random dictionary": lambda _: {"rd": {"num_atoms": s.det_atoms}},
+        "+ RD, vision-initialised dictionary": lambda ctx: {
+            "rd": {"num_atoms": s.det_atoms, "dictionary": ctx["dict"]}
+        },
+        "+ implicit (iFA + iPR)": lambda _: {"implicit": True},
+    }
+    results = {name: None for name in configs}
+    for seed in seeds:
+        ctx: dict = {}
+        done = {name: cached(s, "det", name, seed, use_cache) for name in configs}
+        for name, knowledge in configs.items():
+            run = done[name]
+            if run is None:
+                if name == "+ RD, vision-initialised dictionary" and "dict" not in ctx:
+                    raise RuntimeError("the vision dictionary needs the baseline of this seed")
+                torch.manual_seed(seed)
+                model = build_detector(**knowledge(ctx))
+                start = time.perf_counter()
+                trained, metrics = train_detector(model, train_set, val_set, seed, s.det_epochs)
+                run = {
+                    "seconds": time.perf_counter() - start,
+                    "scores": {"AP": 100 * metrics["AP"], "AP50": 100 * metrics["AP50"]},
+                    "params": count_params(model),
+                }
+                if name == "baseline":
+                    ctx["trained"] = trained
+            if name == "baseline" and done["+ RD, vision-initialised dictionary"] is None:
+                if "trained" not in ctx:  # baseline cached, vision run not: retrain baseline
+                    torch.manual_seed(seed)
+                    ctx["trained"], _ = train_detector(
+                        build_detector(), train_set, val_set, seed, s.det_epochs
+                    )
+                at = build_detector(rd={"num_atoms": s.det_atoms}).rd_at
+                ctx["dict"] = vision_dictionary(ctx["trained"], at, images, s.det_atoms, seed)
+            store(s, "det", name, seed, run, use_cache)
+            if results[name] is None:
+                results[name] = Result(name, run["params"])
+            results[name].add(run["seconds"], **run["scores"])
+            print(
+                f"accuracy det {name} seed {seed}: AP {run['scores']['AP']:.2f} "
+                f"AP50 {run['scores']['AP50']:.2f} ({run['seconds']:.0f} s)",
+                flush=True,
+            )
+    return list(results.values())
+
+
+# ------------------------------------------------------------------------------ reporting
+def _summary_rows(results: list[Result], metrics: list[str]) -> list[list[str]]:
+    base = results[0]
+    rows = []
+    for r in results:
+        row = [r.name, f"{r.params / 1e6:.3f}M"]
+        for m in metrics:
+            mean, std = mean_std(r.scores[m])
+            row.append(f"{mean:.2f} ± {std:.2f}")
+            if r is not base:
+                b_mean, b_std = mean_std(base.scores[m])
+                delta = mean - b_mean
+                clear = abs(delta) > max(std, b_std)
+                row.append(f"{delta:+.2f}" + (" (beyond spread)" if clear else " (within spread)"))
+            else:
+                row.append("-")
+        row.append(" / ".join(f"{v:.1f}" for v in r.scores[metrics[0]]))
+        row.append(f"{sum(r.seconds) / len(r.seconds):.0f}")
+        rows.append(row)
+    return rows
+
+
+def _verdicts(results: list[Result], metric: str) -> list[str]:
+    base_mean, base_std = mean_std(results[0].scores[metric])
+    lines = []
+    for r in results[1:]:
+        mean, std = mean_std(r.scores[metric])
+        delta = mean - base_mean
+        if abs(delta) <= max(std, base_std):
+            verdict = "no clear effect (difference within the seed spread)"
+        elif delta > 0:
+            verdict = "helped"
+        else:
+            verdict = "**hurt**"
+        lines.append(f"- {r.name}: {metric} {delta:+.2f} points vs {results[0].name}: {verdict}.")
+    return lines
+
+
+def _plot(cls: list[Result], det: list[Result]) -> str:
+    plt = plotting()
+    if plt is None:
+        return no_plot_note()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    ax = axes[0]
+    for r in cls:
+        mean, std = mean_std(r.scores["accuracy"])
+        ax.errorbar(r.params / 1e6, mean, yerr=std, fmt="o", capsize=3, label=r.name)
+    ax.set(
+        xscale="log",
+        xlabel="parameters (M)",
+        ylabel="test accuracy (%)",
+        title="digits classification",
+    )
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    for r in det:
+        mean, std = mean_std(r.scores["AP50"])
+        ax.errorbar(r.params / 1e6, mean, yerr=std, fmt="o", capsize=3, label=r.name)
+    ax.set(xlabel="parameters (M)", ylabel="AP50 (%)", title="digits detection")
+    ax.legend(fontsize=7)
+    name = save_figure(fig, "accuracy_vs_params.png")
+    plt.close(fig)
+    return f"![accuracy vs parameters]({name})\n\n"
+
+
+def main(quick: bool = False) -> str:
+    s = QUICK if quick else FULL
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    # One thread per process: on shared cores, two OpenMP threads per small model ran >10x
+    # slower than one (measured here); accuracy does not depend on the thread count.
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    try:
+        cls = classification(s, s.seeds, use_cache=not quick)
+        det = detection(s, s.seeds, use_cache=not quick)
+    finally:
+        torch.set_num_threads(threads)
+    total = time.perf_counter() - start
+    seeds = ", ".join(map(str, s.seeds))
+    text = [
+        (
+            "**Quick run** (too short to conclude anything; the committed file is the full run).\n"
+            if quick
+            else ""
+        ),
+        f"Seeds {seeds}; mean ± sample standard deviation over seeds; CPU, one thread per "
+        f"process; this report took {total / 60:.1f} min (finished runs are cached in "
+        f"`$BENCH_ACCURACY_CACHE`, default `<tmp>/bench-accuracy`, and can be filled in "
+        "parallel with `python benchmarks/bench_accuracy.py --part cls|det --seeds 0 1 2`; "
+        '"s / run" is each run\'s own training time). "beyond spread": the difference to '
+        "the baseline is larger than either standard deviation.\n",
+        "## Digits classification (scikit-learn digits, 32 x 32, 1347 train / 450 test)\n",
+        f"{s.cls_epochs} epochs, AdamW 3e-3 one-cycle, batch 64, random shifts of up to 3 px.\n",
+        markdown_table(
+            ["model", "params", "test accuracy %", "vs plain", "per seed", "s / run"],
+            _summary_rows(cls, ["accuracy"]),
+            "lrrrlr",
+        ),
+        "",
+        *_verdicts(cls, "accuracy"),
+        "",
+        "## Digits detection (yolo-heads digits set, 64 x 64)\n",
+        f"{s.det_train_images} training / {s.det_val_images} validation images (digits drawn "
+        f"from disjoint samples), {s.det_epochs} epochs, batch 16, `yolo_heads.train.train` "
+        f"defaults (AdamW, warm-up + cosine, EMA); RD with N = {s.det_atoms} atoms after "
+        "`layer2` (stride 8), paper variant.\n",
+        markdown_table(
+            [
+                "detector",
+                "params",
+                "AP %",
+                "vs baseline",
+                "AP50 %",
+                "vs baseline",
+                "AP per seed",
+                "s / run",
+            ],
+            _summary_rows(det, ["AP", "AP50"]),
+            "lrrrrrlr",
+        ),
+        "",
+        *_verdicts(det, "AP"),
+        *_verdicts(det, "AP50"),
+        "",
+        _plot(cls, det),
+        "## Reading these numbers\n",
+        "These are tiny data sets trained for a few minutes on a CPU: the papers' gains "
+        "(KernelWarehouse on ImageNet, YOLO-RD and YOLOR on COCO) come from large data and "
+        'long schedules, and a result "within spread" here means the experiment cannot tell, '
+        "not that the method does not work. KernelWarehouse at this width spends most of its "
+        "extra parameters on the attention branches (hidden size max(c/16, 16) is 16 for every "
+        'layer), so "b = 1" is not parameter-neutral on a quarter-width network.\n',
+    ]
+    return "\n".join(text) + "\n"
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="fill the run cache, or print a quick report")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--part", choices=("cls", "det"), help="run only this experiment")
+    parser.add_argument("--seeds", type=int, nargs="*", default=None)
+    parser.add_argument("--only", help="classification: models whose name ends with this")
+    args = parser.parse_args()
+    if args.part is None:
+        print(main(quick=args.quick))
+    else:
+        torch.set_num_threads(1)
+        settings = QUICK if args.quick else FULL
+        seeds = tuple(args.seeds) if args.seeds is not None else settings.seeds
+        if args.part == "cls":
+            classification(settings, seeds, use_cache=not args.quick, only=args.only)
+        else:
+            detection(settings, seeds, use_cache=not args.quick)
