@@ -158,15 +158,23 @@ class _Topk:
 
 
 class _Distributed:
-    """The global layout of the rows split over ranks (one rank: the identity)."""
+    """The global layout of the rows split over ranks (one rank: the identity).
 
-    def __init__(self, source: VectorSource, group: Any):
+    ``local=True`` treats the rows as this process' alone even under torch.distributed (the
+    seeding sample, which every rank holds whole).
+    """
+
+    def __init__(self, source: VectorSource, group: Any, local: bool = False):
         self.group = group
-        self.rank, self.world = rank_and_world(group)
-        counts = all_gather_int(source.num_vectors, group)
+        self.rank, self.world = (0, 1) if local else rank_and_world(group)
+        counts = [source.num_vectors] if local else all_gather_int(source.num_vectors, group)
         self.offset = sum(counts[: self.rank])
         self.total = sum(counts)
         self.source = source
+
+    def reduce(self, tensor: torch.Tensor, op: Any = None) -> torch.Tensor:
+        """Sum (or ``op``) over the ranks; nothing for one rank."""
+        return all_reduce_(tensor, self.group, op) if self.world > 1 else tensor
 
     def gather_global(self, indices: torch.Tensor, device: torch.device) -> torch.Tensor:
         """Rows at global ``indices`` on every rank (each row comes from its owner, exactly)."""
@@ -174,7 +182,7 @@ class _Distributed:
         out = torch.zeros(indices.numel(), self.source.dim, dtype=torch.float32)
         if bool(local.any()):
             out[local] = self.source.gather(indices[local] - self.offset).float().cpu()
-        return all_reduce_(out, self.group).to(device)
+        return self.reduce(out).to(device)
 
 
 def _cluster_sums(chunk: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
@@ -249,7 +257,6 @@ def _lloyd(
 ) -> tuple[torch.Tensor, int, bool]:
     """Lloyd iterations until converged (see :func:`kmeans` for the two stopping rules)."""
     k, d = centers.shape
-    group = layout.group
     converged = False
     mean_variance = None
     previous = float("inf")
@@ -263,10 +270,10 @@ def _lloyd(
             source, centers, chunk_size, device, layout.offset, None, moments
         )
         for t in (sums, counts, total):
-            all_reduce_(t, group)
+            layout.reduce(t)
         if moments is not None:
             for t in moments:
-                all_reduce_(t, group)
+                layout.reduce(t)
             mean = moments[0] / layout.total
             mean_variance = float((moments[1] / layout.total - mean**2).clamp_min(0).mean())
         new = (sums / counts.clamp_min(1).unsqueeze(1)).float()
@@ -305,7 +312,7 @@ def _farthest_rows(topk: _Topk, count: int, layout: _Distributed, device) -> tor
         1,
     )
     for t in (values, index, valid):
-        all_reduce_(t, layout.group)
+        layout.reduce(t)
     keep = valid.flatten().bool()
     values, index = values.flatten()[keep], index.flatten()[keep]
     # Deterministic order: larger distance first, then lower global index.
@@ -335,9 +342,8 @@ def _minibatch(
     seen = torch.zeros(k, dtype=torch.float64, device=device)
     local_batches = math.ceil(source.num_vectors / batch_size)
     steps = torch.tensor([local_batches])
-    all_reduce_(
-        steps, layout.group, op=torch.distributed.ReduceOp.MAX if layout.world > 1 else None
-    )
+    if layout.world > 1:
+        layout.reduce(steps, torch.distributed.ReduceOp.MAX)
     converged = False
     epoch = 0
     bar = tqdm(total=max_iter, desc="k-means (mini-batch)", disable=not progress or layout.rank)
@@ -353,8 +359,8 @@ def _minibatch(
                 _, labels = _nearest(chunk, centers, _sq_norms(centers))
                 sums += _cluster_sums(chunk, labels, k).double()
                 counts += torch.bincount(labels, minlength=k).double()
-            all_reduce_(sums, layout.group)
-            all_reduce_(counts, layout.group)
+            layout.reduce(sums)
+            layout.reduce(counts)
             seen += counts
             hit = counts > 0
             blended = centers.double()[hit] * (seen[hit] - counts[hit]).unsqueeze(1) + sums[hit]
@@ -400,7 +406,7 @@ def _kmeans_torch(
     sample = layout.gather_global(index, device)
     centers = kmeans_plusplus(sample, k, generator)
     if sample_iter and m < layout.total:
-        single = _Distributed(TensorSource(sample, check=False), None)
+        single = _Distributed(TensorSource(sample, check=False), group, local=True)
         centers, *_ = _lloyd(
             single.source, centers, single, max_iter=sample_iter, tol=tol, inertia_tol=inertia_tol,
             chunk_size=chunk_size, device=device, progress=progress and layout.rank == 0,
@@ -420,8 +426,8 @@ def _kmeans_torch(
         )  # fmt: skip
     # Final assignment so inertia and counts describe the returned centres.
     _, counts, total = _lloyd_pass(source, centers, chunk_size, device, 0, None, None, True)
-    all_reduce_(counts, group)
-    all_reduce_(total, group)
+    layout.reduce(counts)
+    layout.reduce(total)
     return KMeansResult(
         centers=centers.cpu(),
         inertia=float(total),
