@@ -2,76 +2,23 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+from pathlib import Path
+
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
-from torch import nn
-
-import kernelwarehouse as kw
-
-WORLD = 2
-
-
-def _model() -> nn.Module:
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1, bias=False),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False),
-        nn.BatchNorm2d(16),
-        nn.ReLU(),
-        nn.Conv2d(16, 16, 1, bias=False),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(16, 5),
-    )
-    # one warehouse shared by the three convolutions: the non-owner layers hold references
-    kw.convert(
-        model, budget=0.5, groups=lambda m, n, mod: "convs" if n != "9" else "head", exclude=[]
-    )
-    return model
-
-
-def _worker(rank: int, init_file: str, out_file: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
-    model = _model()
-    ddp = nn.parallel.DistributedDataParallel(model)
-    opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
-    sched = kw.TemperatureScheduler(model, total=3)
-    gen = torch.Generator().manual_seed(100 + rank)  # different data per rank
-    losses = []
-    for _ in range(3):
-        x = torch.randn(4, 3, 12, 12, generator=gen)
-        y = torch.randint(0, 5, (4,), generator=gen)
-        loss = nn.functional.cross_entropy(ddp(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
-    gathered = [torch.empty_like(flat) for _ in range(WORLD)]
-    dist.all_gather(gathered, flat)
-    if rank == 0:
-        torch.save(
-            {
-                "params": torch.stack(gathered),
-                "init": torch.cat([p.detach().flatten() for p in _model().parameters()]),
-                "losses": losses,
-                "tau": kw.get_temperature(model),
-            },
-            out_file,
-        )
-    dist.destroy_process_group()
 
 
 @pytest.mark.distributed
 def test_ddp_gloo_two_processes_stay_identical(tmp_path):
+    here = str(Path(__file__).parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)  # spawned children inherit sys.path
+    worker = importlib.import_module("_kw_ddp_worker")
     out = tmp_path / "result.pt"
-    mp.spawn(_worker, args=(str(tmp_path / "init"), str(out)), nprocs=WORLD, join=True)
+    mp.spawn(worker.worker, args=(str(tmp_path / "init"), str(out)), nprocs=worker.WORLD, join=True)
     result = torch.load(out, weights_only=True)
     params = result["params"]
     torch.testing.assert_close(params[0], params[1], rtol=0, atol=0)
