@@ -6,6 +6,7 @@ absolute times are noisy; ratios much less so). Median of several repeats after 
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -99,7 +100,11 @@ def bench_detector(quick: bool) -> str:
 
 
 def main(quick: bool = False) -> str:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (
+        f"Load average (1 min) when the run started: {load:.1f} on {os.cpu_count()} cores; "
+        "a load well above the core count makes every absolute time and even the ratios "
+        "unreliable.\n\n"
         "## NMS: greedy per-class NMS (ours, pure torch + numpy) vs `torchvision.ops`\n\n"
         + bench_nms(quick)
         + "\n\n## Detector latency with and without RD / implicit knowledge\n\n"
