@@ -101,7 +101,11 @@ def inertia(x: Any, centers: torch.Tensor, chunk_size: int = 4096) -> float:
 
 
 def kmeans_plusplus(
-    x: torch.Tensor, k: int, generator: torch.Generator, n_local_trials: int | None = None
+    x: torch.Tensor,
+    k: int,
+    generator: torch.Generator,
+    n_local_trials: int | None = None,
+    progress: bool = False,
 ) -> torch.Tensor:
     """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007) on the rows of ``x`` ``[n, d]``.
 
@@ -123,7 +127,7 @@ def kmeans_plusplus(
     centers[0] = x[first]
     closest = (x_sq - 2 * x @ x[first] + x_sq[first]).clamp_min_(0.0)
     potential = closest.double().sum()
-    for c in range(1, k):
+    for c in tqdm(range(1, k), desc="k-means++", disable=not progress, leave=False):
         if potential <= 0:  # fewer distinct rows than k: repeat rows, Lloyd relocates later
             centers[c:] = x[torch.randint(n, (k - c,), generator=generator)]
             break
@@ -404,7 +408,7 @@ def _kmeans_torch(
     index = _seeding_rows(layout.total, init_sample_size, generator)
     m = index.numel()
     sample = layout.gather_global(index, device)
-    centers = kmeans_plusplus(sample, k, generator)
+    centers = kmeans_plusplus(sample, k, generator, progress=progress and layout.rank == 0)
     if sample_iter and m < layout.total:
         single = _Distributed(TensorSource(sample, check=False), group, local=True)
         centers, *_ = _lloyd(

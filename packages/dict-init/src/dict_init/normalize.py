@@ -41,7 +41,7 @@ class StandardNormalizer(Normalizer):
         >>> import torch
         >>> from dict_init.sources import TensorSource
         >>> x = torch.tensor([[0.0, 10.0], [2.0, 30.0]])
-        >>> StandardNormalizer().fit(TensorSource(x))(x).tolist()
+        >>> StandardNormalizer().fit(TensorSource(x))(x).round(decimals=4).tolist()
         [[-1.0, -1.0], [1.0, 1.0]]
     """
 
