@@ -17,7 +17,7 @@ from dict_init.encoders import (
 
 
 def test_vision_encoder_every_position_is_a_vector():
-    model = timm.create_model("resnet18")
+    model = timm.create_model("resnet18").eval()
     enc = VisionEncoder(model, "layer2", image_size=64)
     images = torch.rand(2, 3, 64, 64)
     vectors = enc.encode(images)
@@ -27,6 +27,15 @@ def test_vision_encoder_every_position_is_a_vector():
     with torch.no_grad():
         ref = model.layer2(model.layer1(model.maxpool(model.act1(model.bn1(model.conv1(x))))))
     torch.testing.assert_close(vectors, ref.flatten(2).transpose(1, 2))
+
+
+def test_vision_encoder_keeps_the_models_training_mode():
+    model = timm.create_model("resnet18").train()
+    enc = VisionEncoder(model, "layer1", image_size=32)
+    running = model.bn1.running_mean.clone()
+    enc.encode(torch.rand(2, 3, 32, 32))
+    assert model.training  # restored
+    assert torch.equal(model.bn1.running_mean, running)  # encoded in eval mode
 
 
 def test_vision_encoder_default_layer_is_the_middle_stage():

@@ -51,7 +51,9 @@ class VisionEncoder:
         mean, std: input normalisation; default from the model's ``pretrained_cfg``.
         layout: how to read the layer output: ``"nchw"`` (``[B, C, H, W]``), ``"nhwc"``,
             ``"nlc"`` (tokens ``[B, L, C]``) or ``"auto"`` (4-D is NCHW, 3-D is NLC).
-        device: where the model runs.
+        device: where the model runs (default: where its parameters are). A module passed in
+            is used in eval mode during :meth:`encode` and put back in its previous mode after,
+            so a backbone being trained can be encoded with in between.
 
     Example:
         >>> import torch
@@ -73,7 +75,7 @@ class VisionEncoder:
         mean: tuple[float, ...] | None = None,
         std: tuple[float, ...] | None = None,
         layout: str = "auto",
-        device: str | torch.device = "cpu",
+        device: str | torch.device | None = None,
         **create_kwargs: Any,
     ) -> None:
         if isinstance(model, str):
@@ -87,7 +89,9 @@ class VisionEncoder:
             )
         else:
             raise bad_value("model", type(model).__name__, "a timm model name or an nn.Module")
-        self.model = model.eval().to(device)
+        if device is None:
+            device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        self.model = model.to(device)
         self.device = torch.device(device)
         self.layer = middle_layer(model) if layer is None else layer
         modules = dict(model.named_modules())
@@ -138,12 +142,15 @@ class VisionEncoder:
             raise _Captured
 
         handle = self.module.register_forward_hook(hook)
+        was_training = self.model.training
+        self.model.eval()
         try:
             self.model(x)
         except _Captured:
             pass
         finally:
             handle.remove()
+            self.model.train(was_training)
         if not captured:
             raise RuntimeError(f"layer {self.layer!r} did not run in {self.model_name}'s forward")
         vectors = self._vectors(captured[0]).float()
