@@ -65,17 +65,21 @@ def _kernel_kind(module: nn.Module) -> str:
 @register_grouping("auto")
 def auto_groups(model: nn.Module, name: str, module: nn.Module) -> str | None:
     """Generic rule: one warehouse per stage (module path up to its first index, e.g.
-    ``layer2``, ``blocks.3``, ``stages.1``) and kernel kind (dense convolution, grouped /
-    depth-wise convolution, linear), so depth-wise kernels never force 1-channel cells on dense
-    ones.
+    ``layer2``, ``blocks.3``, ``stages.1``), kernel kind (dense, grouped / depth-wise, linear)
+    and channel shape, any spatial size: the repeated blocks of a stage share.
+
+    Sharing across different channel counts is left to the paper rules (``resnet`` ...): in an
+    arbitrary model the common divisor can be tiny (squeeze-excitation layers, odd widths), and
+    tiny cells make ``m``, ``n`` and the attention's ``m x (n + 1)`` outputs explode.
 
     Example:
         >>> auto_groups(None, "stages.1.blocks.0.conv_dw", nn.Conv2d(8, 8, 7, groups=8))
-        'stages.1:grouped'
-        >>> auto_groups(None, "layer2.0.conv1", nn.Conv2d(8, 8, 3))
-        'layer2:conv'
+        'stages.1:grouped:8x1'
+        >>> auto_groups(None, "layer2.0.conv1", nn.Conv2d(8, 16, 3))
+        'layer2:conv:16x8'
     """
-    return f"{_stage_prefix(name)}:{_kernel_kind(module)}"
+    out_ch, in_ch = module.weight.shape[:2]
+    return f"{_stage_prefix(name)}:{_kernel_kind(module)}:{out_ch}x{in_ch}"
 
 
 @register_grouping("per_layer")
