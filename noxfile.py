@@ -42,19 +42,20 @@ def _requirement_name(requirement: str) -> str:
     return re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
 
 
-def _siblings(member: str) -> list[str]:
+def _siblings(member: str, seen: frozenset[str] = frozenset()) -> list[str]:
     """The workspace members ``member`` declares, directly or through another member."""
     project = _project(MEMBERS[member])
     declared = [
         *project.get("dependencies", []),
         *project.get("optional-dependencies", {}).get("test", []),
     ]
+    seen = seen | {member}
     found: list[str] = []
     for requirement in declared:
         name = _requirement_name(requirement)
-        if name in MEMBERS and name != member and name not in found:
+        if name in MEMBERS and name not in seen and name not in found:
             found.append(name)
-            found.extend(s for s in _siblings(name) if s not in found)
+            found.extend(s for s in _siblings(name, seen) if s not in found and s != member)
     return found
 
 
@@ -65,7 +66,9 @@ def _install(session: nox.Session, members: list[str]) -> None:
     paths = {m: MEMBERS[m] for m in members}
     for m in list(members):
         paths.update({s: MEMBERS[s] for s in _siblings(m)})
-    session.install("--no-sources", *[f"{p}[test]" if m in members else str(p) for m, p in paths.items()])
+    session.install(
+        "--no-sources", *[f"{p}[test]" if m in members else str(p) for m, p in paths.items()]
+    )
 
 
 @nox.session
