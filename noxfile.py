@@ -24,6 +24,9 @@ nox.options.sessions = ["lint", "tests", "integration"]
 nox.options.reuse_existing_virtualenvs = False
 
 ROOT = Path(__file__).parent
+# Tests use small tensors, where OpenMP synchronisation costs more than a second thread gains
+# (and distributed tests run two processes on two cores): one intra-op thread per process.
+TEST_ENV = {"OMP_NUM_THREADS": "1"}
 
 
 def _project(path: Path) -> dict:
@@ -76,14 +79,14 @@ def _install(session: nox.Session, members: list[str]) -> None:
 def tests(session: nox.Session, member: str) -> None:
     """One member alone, in a fresh environment holding only what it declares."""
     _install(session, [member])
-    session.run("pytest", str(MEMBERS[member] / "tests"), *session.posargs)
+    session.run("pytest", str(MEMBERS[member] / "tests"), *session.posargs, env=TEST_ENV)
 
 
 @nox.session
 def integration(session: nox.Session) -> None:
     """All members installed together, and the cross-package tests in ``tests/``."""
     _install(session, list(MEMBERS))
-    session.run("pytest", "tests", *session.posargs)
+    session.run("pytest", "tests", *session.posargs, env=TEST_ENV)
 
 
 @nox.session
