@@ -240,11 +240,11 @@ def vision_dictionary(trained: nn.Module, at: str, images, num_atoms: int, seed:
     """dict-init atoms from a trained detector's backbone features at ``at`` (paper's "VM")."""
     from dict_init import VisionEncoder, build_dictionary
 
-    # the detector normalises [0, 1] images with its backbone's timm mean / std; the encoder
-    # must see the features the detector's RD will see, so it normalises the same way
-    cfg = trained.backbone.pretrained_cfg
-    mean, std = tuple(cfg["mean"]), tuple(cfg["std"])
-    encoder = VisionEncoder(trained.backbone, at, image_size=64, mean=mean, std=std)
+    # the detector normalises [0, 1] images with its backbone's timm mean / std before the
+    # backbone body (where the RD sits); the encoder must see the same features, so it runs the
+    # trained body with the same normalisation
+    mean, std = trained.mean.flatten().tolist(), trained.std.flatten().tolist()
+    encoder = VisionEncoder(trained.backbone.body, at, image_size=64, mean=mean, std=std)
     return build_dictionary(
         encoder, images, num_atoms=num_atoms, seed=seed, positions_per_image=None, progress=False
     )
@@ -292,6 +292,7 @@ def detection(s: Settings, seeds: tuple[int, ...], use_cache: bool) -> list[Resu
                     "scores": {"AP": 100 * metrics["AP"], "AP50": 100 * metrics["AP50"]},
                     "params": count_params(model),
                 }
+                store(s, "det", name, seed, run, use_cache)
                 if name == "baseline":
                     ctx["trained"] = trained
             if name == "baseline" and done["+ RD, vision-initialised dictionary"] is None:
@@ -302,7 +303,6 @@ def detection(s: Settings, seeds: tuple[int, ...], use_cache: bool) -> list[Resu
                     )
                 at = build_detector(rd={"num_atoms": s.det_atoms}).rd_at
                 ctx["dict"] = vision_dictionary(ctx["trained"], at, images, s.det_atoms, seed)
-            store(s, "det", name, seed, run, use_cache)
             if results[name] is None:
                 results[name] = Result(name, run["params"])
             results[name].add(run["seconds"], **run["scores"])
