@@ -49,6 +49,8 @@ class Settings:
     det_val_images: int
     det_epochs: int
     det_atoms: int
+    det_batch: int = 8
+    det_lr: float = 4e-3
 
 
 FULL = Settings(
@@ -250,12 +252,18 @@ def vision_dictionary(trained: nn.Module, at: str, images, num_atoms: int, seed:
     )
 
 
-def train_detector(model: nn.Module, train_set, val_set, seed: int, epochs: int):
+def train_detector(model: nn.Module, train_set, val_set, seed: int, s: Settings):
     from yolo_heads import evaluate_detector
     from yolo_heads.train import train
 
     result = train(
-        model, train_set, epochs=epochs, batch_size=16, lr=2e-3, seed=seed, show_progress=False
+        model,
+        train_set,
+        epochs=s.det_epochs,
+        batch_size=s.det_batch,
+        lr=s.det_lr,
+        seed=seed,
+        show_progress=False,
     )
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its summary
         metrics = evaluate_detector(result.model, val_set, show_progress=False)
@@ -286,7 +294,7 @@ def detection(s: Settings, seeds: tuple[int, ...], use_cache: bool) -> list[Resu
                 torch.manual_seed(seed)
                 model = build_detector(**knowledge(ctx))
                 start = time.perf_counter()
-                trained, metrics = train_detector(model, train_set, val_set, seed, s.det_epochs)
+                trained, metrics = train_detector(model, train_set, val_set, seed, s)
                 run = {
                     "seconds": time.perf_counter() - start,
                     "scores": {"AP": 100 * metrics["AP"], "AP50": 100 * metrics["AP50"]},
@@ -299,7 +307,7 @@ def detection(s: Settings, seeds: tuple[int, ...], use_cache: bool) -> list[Resu
                 if "trained" not in ctx:  # baseline cached, vision run not: retrain baseline
                     torch.manual_seed(seed)
                     ctx["trained"], _ = train_detector(
-                        build_detector(), train_set, val_set, seed, s.det_epochs
+                        build_detector(), train_set, val_set, seed, s
                     )
                 at = build_detector(rd={"num_atoms": s.det_atoms}).rd_at
                 ctx["dict"] = vision_dictionary(ctx["trained"], at, images, s.det_atoms, seed)
@@ -418,9 +426,9 @@ def main(quick: bool = False) -> str:
         "",
         "## Digits detection (yolo-heads digits set, 64 x 64)\n",
         f"{s.det_train_images} training / {s.det_val_images} validation images (digits drawn "
-        f"from disjoint samples), {s.det_epochs} epochs, batch 16, `yolo_heads.train.train` "
-        f"defaults (AdamW, warm-up + cosine, EMA); RD with N = {s.det_atoms} atoms after "
-        "`layer2` (stride 8), paper variant.\n",
+        f"from disjoint samples), {s.det_epochs} epochs, batch {s.det_batch}, lr {s.det_lr:g}, "
+        "`yolo_heads.train.train` (AdamW, warm-up + cosine, EMA); "
+        f"RD with N = {s.det_atoms} atoms after `layer2` (stride 8), paper variant.\n",
         markdown_table(
             [
                 "detector",
