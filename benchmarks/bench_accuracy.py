@@ -73,7 +73,9 @@ QUICK = Settings(
 )
 # Finished runs are kept here (one JSON per run, keyed by settings, experiment, model and seed)
 # so the full set can be filled by several processes at once (`--part`), and an interrupted
-# run resumes. Quick runs are never cached.
+# run resumes. Quick runs are never cached. BENCH_ACCURACY_CACHED_ONLY=1 reports the finished
+# runs only (each table row then says how many seeds it has).
+CACHED_ONLY = os.environ.get("BENCH_ACCURACY_CACHED_ONLY") == "1"
 CACHE = Path(os.environ.get("BENCH_ACCURACY_CACHE", Path(tempfile.gettempdir()) / "bench-accuracy"))
 # Classification: an eighth-width ResNet18. KernelWarehouse's per-sample kernel assembly costs
 # batch x cells x cell size whatever the resolution, and dominates at 32 px (a KW step was ~15x
@@ -198,6 +200,9 @@ def classification(
         result = Result(name, count_params(build_classifier(budget)))
         for seed in seeds:
             run = cached(s, "cls", name, seed, use_cache)
+            if run is None and CACHED_ONLY:
+                print(f"accuracy cls {name} seed {seed}: not finished, left out", flush=True)
+                continue
             if run is None:
                 start = time.perf_counter()
                 acc = train_classifier(budget, data, seed, s.cls_epochs)
@@ -205,7 +210,8 @@ def classification(
                 store(s, "cls", name, seed, run, use_cache)
             result.add(run["seconds"], **run["scores"])
             print(f"accuracy cls {name} seed {seed}: {run['scores']['accuracy']:.2f}%", flush=True)
-        results.append(result)
+        if result.seconds:
+            results.append(result)
     return results
 
 
@@ -270,7 +276,9 @@ def train_detector(model: nn.Module, train_set, val_set, seed: int, s: Settings)
     return result.model, metrics
 
 
-def detection(s: Settings, seeds: tuple[int, ...], use_cache: bool) -> list[Result]:
+def detection(
+    s: Settings, seeds: tuple[int, ...], use_cache: bool, only: str | None = None
+) -> list[Result]:
     root = Path(tempfile.mkdtemp(prefix="bench-accuracy-"))
     train_set, val_set, plain_train = detection_data(root, s)
     images = torch.stack([plain_train[i][0] for i in range(len(plain_train))])
@@ -282,12 +290,18 @@ def detection(s: Settings, seeds: tuple[int, ...], use_cache: bool) -> list[Resu
         },
         "+ implicit (iFA + iPR)": lambda _: {"implicit": True},
     }
+    if only is not None:  # a config without the baseline (not the vision one, which needs it)
+        configs = {k: v for k, v in configs.items() if k.endswith(only)}
     results = {name: None for name in configs}
     for seed in seeds:
         ctx: dict = {}
         done = {name: cached(s, "det", name, seed, use_cache) for name in configs}
+        done.setdefault("+ RD, vision-initialised dictionary", {})
         for name, knowledge in configs.items():
             run = done[name]
+            if run is None and CACHED_ONLY:
+                print(f"accuracy det {name} seed {seed}: not finished, left out", flush=True)
+                continue
             if run is None:
                 if name == "+ RD, vision-initialised dictionary" and "dict" not in ctx:
                     raise RuntimeError("the vision dictionary needs the baseline of this seed")
@@ -303,7 +317,8 @@ def detection(s: Settings, seeds: tuple[int, ...], use_cache: bool) -> list[Resu
                 store(s, "det", name, seed, run, use_cache)
                 if name == "baseline":
                     ctx["trained"] = trained
-            if name == "baseline" and done["+ RD, vision-initialised dictionary"] is None:
+            needs_dictionary = done["+ RD, vision-initialised dictionary"] is None
+            if name == "baseline" and needs_dictionary and not CACHED_ONLY:
                 if "trained" not in ctx:  # baseline cached, vision run not: retrain baseline
                     torch.manual_seed(seed)
                     ctx["trained"], _ = train_detector(
@@ -319,7 +334,7 @@ def detection(s: Settings, seeds: tuple[int, ...], use_cache: bool) -> list[Resu
                 f"AP50 {run['scores']['AP50']:.2f} ({run['seconds']:.0f} s)",
                 flush=True,
             )
-    return list(results.values())
+    return [r for r in results.values() if r is not None]
 
 
 # ------------------------------------------------------------------------------ reporting
@@ -477,4 +492,4 @@ if __name__ == "__main__":
         if args.part == "cls":
             classification(settings, seeds, use_cache=not args.quick, only=args.only)
         else:
-            detection(settings, seeds, use_cache=not args.quick)
+            detection(settings, seeds, use_cache=not args.quick, only=args.only)
