@@ -33,10 +33,19 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
     return value
 
 
-def check_finite(name: str, x: torch.Tensor) -> None:
-    """Raise when ``x`` holds NaN or infinity, saying how many and where the first one is."""
-    bad = ~torch.isfinite(x)
-    if bool(bad.any()):
+def check_finite(name: str, x: torch.Tensor, rows_per_check: int = 65536) -> None:
+    """Raise when ``x`` holds NaN or infinity, saying how many and where the first one is.
+
+    Checked in blocks of rows so the temporary mask stays small for large feature sets.
+    """
+    if x.numel() == 0:
+        return
+    flat = x.reshape(x.shape[0], -1) if x.ndim > 1 else x.reshape(-1, 1)
+    for start in range(0, flat.shape[0], rows_per_check):
+        block = flat[start : start + rows_per_check]
+        if bool(torch.isfinite(block).all()):
+            continue
+        bad = ~torch.isfinite(x)
         count = int(bad.sum())
         first = tuple(int(i) for i in bad.nonzero()[0])
         raise ValueError(
