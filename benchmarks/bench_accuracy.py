@@ -19,8 +19,6 @@ The mean and the sample standard deviation over seeds are reported, with the dif
 baseline and whether it exceeds the spread (a rough guide, not a significance test).
 """
 
-from __future__ import annotations
-
 import contextlib
 import hashlib
 import io

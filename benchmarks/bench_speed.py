@@ -11,8 +11,6 @@ missing is reported as not measured.
 Ratios are ``time(ours) / time(baseline)``: below 1 means faster than the baseline.
 """
 
-from __future__ import annotations
-
 import copy
 import statistics
 import sys
