@@ -97,9 +97,14 @@ class Result:
 
 
 def _key(s: Settings, experiment: str, name: str, seed: int) -> Path:
-    digest = hashlib.sha1(repr((s, WIDTH, DET_WIDTH, experiment, name, seed)).encode()).hexdigest()[
-        :16
-    ]
+    # only the settings the experiment depends on, so changing one experiment's settings keeps
+    # the other's finished runs
+    if experiment == "cls":
+        relevant = (s.cls_epochs, WIDTH)
+    else:
+        relevant = (s.det_train_images, s.det_val_images, s.det_epochs, s.det_atoms)
+        relevant += (s.det_batch, s.det_lr, DET_WIDTH)
+    digest = hashlib.sha1(repr((relevant, experiment, name, seed)).encode()).hexdigest()[:16]
     return CACHE / f"{experiment}-{seed}-{digest}.json"
 
 
