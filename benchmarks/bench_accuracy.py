@@ -393,11 +393,14 @@ def _plot(cls: list[Result], det: list[Result]) -> str:
         ylabel="test accuracy (%)",
         title="digits classification",
     )
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())  # log-axis minor labels overlap
     ax.legend(fontsize=7)
     ax = axes[1]
-    for r in det:
+    for i, r in enumerate(det):
         mean, std = mean_std(r.scores["AP50"])
-        ax.errorbar(r.params / 1e6, mean, yerr=std, fmt="o", capsize=3, label=r.name)
+        # a small horizontal offset per model: the two RD runs have the same parameter count
+        x = r.params / 1e6 + 0.0004 * (i - (len(det) - 1) / 2)
+        ax.errorbar(x, mean, yerr=std, fmt="o", capsize=3, label=r.name)
     ax.set(xlabel="parameters (M)", ylabel="AP50 (%)", title="digits detection")
     ax.legend(fontsize=7)
     name = save_figure(fig, "accuracy_vs_params.png")
@@ -472,7 +475,15 @@ def main(quick: bool = False) -> str:
         'long schedules, and a result "within spread" here means the experiment cannot tell, '
         "not that the method does not work. KernelWarehouse at this width spends most of its "
         "extra parameters on the attention branches (hidden size max(c/16, 16) is 16 for every "
-        'layer), so "b = 1" is not parameter-neutral on an eighth-width network.\n',
+        'layer), so "b = 1" is not parameter-neutral on an eighth-width network; at b = 1/2 '
+        "the package's ResNet recipe for budgets below 1 builds more parameters than at b = 4 "
+        "at this width (2.75M vs 2.05M; at full width its counts match the paper, see "
+        "params.md), reported here as measured. The KW runs anneal the temperature over the "
+        "first of 5 epochs, far shorter than the paper's 10 of 100 (the CPU time available "
+        "allowed 5 epochs); KernelWarehouse was clearly worse than the plain network in this "
+        "regime. Neither RD (random or vision-initialised dictionary) nor implicit knowledge "
+        "changed detection AP beyond the seed spread at this scale. Per-run times were taken "
+        "while the shared CPU was heavily loaded and only indicate relative cost.\n",
     ]
     return "\n".join(text) + "\n"
 
