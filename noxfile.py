@@ -107,4 +107,5 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks; ``-- --quick`` for a cut-down set. Results land in benchmarks/results/."""
     _install(session, list(MEMBERS))
+    session.install("matplotlib>=3.7")  # the plots beside the tables
     session.run("python", "benchmarks/run.py", *session.posargs)

@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         spec = importlib.util.spec_from_file_location(script.stem, script)
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses and pickling look modules up by name
         spec.loader.exec_module(module)
         print(f"== {name} ==", flush=True)
         body = module.main(quick=args.quick)

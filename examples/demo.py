@@ -101,10 +101,7 @@ def affordable_epochs(model: YOLODetector, train_set, cfg: dict, seconds: float)
     return max(min(2, cfg["epochs"]), min(cfg["epochs"], affordable))
 
 
-def fit(name: str, model: YOLODetector, train_set, val_set, cfg: dict, out: Path, seconds: float):
-    epochs = affordable_epochs(model, train_set, cfg, seconds)
-    if epochs < cfg["epochs"]:
-        print(f"   this machine affords {epochs} of {cfg['epochs']} epochs in {seconds:.0f} s")
+def fit(name: str, model: YOLODetector, train_set, val_set, cfg: dict, out: Path, epochs: int):
     start = time.perf_counter()
     result = train(
         model,
@@ -209,10 +206,14 @@ def main() -> None:
     val_set = CocoDetection(val_ann, image_size=size)
     plain_train_set = CocoDetection(train_ann, image_size=size)
 
-    def train_seconds(trainings_left: int) -> float:
-        # What is left of the budget, less a reserve for evaluation, fusion and outputs.
-        left = args.budget - (time.perf_counter() - t0) - 45.0 * trainings_left
-        return max(left / trainings_left, 10.0)
+    # Both detectors train for the same number of epochs (a fair comparison), chosen once so
+    # that both trainings fit the budget, less a reserve for evaluation, fusion and outputs.
+    trainings = 1 if args.no_baseline else 2
+    seconds = max((args.budget - (time.perf_counter() - t0) - 45.0 * trainings) / trainings, 10.0)
+    probe = build_detector(cfg["width"], size, implicit=True, rd={"num_atoms": cfg["num_atoms"]})
+    epochs = affordable_epochs(probe, train_set, cfg, seconds)
+    if epochs < cfg["epochs"]:
+        print(f"   this machine affords {epochs} of {cfg['epochs']} epochs per detector")
 
     results: dict[str, dict[str, float]] = {}
     times: dict[str, float] = {}
@@ -220,7 +221,7 @@ def main() -> None:
     if not args.no_baseline:
         print("== 2. baseline detector (no RD, no implicit knowledge)", flush=True)
         trained, results["baseline"], times["baseline"] = fit(
-            "baseline", baseline, train_set, val_set, cfg, out, train_seconds(2)
+            "baseline", baseline, train_set, val_set, cfg, out, epochs
         )
         baseline = trained.model
 
@@ -235,7 +236,7 @@ def main() -> None:
     print("== 4. detector with RD after layer2 and implicit knowledge", flush=True)
     model = build_detector(cfg["width"], size, implicit=True, rd={"dictionary": dictionary})
     trained, results["RD + implicit"], times["RD + implicit"] = fit(
-        "rd_implicit", model, train_set, val_set, cfg, out, train_seconds(1)
+        "rd_implicit", model, train_set, val_set, cfg, out, epochs
     )
     model = trained.model.eval()
 
