@@ -52,9 +52,7 @@ def main(quick: bool = False) -> str:
     x = feature_like(n, d)
     runs = {}
 
-    runs["dict-init torch (lloyd)"] = measure(
-        lambda: kmeans(x, k, seed=0, progress=False).centers
-    )
+    runs["dict-init torch (lloyd)"] = measure(lambda: kmeans(x, k, seed=0, progress=False).centers)
     runs["dict-init torch (lloyd, chunk 1024)"] = measure(
         lambda: kmeans(x, k, seed=0, chunk_size=1024, progress=False).centers
     )

@@ -58,7 +58,8 @@ def main(quick: bool = False) -> str:
     return (
         f"Network: {depth} blocks of 3x3 + 1x1 convs, width {width}, "
         f"{3 * depth} factorised implicit layers.\n\n"
-        "| input | plain ms | unfused ms (ratio) | fused ms (ratio) | implicit left | max abs diff |\n"
+        "| input | plain ms | unfused ms (ratio) | fused ms (ratio) "
+        "| implicit left | max abs diff |\n"
         "| --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n\n"
         f"Parameters: plain {n_plain:,}, unfused {n_unfused:,} "
         f"(+{(n_unfused - n_plain) / n_plain:.1%}), fused {n_fused:,}.\n"
