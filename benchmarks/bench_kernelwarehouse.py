@@ -63,7 +63,14 @@ def reference_conv(x, kernel, bias, stride, padding, dilation, groups):
     return out
 
 
-kw.register_executor("bench_reference", reference_assemble, reference_conv)
+def reference_forward(x, attention, cells, part, bias, stride, padding, dilation, groups):
+    kernel = reference_assemble(attention, cells, part)
+    if len(part.kernel_shape) == 2:  # linear layers arrive as 1-d convolutions over tokens
+        kernel = kernel.unsqueeze(-1)
+    return reference_conv(x, kernel, bias, stride, padding, dilation, groups)
+
+
+kw.register_executor("bench_reference", reference_forward)
 
 VARIANTS = ("plain", "kw fast", "kw reference")
 

@@ -5,15 +5,18 @@ run one grouped convolution over the batch (``groups = groups * batch``). That i
 ``"reference"`` executor here. The ``"fast"`` executor gives the same numbers (to float32
 rounding; tested) faster on CPU:
 
-* assembly stays one matrix product + permute (writing the kernel in place with a batched
-  matrix product was measured 7-200x slower: its inner dimension is only k x k);
 * point-wise kernels (1 x ... x 1, stride 1, no padding) and linear layers run as one batched
   matrix product;
 * 2-d k x k kernels on small CPU feature maps (at most :data:`UNFOLD_MAX_POSITIONS` output
-  positions) run as unfold + one batched matrix product: there the per-sample kernels are larger
-  than the activations and oneDNN's grouped convolution re-lays them out on every call (several
-  times slower than a plain convolution, see benchmarks/bench_kernelwarehouse.py); everything
-  else, and CUDA, keeps the grouped convolution.
+  positions) run on unfolded columns with batched matrix products: there the per-sample kernels
+  are larger than the activations, so memory traffic decides. With 1 x 1 cells (spatial
+  partition, the default) the kernels are assembled one offset at a time and accumulated
+  (:func:`_per_offset_conv2d`), so the full ``[B, f, c, k, k]`` tensor is never written, permuted
+  and read back (ResNet18 at 7 x 7, batch 16: about 1.6x less time than assembling all of it);
+  otherwise the assembled kernel meets the columns in one batched product. oneDNN's grouped
+  convolution re-lays the per-sample kernels out on every call, several times slower than a
+  plain convolution (see benchmarks/bench_kernelwarehouse.py);
+* everything else, and CUDA, keeps the authors' grouped convolution.
 
 Executors are looked up by name in :data:`EXECUTORS`, so a new strategy is one registered
 function.
@@ -21,6 +24,7 @@ function.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -31,8 +35,9 @@ from .partition import LayerPartition
 __all__ = [
     "EXECUTORS",
     "assemble_kernel_reference",
-    "dynamic_conv_fast",
     "dynamic_conv_reference",
+    "kw_forward_fast",
+    "kw_forward_reference",
     "register_executor",
 ]
 
@@ -104,17 +109,96 @@ def _is_pointwise(kernel: torch.Tensor, stride, padding, dilation, groups) -> bo
 UNFOLD_MAX_POSITIONS = 14 * 14
 
 
-def dynamic_conv_fast(
+def _per_offset_conv2d(
     x: torch.Tensor,
-    kernel: torch.Tensor,
+    attention: torch.Tensor,
+    cells: torch.Tensor,
+    part: LayerPartition,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    out_hw: Sequence[int],
+) -> torch.Tensor:
+    """k x k convolution with 1 x 1 cells as a sum over kernel offsets, never holding all kernels.
+
+    For offset ``s`` the batch's ``[B, f, c]`` kernels are one matrix product of that offset's
+    attentions with the warehouse, applied to that offset's unfolded columns by a batched
+    product that accumulates into the output. Only ``1 / k^2`` of the per-sample kernels exists at
+    a time and no permute copies it: at 7 x 7 and 14 x 14 maps, where the per-sample kernels are
+    far larger than the activations, this is what the time goes into.
+    """
+    batch, n = attention.shape[0], cells.shape[0]
+    spatial, out_g, in_g = part.spatial_groups, part.out_groups, part.in_groups
+    f, c = part.kernel_shape[0], part.kernel_shape[1]
+    cols = F.unfold(x, part.kernel_shape[2:], dilation, padding, stride)  # [B, c * S, L]
+    cols = cols.reshape(batch, c, spatial, -1).transpose(1, 2).contiguous()  # [B, S, c, L]
+    mixtures = attention.reshape(batch, spatial, out_g * in_g * n)
+    warehouse = cells.reshape(n, -1)
+    out = None
+    for s in range(spatial):
+        weight = torch.mm(mixtures[:, s].reshape(-1, n), warehouse)
+        weight = weight.reshape(batch, out_g, in_g, part.cell.out_channels, part.cell.in_channels)
+        weight = weight.transpose(2, 3).reshape(batch, f, c)  # a view when out_g = in_g = 1
+        out = torch.bmm(weight, cols[:, s]) if out is None else out.baddbmm(weight, cols[:, s])
+    return out.reshape(batch, f, *out_hw)
+
+
+def _out_size(x: torch.Tensor, kernel_size, stride, padding, dilation) -> list[int]:
+    return [
+        (x.shape[2 + d] + 2 * padding[d] - dilation[d] * (kernel_size[d] - 1) - 1) // stride[d] + 1
+        for d in range(len(kernel_size))
+    ]
+
+
+def kw_forward_reference(
+    x: torch.Tensor,
+    attention: torch.Tensor,
+    cells: torch.Tensor,
+    part: LayerPartition,
     bias: torch.Tensor | None,
     stride: Sequence[int],
     padding: Sequence[int] | str,
     dilation: Sequence[int],
     groups: int,
 ) -> torch.Tensor:
-    """Same result as :func:`dynamic_conv_reference`, faster on CPU (see module docstring)."""
+    """The authors' formulation: assemble every sample's kernel, then one grouped convolution."""
+    kernel = _assemble(attention, cells, part)
+    return dynamic_conv_reference(x, kernel, bias, stride, padding, dilation, groups)
+
+
+def _assemble(attention: torch.Tensor, cells: torch.Tensor, part: LayerPartition) -> torch.Tensor:
+    kernel = assemble_kernel_reference(attention, cells, part)
+    # linear layers run as 1-d convolutions over tokens: their kernel gets a unit kernel size
+    return kernel.unsqueeze(-1) if len(part.kernel_shape) == 2 else kernel
+
+
+def kw_forward_fast(
+    x: torch.Tensor,
+    attention: torch.Tensor,
+    cells: torch.Tensor,
+    part: LayerPartition,
+    bias: torch.Tensor | None,
+    stride: Sequence[int],
+    padding: Sequence[int] | str,
+    dilation: Sequence[int],
+    groups: int,
+) -> torch.Tensor:
+    """Same result as :func:`kw_forward_reference`, faster on CPU (see module docstring)."""
     batch = x.shape[0]
+    kernel_size = part.kernel_shape[2:]
+    small_cpu_map = (
+        not x.is_cuda
+        and x.dim() == 4
+        and groups == 1
+        and not isinstance(padding, str)
+        and batch > 1
+        and math.prod(_out_size(x, kernel_size, stride, padding, dilation)) <= UNFOLD_MAX_POSITIONS
+    )
+    if small_cpu_map and all(k == 1 for k in part.cell.kernel_size) and part.spatial_groups > 1:
+        out_hw = _out_size(x, kernel_size, stride, padding, dilation)
+        out = _per_offset_conv2d(x, attention, cells, part, stride, padding, dilation, out_hw)
+        return out if bias is None else out + bias.reshape(1, -1, 1, 1)
+    kernel = _assemble(attention, cells, part)
     if _is_pointwise(kernel, stride, padding, dilation, groups):
         flat = x.reshape(batch, x.shape[1], -1)
         weight = kernel.reshape(batch, kernel.shape[1], -1)
@@ -125,39 +209,31 @@ def dynamic_conv_fast(
                 bias.reshape(1, -1, 1).expand(batch, -1, flat.shape[2]), weight, flat
             )
         return out.reshape(batch, kernel.shape[1], *x.shape[2:])
-    if (
-        not x.is_cuda
-        and x.dim() == 4
-        and groups == 1
-        and not isinstance(padding, str)
-        and batch > 1
-    ):
-        out_hw = [
-            (x.shape[2 + d] + 2 * padding[d] - dilation[d] * (kernel.shape[3 + d] - 1) - 1)
-            // stride[d]
-            + 1
-            for d in range(2)
-        ]
-        if out_hw[0] * out_hw[1] <= UNFOLD_MAX_POSITIONS:
-            cols = F.unfold(x, kernel.shape[3:], dilation, padding, stride)  # [B, c*k*k, L]
-            out = torch.bmm(kernel.reshape(batch, kernel.shape[1], -1), cols)
-            if bias is not None:
-                out = out + bias.reshape(1, -1, 1)
-            return out.reshape(batch, kernel.shape[1], *out_hw)
+    if small_cpu_map:
+        out_hw = _out_size(x, kernel_size, stride, padding, dilation)
+        cols = F.unfold(x, kernel_size, dilation, padding, stride)  # [B, c*k*k, L]
+        out = torch.bmm(kernel.reshape(batch, kernel.shape[1], -1), cols)
+        if bias is not None:
+            out = out + bias.reshape(1, -1, 1)
+        return out.reshape(batch, kernel.shape[1], *out_hw)
     return dynamic_conv_reference(x, kernel, bias, stride, padding, dilation, groups)
 
 
-Executor = tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor]]
+#: ``forward(x, attention, cells, partition, bias, stride, padding, dilation, groups) -> y``
+Executor = Callable[..., torch.Tensor]
 
-#: name -> (kernel assembly, dynamic convolution)
-EXECUTORS: dict[str, Executor] = {
-    "reference": (assemble_kernel_reference, dynamic_conv_reference),
-    "fast": (assemble_kernel_reference, dynamic_conv_fast),
-}
+#: name -> executor
+EXECUTORS: dict[str, Executor] = {"reference": kw_forward_reference, "fast": kw_forward_fast}
 
 
-def register_executor(
-    name: str, assemble: Callable[..., torch.Tensor], conv: Callable[..., torch.Tensor]
-) -> None:
-    """Add an execution strategy usable as ``layer.executor = name``."""
-    EXECUTORS[name] = (assemble, conv)
+def register_executor(name: str, forward: Executor) -> None:
+    """Add an execution strategy usable as ``layer.executor = name``.
+
+    ``forward(x, attention, cells, partition, bias, stride, padding, dilation, groups)`` gets the
+    layer input, the ``[B, m, n]`` attentions, the warehouse cells ``[n, *cell]`` and the layer's
+    :class:`~kernelwarehouse.partition.LayerPartition`, and returns the layer output (linear
+    layers arrive as 1-d convolutions over tokens with a kernel size of one).
+    """
+    if not callable(forward):
+        raise TypeError(f"forward={forward!r} is invalid: expected a callable")
+    EXECUTORS[name] = forward

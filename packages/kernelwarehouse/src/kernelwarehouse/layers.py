@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .attention import KWAttention, assign_cells
-from .functional import EXECUTORS
+from .functional import EXECUTORS, assemble_kernel_reference
 from .partition import CellShape, LayerPartition, partition_kernel, plan_cell_shape
 
 __all__ = ["KWConv1d", "KWConv2d", "KWConv3d", "KWLayer", "KWLinear", "Warehouse"]
@@ -163,8 +163,12 @@ class KWLayer(nn.Module):
     def kernel(self, x: torch.Tensor) -> torch.Tensor:
         """The per-sample kernels ``[B, *weight.shape]`` this layer applies to ``x``."""
         attention = self.attention(self._pool(x))
-        assemble, _ = EXECUTORS[self.executor]
-        return assemble(attention, self.shared_warehouse.cells, self.partition)
+        return assemble_kernel_reference(attention, self.shared_warehouse.cells, self.partition)
+
+    def _run(self, x: torch.Tensor, attention_input: torch.Tensor, *conv_args) -> torch.Tensor:
+        attention = self.attention(self._pool(attention_input))
+        forward = EXECUTORS[self.executor]
+        return forward(x, attention, self.shared_warehouse.cells, self.partition, *conv_args)
 
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -247,9 +251,7 @@ class _KWConvNd(KWLayer):
                 f"{type(self).__name__} expects a [B, C, {self.dims} spatial dims] input, "
                 f"got shape {tuple(x.shape)}"
             )
-        kernel = self.kernel(x)
-        _, conv = EXECUTORS[self.executor]
-        return conv(x, kernel, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return self._run(x, x, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     def extra_repr(self) -> str:
         return (
@@ -362,10 +364,8 @@ class KWLinear(KWLayer):
                 f"KWLinear expects [B, *, {self.in_features}] input, got shape {tuple(x.shape)}"
             )
         shape = x.shape
-        kernel = self.kernel(x)  # [B, out, in]
-        _, conv = EXECUTORS[self.executor]
         tokens = x.reshape(shape[0], -1, shape[-1]).transpose(1, 2)  # [B, in, T]
-        out = conv(tokens, kernel.unsqueeze(-1), self.bias, (1,), (0,), (1,), 1)
+        out = self._run(tokens, x, self.bias, (1,), (0,), (1,), 1)
         return out.transpose(1, 2).reshape(*shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
