@@ -48,12 +48,16 @@ PAPER_KW: list[tuple[str, float, float, dict, str]] = [
     ("kw_mobilenetv2_050", 0.5, 1.47, {}, ""),
     ("kw_mobilenetv2_050", 1.0, 2.85, {}, ""),
     ("kw_mobilenetv2_050", 4.0, 4.65, {}, ""),
-    ("kw_convnext_tiny", 1.0, 32.99, {}, "paper grouping (stage 3 in three)"),
+    ("kw_convnext_tiny", 0.75, 24.53, {}, "paper grouping, attention reduction 1/32"),
+    ("kw_convnext_tiny", 1.0, 32.99, {}, "paper grouping (stage 3 in three), reduction 1/32"),
     (
         "kw_convnext_tiny",
         1.0,
         39.37,
-        {"grouping": "convnext_authors"},
+        {
+            "grouping": "convnext_authors",
+            "kw_kwargs": {"attention_norm": "layernorm", "reduction": 1 / 16},
+        },
         "authors' released config",
     ),
     ("kw_deit_tiny_patch16_224", 1.0, 6.39, {}, ""),

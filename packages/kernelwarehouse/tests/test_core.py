@@ -78,7 +78,11 @@ def test_assign_cells_rules():
         (lambda: kw.KWLinear(16, 24), torch.randn(3, 16)),
     ],
 )
-def test_fast_executor_matches_reference_forward_and_backward(layer, x):
+@pytest.mark.parametrize("offset_block", [1 << 22, 1], ids=["offsets-together", "offset-by-offset"])
+def test_fast_executor_matches_reference_forward_and_backward(layer, x, offset_block, monkeypatch):
+    # a block of one element assembles each kernel offset with its own matrix product, as the
+    # fast path does for full-size ResNet layers
+    monkeypatch.setattr(kw.functional, "PER_OFFSET_BLOCK", offset_block)
     torch.manual_seed(0)
     ref = layer().train()
     fast = ref  # same module, two executors

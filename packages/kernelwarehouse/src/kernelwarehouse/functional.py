@@ -107,6 +107,8 @@ def _is_pointwise(kernel: torch.Tensor, stride, padding, dilation, groups) -> bo
 #: CPU (deep, small feature maps: the per-sample kernels outweigh the activations there, and
 #: oneDNN's grouped convolution re-lays them out on every call); above it, the grouped convolution
 UNFOLD_MAX_POSITIONS = 14 * 14
+#: kernel elements assembled by one matrix product in the per-offset path (16 MiB of float32)
+PER_OFFSET_BLOCK = 1 << 22
 
 
 def _per_offset_conv2d(
@@ -134,12 +136,18 @@ def _per_offset_conv2d(
     cols = cols.reshape(batch, c, spatial, -1).transpose(1, 2).contiguous()  # [B, S, c, L]
     mixtures = attention.reshape(batch, spatial, out_g * in_g * n)
     warehouse = cells.reshape(n, -1)
+    # offsets assembled per matrix product: as many as fit PER_OFFSET_BLOCK kernel elements, so
+    # small kernels do not re-read the warehouse k x k times and large ones stay cache-sized
+    step = min(max(PER_OFFSET_BLOCK // (batch * f * c), 1), spatial)
     out = None
-    for s in range(spatial):
-        weight = torch.mm(mixtures[:, s].reshape(-1, n), warehouse)
-        weight = weight.reshape(batch, out_g, in_g, part.cell.out_channels, part.cell.in_channels)
-        weight = weight.transpose(2, 3).reshape(batch, f, c)  # a view when out_g = in_g = 1
-        out = torch.bmm(weight, cols[:, s]) if out is None else out.baddbmm(weight, cols[:, s])
+    for s0 in range(0, spatial, step):
+        span = min(step, spatial - s0)
+        weight = torch.mm(mixtures[:, s0 : s0 + span].reshape(-1, n), warehouse)
+        weight = weight.reshape(batch, span, out_g, in_g, *part.cell.as_tuple()[:2])
+        weight = weight.transpose(3, 4).reshape(batch, span, f, c)  # a view if out_g = in_g = 1
+        for s in range(span):
+            w, x_s = weight[:, s], cols[:, s0 + s]
+            out = torch.bmm(w, x_s) if out is None else out.baddbmm(w, x_s)
     return out.reshape(batch, f, *out_hw)
 
 

@@ -14,11 +14,14 @@ Grouping rules (registered in :data:`kernelwarehouse.GROUPING_RULES`):
   layers apart; for ``b > 1`` expansion and projection point-wise layers apart as well.
 * ``convnext``: all convolutions and the blocks' point-wise (linear) layers; separate warehouses
   for the stem, each down-sampling layer, and per stage the depth-wise and the point-wise layers,
-  stage 3's nine blocks split into three stages of three (the paper: 32.99M at 1x).
-  ``convnext_authors`` keeps stage 3 whole, as the authors' released config (39.37M at 1x).
-* ``deit``: value projections, attention output projections and the two MLP layers, each kind
-  sharing one warehouse across all blocks; query and key stay static (the fused qkv projection
-  is split). The paper gives no DeiT configuration; this one lands within 2% of its 1x counts.
+  stage 3's nine blocks split into three stages of three. With the attention reduction 1/32 of
+  ``kw_convnext_tiny`` this gives the paper's 32.99M (1x) and 24.53M (3/4x) exactly.
+  ``convnext_authors`` keeps stage 3 whole, as the authors' released config (39.37M at 1x with
+  their reduction 1/16 and LayerNorm attention).
+* ``deit``: the blocks split into two stages of equal depth; per stage one warehouse for the
+  multi-head self-attention layers (value projection and attention output projection) and one
+  for the MLP layers (fc1, fc2); query and key stay static (the fused qkv projection is split).
+  The paper gives no DeiT configuration; this one lands within 1.3% of its four counts.
 * ``mobilenetv2_half``: the authors' 1/2x MobileNetV2 (all depth-wise layers, the point-wise
   layers of the last stage, the head and the classifier; attention reduction 1/32).
 """
@@ -31,7 +34,7 @@ from typing import Any
 
 import timm
 import torch
-from timm.models import register_model
+from timm.models import load_pretrained, register_model
 from timm.models._features import FeatureGetterNet, FeatureListNet
 from torch import nn
 
@@ -132,6 +135,7 @@ register_grouping("convnext")(_convnext_groups(split_stage3=True))
 register_grouping("convnext_authors")(_convnext_groups(split_stage3=False))
 
 _DEIT = re.compile(r"^blocks\.(\d+)\.(attn\.qkv\.v|attn\.proj|mlp\.fc1|mlp\.fc2)$")
+_DEIT_STAGES = 2  # warehouses are shared across depth / 2 consecutive blocks
 
 
 @register_grouping("deit")
@@ -139,9 +143,9 @@ def deit_groups(model: nn.Module, name: str, module: nn.Module) -> str | None:
     match = _DEIT.match(name)
     if match is None:
         return None
-    return {"attn.qkv.v": "value", "attn.proj": "proj", "mlp.fc1": "mlp_fc1", "mlp.fc2": "mlp_fc2"}[
-        match[2]
-    ]
+    depth = len(model.blocks)
+    stage = min(int(match[1]) * _DEIT_STAGES // depth, _DEIT_STAGES - 1)
+    return f"stage{stage}:" + ("mlp" if match[2].startswith("mlp") else "attn")
 
 
 class QKVWithKWValue(nn.Module):
@@ -215,6 +219,11 @@ def _mobilenetv2_recipe(budget: float) -> tuple[str, dict[str, Any]]:
     return ("mobilenetv2_split" if budget > 1 else "mobilenetv2"), {}
 
 
+# attention reduction 1/32 (hidden width max(c / 32, 16)): the paper's 32.99M (1x) and 24.53M
+# (3/4x) exactly; the authors' released 1x config uses 1/16 (39.37M with their grouping)
+_CONVNEXT_REDUCTION = 1 / 32
+
+
 def _convnext_recipe(budget: float) -> tuple[str, dict[str, Any]]:
     if budget == 0.75:
         # paper: 1/2x (half cells) for the point-wise layers of the last two stages, 1x elsewhere
@@ -223,12 +232,22 @@ def _convnext_recipe(budget: float) -> tuple[str, dict[str, Any]]:
             "budget": {**half, "*": 1.0},
             "cell_in_ratio": {**half, "*": 1.0},
             "cell_out_ratio": {**half, "*": 1.0},
+            "reduction": _CONVNEXT_REDUCTION,
         }
-    return "convnext", {}
+    return "convnext", {"reduction": _CONVNEXT_REDUCTION}
 
 
 def _deit_recipe(budget: float) -> tuple[str, dict[str, Any]]:
-    # whole-gcd cells at every budget: halving them multiplies the attention outputs by four
+    if budget == 0.75:
+        # as the paper's ConvNeXt 3/4x: 1/2x with half cells for the MLP (point-wise) warehouses,
+        # 1x elsewhere
+        half = {"*:mlp": 0.5}
+        return "deit", {
+            "budget": {**half, "*": 1.0},
+            "cell_in_ratio": {**half, "*": 1.0},
+            "cell_out_ratio": {**half, "*": 1.0},
+        }
+    # other budgets: whole-gcd cells (halving them multiplies the attention outputs by four)
     return "deit", {"cell_in_ratio": 1.0, "cell_out_ratio": 1.0}
 
 
@@ -246,7 +265,9 @@ KW_ARCHITECTURES: dict[str, _Arch] = {
     "kw_deit_small_patch16_224": ("deit_small_patch16_224", _deit_recipe, _split_qkv, "getter"),
 }
 
-_TIMM_ONLY_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
+_TIMM_ONLY_KWARGS = ("pretrained_cfg_overlay", "cache_dir")
+# pretrained_cfg keys that point at weights (timm's _resolve_pretrained_source)
+_WEIGHT_SOURCES = ("hf_hub_id", "url", "file", "state_dict", "hf_hub_filename")
 
 
 def create_kw_model(
@@ -261,14 +282,19 @@ def create_kw_model(
 
     Args:
         budget: parameter budget b (> 0).
-        pretrained: not available (no weights ship with the package); bring the authors'
-            checkpoints in with :func:`kernelwarehouse.official.load`.
+        pretrained: load weights named by ``pretrained_cfg`` (what timm passes for
+            ``"hf-hub:<repo>"`` and ``"local-dir:<path>"`` models saved with
+            ``timm.models.save_for_hf``). No weights ship with the package: without such a
+            source it is an error; the authors' checkpoints come in through
+            :func:`kernelwarehouse.official.load`.
         grouping: override the paper's grouping rule (a registered rule name).
         kw_kwargs: :func:`kernelwarehouse.convert` options (cell ratios, reduction, ...).
         **kwargs: timm's keyword arguments (num_classes, in_chans, drop_rate, drop_path_rate,
             features_only, out_indices, ...).
 
-    The conversion plan is kept as ``model.kw_plan``.
+    The conversion plan is kept as ``model.kw_plan``. ``model.pretrained_cfg["architecture"]`` is
+    ``name`` and timm records ``budget`` among the build arguments, so a saved model is rebuilt by
+    ``timm.create_model("hf-hub:..." / "local-dir:...", pretrained=True)``.
     """
     if name not in KW_ARCHITECTURES:
         raise ValueError(f"name={name!r} is not a KW architecture; valid: {list(KW_ARCHITECTURES)}")
@@ -276,10 +302,13 @@ def create_kw_model(
         raise ValueError(
             f"budget={budget!r} is invalid: expected a positive number such as 0.25, 0.5, 1, 2, 4"
         )
-    if pretrained:
+    source_cfg = kwargs.pop("pretrained_cfg", None)
+    source_cfg = source_cfg.to_dict() if hasattr(source_cfg, "to_dict") else dict(source_cfg or {})
+    if pretrained and not any(source_cfg.get(key) for key in _WEIGHT_SOURCES):
         raise ValueError(
             f"pretrained=True: no pretrained weights ship for {name!r}; build it with "
-            "pretrained=False and load the authors' checkpoint with kernelwarehouse.official.load"
+            "pretrained=False and load the authors' checkpoint with kernelwarehouse.official.load, "
+            "or create it from a saved copy ('hf-hub:<repo>' or 'local-dir:<path>')"
         )
     base, recipe, prepare, feature_kind = KW_ARCHITECTURES[name]
     for key in _TIMM_ONLY_KWARGS:
@@ -294,6 +323,16 @@ def create_kw_model(
     options = {"budget": budget, **options, **(kw_kwargs or {})}
     plan = convert(model, groups=grouping or rule, **options)
     model.kw_plan = plan
+    # the base model's cfg describes its input and head; its weights are not this model's
+    cfg = {k: v for k, v in model.pretrained_cfg.items() if k not in _WEIGHT_SOURCES + ("tag",)}
+    model.pretrained_cfg = model.default_cfg = {**cfg, "architecture": name}
+    if pretrained:
+        load_pretrained(
+            model,
+            pretrained_cfg={**model.pretrained_cfg, **source_cfg},
+            num_classes=kwargs.get("num_classes", model.pretrained_cfg.get("num_classes", 1000)),
+            in_chans=kwargs.get("in_chans", 3),
+        )
     if features_only:
         model = _features(model, out_indices, feature_kind)
         model.kw_plan = plan
