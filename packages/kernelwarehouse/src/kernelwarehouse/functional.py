@@ -133,7 +133,8 @@ def _per_offset_conv2d(
     spatial, out_g, in_g = part.spatial_groups, part.out_groups, part.in_groups
     f, c = part.kernel_shape[0], part.kernel_shape[1]
     cols = F.unfold(x, part.kernel_shape[2:], dilation, padding, stride)  # [B, c * S, L]
-    cols = cols.reshape(batch, c, spatial, -1).transpose(1, 2).contiguous()  # [B, S, c, L]
+    # [B, c, S, L]: offset s is a strided [B, c, L] view that batched BLAS takes without a copy
+    cols = cols.reshape(batch, c, spatial, -1)
     mixtures = attention.reshape(batch, spatial, out_g * in_g * n)
     warehouse = cells.reshape(n, -1)
     # offsets assembled per matrix product: as many as fit PER_OFFSET_BLOCK kernel elements, so
@@ -146,7 +147,7 @@ def _per_offset_conv2d(
         weight = weight.reshape(batch, span, out_g, in_g, *part.cell.as_tuple()[:2])
         weight = weight.transpose(3, 4).reshape(batch, span, f, c)  # a view if out_g = in_g = 1
         for s in range(span):
-            w, x_s = weight[:, s], cols[:, s0 + s]
+            w, x_s = weight[:, s], cols[:, :, s0 + s]
             out = torch.bmm(w, x_s) if out is None else out.baddbmm(w, x_s)
     return out.reshape(batch, f, *out_hw)
 
