@@ -324,7 +324,7 @@ def create_kw_model(
     plan = convert(model, groups=grouping or rule, **options)
     model.kw_plan = plan
     # the base model's cfg describes its input and head; its weights are not this model's
-    cfg = {k: v for k, v in model.pretrained_cfg.items() if k not in _WEIGHT_SOURCES + ("tag",)}
+    cfg = {k: v for k, v in model.pretrained_cfg.items() if k not in (*_WEIGHT_SOURCES, "tag")}
     model.pretrained_cfg = model.default_cfg = {**cfg, "architecture": name}
     if pretrained:
         load_pretrained(
