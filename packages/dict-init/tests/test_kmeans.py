@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 from sklearn.cluster import KMeans
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from dict_init import FeatureShards, ShardWriter, assign, inertia, kmeans
 
@@ -132,3 +136,62 @@ def test_bad_arguments(kwargs, match):
 def test_not_a_matrix():
     with pytest.raises(ValueError, match=r"x.shape=\(2, 3, 4\)"):
         kmeans(torch.randn(2, 3, 4), 2, progress=False)
+
+
+class _LargestNewTensor(TorchDispatchMode):
+    """Records the largest tensor any torch op creates (views and in-place results excluded)."""
+
+    def __init__(self):
+        super().__init__()
+        self.numel, self.where = 0, None
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func.is_view:
+            return out
+        inputs = {
+            t.untyped_storage().data_ptr()
+            for t in tree_leaves((args, kwargs))
+            if isinstance(t, torch.Tensor) and t.layout == torch.strided
+        }
+        for t in tree_leaves(out):
+            if not isinstance(t, torch.Tensor) or t.layout != torch.strided:
+                continue
+            if t.untyped_storage().data_ptr() not in inputs and t.numel() > self.numel:
+                self.numel, self.where = t.numel(), (str(func), tuple(t.shape))
+        return out
+
+
+@pytest.mark.parametrize("init_sample_size", [5000, None])
+@pytest.mark.parametrize("algorithm", ["lloyd", "minibatch"])
+def test_memory_is_bounded_by_the_chunk_not_by_n_times_k(init_sample_size, algorithm):
+    # Every tensor k-means creates must be at most chunk x max(k, d), the seeding sample
+    # (32 k x d), or n long (the row permutation); never n x k (2M here) nor a copy of x.
+    # Seeding on all rows (init_sample_size=None) holds n x (2 + ln k) candidate distances.
+    from dict_init.kmeans import SEED_ROWS_PER_CENTER
+
+    n, d, k, chunk = 40_000, 16, 50, 1000
+    x = torch.randn(n, d, generator=torch.Generator().manual_seed(0))
+    trials = 2 + int(math.log(k))
+    bound = max(chunk * max(k, d), SEED_ROWS_PER_CENTER * k * d, n)
+    if init_sample_size is None:
+        bound = max(bound, n * trials)
+    assert bound * 5 < n * k and bound < n * d
+    mode = _LargestNewTensor()
+    with mode:
+        result = kmeans(
+            x, k, seed=0, chunk_size=chunk, batch_size=chunk, init_sample_size=init_sample_size,
+            max_iter=2, sample_iter=2, algorithm=algorithm, progress=False,
+        )  # fmt: skip
+    assert result.centers.shape == (k, d)
+    assert mode.numel > 0
+    assert mode.numel <= bound, mode.where
+
+
+def test_largest_new_tensor_sees_an_n_by_k_product():
+    # The check above would catch the unchunked product (guards the test itself).
+    x, c = torch.randn(2000, 8), torch.randn(50, 8)
+    mode = _LargestNewTensor()
+    with mode:
+        torch.cdist(x, c).min(dim=1)
+    assert mode.numel == 2000 * 50

@@ -23,6 +23,7 @@ Design (why it is fast and bounded in memory):
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,21 +126,24 @@ def kmeans_plusplus(
     centers = torch.empty(k, x.shape[1], dtype=x.dtype, device=x.device)
     first = int(torch.randint(n, (1,), generator=generator))
     centers[0] = x[first]
-    closest = (x_sq - 2 * x @ x[first] + x_sq[first]).clamp_min_(0.0)
-    potential = closest.double().sum()
+    # (x @ row) first: "2 * x @ row" would multiply (copy) all of x before the product.
+    closest = (x_sq - 2 * (x @ x[first]) + x_sq[first]).clamp_min_(0.0)
+    potential = closest.sum(dtype=torch.float64)
     for c in tqdm(range(1, k), desc="k-means++", disable=not progress, leave=False):
         if potential <= 0:  # fewer distinct rows than k: repeat rows, Lloyd relocates later
             centers[c:] = x[torch.randint(n, (k - c,), generator=generator)]
             break
         draws = torch.rand(trials, generator=generator, dtype=torch.float64) * potential
-        candidates = torch.searchsorted(closest.double().cumsum(0), draws.to(x.device))
+        candidates = torch.searchsorted(closest.cumsum(0, dtype=torch.float64), draws.to(x.device))
         candidates = candidates.clamp_(max=n - 1)
-        dist = torch.addmm(x_sq.unsqueeze(0), x[candidates], x.T, alpha=-2.0)
-        dist.add_(x_sq[candidates].unsqueeze(1)).clamp_min_(0.0)
-        torch.minimum(dist, closest.unsqueeze(0), out=dist)
-        potentials = dist.double().sum(dim=1)
+        # [n, trials] = x @ candidates^T: x is read once, row-major (the transposed product
+        # [trials, n] = candidates @ x^T is 2-3x slower on CPU for this skinny shape).
+        dist = torch.addmm(x_sq.unsqueeze(1), x, x[candidates].T, alpha=-2.0)
+        dist.add_(x_sq[candidates].unsqueeze(0)).clamp_min_(0.0)
+        torch.minimum(dist, closest.unsqueeze(1), out=dist)
+        potentials = dist.sum(dim=0, dtype=torch.float64)
         best = int(potentials.argmin())
-        closest, potential = dist[best], potentials[best]
+        closest, potential = dist[:, best].contiguous(), potentials[best]
         centers[c] = x[candidates[best]]
     return centers
 
@@ -182,6 +186,8 @@ class _Distributed:
 
     def gather_global(self, indices: torch.Tensor, device: torch.device) -> torch.Tensor:
         """Rows at global ``indices`` on every rank (each row comes from its owner, exactly)."""
+        if self.world == 1:  # one copy of the rows, no zero-filled buffer beside it
+            return self.source.gather(indices).to(device, torch.float32)
         local = (indices >= self.offset) & (indices < self.offset + self.source.num_vectors)
         out = torch.zeros(indices.numel(), self.source.dim, dtype=torch.float32)
         if bool(local.any()):
@@ -241,7 +247,7 @@ def _lloyd_pass(
         counts += torch.bincount(labels, minlength=k).double()
         if moments is not None:
             moments[0] += chunk.sum(0, dtype=torch.float64)
-            moments[1] += (chunk.double() ** 2).sum(0)
+            moments[1] += chunk.square().sum(0, dtype=torch.float64)
         seen += chunk.shape[0]
     return sums, counts, total
 
@@ -385,6 +391,62 @@ def _seeding_rows(total: int, size: int | None, generator: torch.Generator) -> t
     return torch.randperm(total, generator=generator)[:size].sort().values
 
 
+# k-means++ seeds on at most this many rows per centre (a random part of the sample): the
+# seeding copy is then O(k x d) whatever the data size, and Lloyd on the whole sample, then on
+# all rows, moves the centres from there.
+SEED_ROWS_PER_CENTER = 32
+
+
+def _sample_rows(
+    total: int, size: int | None, k: int, generator: torch.Generator
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Global row indices (sorted) for k-means++ and for the Lloyd sample (None: all rows).
+
+    ``size=None`` or ``size >= total`` seeds on all rows (scikit-learn's way) and skips the
+    sample. Otherwise a random sample of ``size`` rows is drawn; k-means++ runs on a random part
+    of it of ``SEED_ROWS_PER_CENTER * k`` rows. Both depend only on ``total``, ``size``, ``k``
+    and the generator, so one process and several pick the same rows.
+    """
+    if size is None or size >= total:
+        return None, None
+    seed_size = min(size, SEED_ROWS_PER_CENTER * k)
+    perm = torch.randperm(total, generator=generator)[:size]
+    return perm[:seed_size].sort().values, perm.sort().values
+
+
+class _RowsOf:
+    """Rows ``index`` of an in-memory source as a source, gathered one chunk at a time.
+
+    Lloyd iterations on the sample then hold ``chunk_size x d`` floats, not a copy of the
+    sample (``init_sample_size x d``).
+    """
+
+    def __init__(self, source: VectorSource, index: torch.Tensor):
+        self.source, self.index = source, index
+
+    @property
+    def num_vectors(self) -> int:
+        return self.index.numel()
+
+    @property
+    def dim(self) -> int:
+        return self.source.dim
+
+    def iter_chunks(self, chunk_size: int):
+        for start in range(0, self.num_vectors, chunk_size):
+            yield self.source.gather(self.index[start : start + chunk_size])
+
+    def gather(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.source.gather(self.index[indices])
+
+
+def _all_rows(source: VectorSource, layout: _Distributed, device: torch.device) -> torch.Tensor:
+    """All rows as one float32 tensor: the input itself when it already is one, else a copy."""
+    if layout.world == 1 and isinstance(source, TensorSource):
+        return source.x.to(device, torch.float32)  # no copy for float32 on ``device``
+    return layout.gather_global(torch.arange(layout.total), device)
+
+
 def _kmeans_torch(
     source: VectorSource,
     k: int,
@@ -402,21 +464,37 @@ def _kmeans_torch(
     group: Any,
     progress: bool,
 ) -> KMeansResult:
+    seconds = {}
+    start = time.perf_counter()
     layout = _Distributed(source, group)
     generator = torch.Generator().manual_seed(seed)
-    # Seeding sample, chosen by global row index: identical for any number of ranks.
-    index = _seeding_rows(layout.total, init_sample_size, generator)
-    m = index.numel()
-    sample = layout.gather_global(index, device)
-    centers = kmeans_plusplus(sample, k, generator, progress=progress and layout.rank == 0)
+    # Samples chosen by global row index: identical for any number of ranks.
+    seed_index, index = _sample_rows(layout.total, init_sample_size, k, generator)
+    if seed_index is None:
+        seeding = _all_rows(source, layout, device)
+    else:
+        seeding = layout.gather_global(seed_index, device)
+    m_seed = seeding.shape[0]
+    centers = kmeans_plusplus(seeding, k, generator, progress=progress and layout.rank == 0)
+    del seeding
+    seconds["seeding"] = time.perf_counter() - start
+    m = layout.total if index is None else index.numel()
+    sample_iter_done = 0
     if sample_iter and m < layout.total:
-        single = _Distributed(TensorSource(sample, check=False), group, local=True)
-        centers, *_ = _lloyd(
+        start = time.perf_counter()
+        if layout.world == 1 and isinstance(source, TensorSource):
+            sample = _RowsOf(source, index)  # streamed from the tensor, chunk by chunk
+        else:  # from disk or other ranks: one copy of the sample, gathered once
+            sample = TensorSource(layout.gather_global(index, device), check=False)
+        single = _Distributed(sample, group, local=True)
+        centers, sample_iter_done, _ = _lloyd(
             single.source, centers, single, max_iter=sample_iter, tol=tol, inertia_tol=inertia_tol,
             chunk_size=chunk_size, device=device, progress=progress and layout.rank == 0,
             desc="k-means (sample)",
         )  # fmt: skip
-    del sample
+        seconds["sample_lloyd"] = time.perf_counter() - start
+        del sample, single
+    start = time.perf_counter()
     if algorithm == "lloyd":
         centers, n_iter, converged = _lloyd(
             source, centers, layout, max_iter=max_iter, tol=tol, inertia_tol=inertia_tol,
@@ -428,10 +506,13 @@ def _kmeans_torch(
             source, centers, layout, max_iter=max_iter, tol=tol, batch_size=batch_size,
             device=device, progress=progress,
         )  # fmt: skip
+    seconds[algorithm] = time.perf_counter() - start
     # Final assignment so inertia and counts describe the returned centres.
+    start = time.perf_counter()
     _, counts, total = _lloyd_pass(source, centers, chunk_size, device, 0, None, None, True)
     layout.reduce(counts)
     layout.reduce(total)
+    seconds["final_pass"] = time.perf_counter() - start
     return KMeansResult(
         centers=centers.cpu(),
         inertia=float(total),
@@ -439,7 +520,9 @@ def _kmeans_torch(
         n_iter=n_iter,
         converged=converged,
         info={"backend": "torch", "algorithm": algorithm, "init": "k-means++",
-              "init_sample_size": m, "world_size": layout.world},
+              "init_sample_size": m, "seed_sample_size": m_seed,
+              "sample_iter": sample_iter_done,
+              "world_size": layout.world, "seconds": seconds},
     )  # fmt: skip
 
 
