@@ -133,20 +133,23 @@ def _per_offset_conv2d(
     spatial, out_g, in_g = part.spatial_groups, part.out_groups, part.in_groups
     f, c = part.kernel_shape[0], part.kernel_shape[1]
     cols = F.unfold(x, part.kernel_shape[2:], dilation, padding, stride)  # [B, c * S, L]
-    # [B, c, S, L]: offset s is a strided [B, c, L] view that batched BLAS takes without a copy
-    cols = cols.reshape(batch, c, spatial, -1)
+    # offset s is a strided [B, c, L] view that batched BLAS takes without a copy; unbind (not
+    # indexing) so that the backward pass stacks the views' gradients once instead of
+    # zero-filling a full-size gradient per offset
+    cols = cols.reshape(batch, c, spatial, -1).unbind(2)
     mixtures = attention.reshape(batch, spatial, out_g * in_g * n)
     warehouse = cells.reshape(n, -1)
-    # offsets assembled per matrix product: as many as fit PER_OFFSET_BLOCK kernel elements, so
-    # small kernels do not re-read the warehouse k x k times and large ones stay cache-sized
-    step = min(max(PER_OFFSET_BLOCK // (batch * f * c), 1), spatial)
-    # Without autograd, one kernel buffer serves every offset and the output accumulates in
-    # place: freshly allocated blocks of this size cost page faults on every call, ~10% of a
-    # KW ResNet18 forward on CPU. Autograd keeps each offset's kernel for the backward pass.
+    # Without autograd, one kernel buffer of at most PER_OFFSET_BLOCK elements serves the
+    # offsets in turn and the output accumulates in place: freshly allocated blocks of this size
+    # cost page faults on every call (~10% of a KW ResNet18 forward on CPU), and small kernels
+    # still share one matrix product. With autograd every kernel is kept for the backward pass
+    # anyway, so all offsets come from one product: its backward then forms the warehouse
+    # gradient once instead of once per offset.
     reuse = not torch.is_autocast_enabled(x.device.type) and not (
         torch.is_grad_enabled()
         and (x.requires_grad or attention.requires_grad or cells.requires_grad)
     )
+    step = min(max(PER_OFFSET_BLOCK // (batch * f * c), 1), spatial) if reuse else spatial
     buffer = None
     out = None
     for s0 in range(0, spatial, step):
@@ -160,8 +163,8 @@ def _per_offset_conv2d(
             weight = torch.mm(rows, warehouse)
         weight = weight.reshape(batch, span, out_g, in_g, *part.cell.as_tuple()[:2])
         weight = weight.transpose(3, 4).reshape(batch, span, f, c)  # a view if out_g = in_g = 1
-        for s in range(span):
-            w, x_s = weight[:, s], cols[:, :, s0 + s]
+        for s, w in enumerate(weight.unbind(1)):
+            x_s = cols[s0 + s]
             if out is None:
                 out = torch.bmm(w, x_s)
             elif reuse:
