@@ -70,6 +70,7 @@ def test_assign_cells_rules():
         # 1/2x halves the cells: 2 x 2 channel groups per offset in the per-offset path
         (lambda: kw.KWConv2d(8, 16, 3, padding=1, budget=0.5), torch.randn(3, 8, 6, 6)),
         (lambda: kw.KWConv2d(8, 8, 3, padding=2, dilation=2, bias=True), torch.randn(2, 8, 9, 9)),
+        (lambda: kw.KWConv2d(8, 16, 3, padding=1, bias=True), torch.randn(1, 8, 7, 7)),
         (lambda: kw.KWConv2d(8, 8, 3, padding=1, spatial_partition=False), torch.randn(2, 8, 7, 7)),
         (lambda: kw.KWConv2d(16, 16, 3, padding=1, groups=16), torch.randn(3, 16, 9, 9)),
         (lambda: kw.KWConv2d(8, 16, 1, budget=0.5), torch.randn(3, 8, 7, 7)),

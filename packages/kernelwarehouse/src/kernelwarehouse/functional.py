@@ -10,12 +10,15 @@ rounding; tested) faster on CPU:
 * 2-d k x k kernels on small CPU feature maps (at most :data:`UNFOLD_MAX_POSITIONS` output
   positions) run on unfolded columns with batched matrix products: there the per-sample kernels
   are larger than the activations, so memory traffic decides. With 1 x 1 cells (spatial
-  partition, the default) the kernels are assembled one offset at a time and accumulated
-  (:func:`_per_offset_conv2d`), so the full ``[B, f, c, k, k]`` tensor is never written, permuted
-  and read back (ResNet18 at 7 x 7, batch 16: about 1.6x less time than assembling all of it);
-  otherwise the assembled kernel meets the columns in one batched product. oneDNN's grouped
-  convolution re-lays the per-sample kernels out on every call, several times slower than a
-  plain convolution (see benchmarks/bench_kernelwarehouse.py);
+  partition, the default) :func:`_per_offset_conv2d` never forms the ``[B, f, c, k, k]`` kernel:
+  each offset's ``[B, f, c]`` kernels meet that offset's columns and the products accumulate.
+  Without autograd the offsets reuse one kernel buffer (fresh blocks of this size cost page
+  faults on every call); with autograd all offsets come from one product, whose backward forms
+  the warehouse gradient once, and offsets are unbound rather than indexed, so their gradients
+  are stacked once rather than zero-filled per offset. Otherwise (whole-kernel cells, batch > 1)
+  the assembled kernel meets the columns in one batched product. oneDNN's grouped convolution
+  re-lays per-sample kernels out on every call, several times slower than a plain convolution
+  there (KW ResNet18 b = 1, 224 px: benchmarks/results/kernelwarehouse.md);
 * everything else, and CUDA, keeps the authors' grouped convolution.
 
 Executors are looked up by name in :data:`EXECUTORS`, so a new strategy is one registered
@@ -222,7 +225,6 @@ def kw_forward_fast(
         and x.dim() == 4
         and groups == 1
         and not isinstance(padding, str)
-        and batch > 1
         and math.prod(_out_size(x, kernel_size, stride, padding, dilation)) <= UNFOLD_MAX_POSITIONS
     )
     if small_cpu_map and all(k == 1 for k in part.cell.kernel_size) and part.spatial_groups > 1:
@@ -240,7 +242,7 @@ def kw_forward_fast(
                 bias.reshape(1, -1, 1).expand(batch, -1, flat.shape[2]), weight, flat
             )
         return out.reshape(batch, kernel.shape[1], *x.shape[2:])
-    if small_cpu_map:
+    if small_cpu_map and batch > 1:  # one sample: the plain convolution is as fast
         out_hw = _out_size(x, kernel_size, stride, padding, dilation)
         cols = F.unfold(x, kernel_size, dilation, padding, stride)  # [B, c*k*k, L]
         out = torch.bmm(kernel.reshape(batch, kernel.shape[1], -1), cols)
