@@ -83,7 +83,7 @@ def test_assign_cells_rules():
 def test_fast_executor_matches_reference_forward_and_backward(layer, x, offset_block, monkeypatch):
     # a block of one element assembles each kernel offset with its own matrix product, as the
     # fast path does for full-size ResNet layers
-    monkeypatch.setattr(kw.functional, "PER_OFFSET_BLOCK", offset_block)
+    monkeypatch.setattr(kw.per_offset, "PER_OFFSET_BLOCK", offset_block)
     torch.manual_seed(0)
     ref = layer().train()
     fast = ref  # same module, two executors
@@ -187,3 +187,22 @@ def _plan_with(budget):
     mgr = kw.WarehouseManager(budget=budget)
     mgr.reserve("a", nn.Conv2d(4, 4, 1), "g")
     return mgr.plan()
+
+
+@pytest.mark.parametrize("budget", [1.0, 0.5])  # 1/2x: 2 x 2 channel groups per offset
+@pytest.mark.parametrize("offset_block", [1 << 22, 1])
+def test_per_offset_backward_passes_gradcheck(budget, offset_block, monkeypatch):
+    monkeypatch.setattr(kw.per_offset, "PER_OFFSET_BLOCK", offset_block)
+    torch.manual_seed(0)
+    part = kw.KWConv2d(4, 8, 3, budget=budget).partition
+    n = 5
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64, requires_grad=True)
+    attention = torch.randn(2, part.num_mixtures, n, dtype=torch.float64, requires_grad=True)
+    cells = torch.randn(n, *part.cell.as_tuple(), dtype=torch.float64, requires_grad=True)
+
+    def conv(x, attention, cells):
+        return kw.per_offset.per_offset_conv2d(
+            x, attention, cells, part, (2, 2), (1, 1), (1, 1), (3, 3)
+        )
+
+    assert torch.autograd.gradcheck(conv, (x, attention, cells))

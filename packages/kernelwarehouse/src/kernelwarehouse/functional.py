@@ -10,12 +10,10 @@ rounding; tested) faster on CPU:
 * 2-d k x k kernels on small CPU feature maps (at most :data:`UNFOLD_MAX_POSITIONS` output
   positions) run on unfolded columns with batched matrix products: there the per-sample kernels
   are larger than the activations, so memory traffic decides. With 1 x 1 cells (spatial
-  partition, the default) :func:`_per_offset_conv2d` never forms the ``[B, f, c, k, k]`` kernel:
-  each offset's ``[B, f, c]`` kernels meet that offset's columns and the products accumulate.
-  Without autograd the offsets reuse one kernel buffer (fresh blocks of this size cost page
-  faults on every call); with autograd all offsets come from one product, whose backward forms
-  the warehouse gradient once, and offsets are unbound rather than indexed, so their gradients
-  are stacked once rather than zero-filled per offset. Otherwise (whole-kernel cells, batch > 1)
+  partition, the default) :mod:`kernelwarehouse.per_offset` never forms the ``[B, f, c, k, k]``
+  kernel: each offset's ``[B, f, c]`` kernels meet that offset's columns and the products
+  accumulate, with a backward pass that recomputes kernels instead of storing them. Otherwise
+  (whole-kernel cells, batch > 1)
   the assembled kernel meets the columns in one batched product. oneDNN's grouped convolution
   re-lays per-sample kernels out on every call, several times slower than a plain convolution
   there (KW ResNet18 b = 1, 224 px: benchmarks/results/kernelwarehouse.md);
@@ -34,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from .partition import LayerPartition
+from .per_offset import per_offset_conv2d
 
 __all__ = [
     "EXECUTORS",
@@ -110,71 +109,6 @@ def _is_pointwise(kernel: torch.Tensor, stride, padding, dilation, groups) -> bo
 #: CPU (deep, small feature maps: the per-sample kernels outweigh the activations there, and
 #: oneDNN's grouped convolution re-lays them out on every call); above it, the grouped convolution
 UNFOLD_MAX_POSITIONS = 14 * 14
-#: kernel elements assembled by one matrix product in the per-offset path (16 MiB of float32)
-PER_OFFSET_BLOCK = 1 << 22
-
-
-def _per_offset_conv2d(
-    x: torch.Tensor,
-    attention: torch.Tensor,
-    cells: torch.Tensor,
-    part: LayerPartition,
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-    out_hw: Sequence[int],
-) -> torch.Tensor:
-    """k x k convolution with 1 x 1 cells as a sum over kernel offsets, never holding all kernels.
-
-    For offset ``s`` the batch's ``[B, f, c]`` kernels are one matrix product of that offset's
-    attentions with the warehouse, applied to that offset's unfolded columns by a batched
-    product that accumulates into the output. Only ``1 / k^2`` of the per-sample kernels exists at
-    a time and no permute copies it: at 7 x 7 and 14 x 14 maps, where the per-sample kernels are
-    far larger than the activations, this is what the time goes into.
-    """
-    batch, n = attention.shape[0], cells.shape[0]
-    spatial, out_g, in_g = part.spatial_groups, part.out_groups, part.in_groups
-    f, c = part.kernel_shape[0], part.kernel_shape[1]
-    cols = F.unfold(x, part.kernel_shape[2:], dilation, padding, stride)  # [B, c * S, L]
-    # offset s is a strided [B, c, L] view that batched BLAS takes without a copy; unbind (not
-    # indexing) so that the backward pass stacks the views' gradients once instead of
-    # zero-filling a full-size gradient per offset
-    cols = cols.reshape(batch, c, spatial, -1).unbind(2)
-    mixtures = attention.reshape(batch, spatial, out_g * in_g * n)
-    warehouse = cells.reshape(n, -1)
-    # Without autograd, one kernel buffer of at most PER_OFFSET_BLOCK elements serves the
-    # offsets in turn and the output accumulates in place: freshly allocated blocks of this size
-    # cost page faults on every call (~10% of a KW ResNet18 forward on CPU), and small kernels
-    # still share one matrix product. With autograd every kernel is kept for the backward pass
-    # anyway, so all offsets come from one product: its backward then forms the warehouse
-    # gradient once instead of once per offset.
-    reuse = not torch.is_autocast_enabled(x.device.type) and not (
-        torch.is_grad_enabled()
-        and (x.requires_grad or attention.requires_grad or cells.requires_grad)
-    )
-    step = min(max(PER_OFFSET_BLOCK // (batch * f * c), 1), spatial) if reuse else spatial
-    buffer = None
-    out = None
-    for s0 in range(0, spatial, step):
-        span = min(step, spatial - s0)
-        rows = mixtures[:, s0 : s0 + span].reshape(-1, n)
-        if reuse:
-            if buffer is None:
-                buffer = warehouse.new_empty(rows.shape[0], warehouse.shape[1])
-            weight = torch.mm(rows, warehouse, out=buffer[: rows.shape[0]])
-        else:
-            weight = torch.mm(rows, warehouse)
-        weight = weight.reshape(batch, span, out_g, in_g, *part.cell.as_tuple()[:2])
-        weight = weight.transpose(3, 4).reshape(batch, span, f, c)  # a view if out_g = in_g = 1
-        for s, w in enumerate(weight.unbind(1)):
-            x_s = cols[s0 + s]
-            if out is None:
-                out = torch.bmm(w, x_s)
-            elif reuse:
-                out.baddbmm_(w, x_s)
-            else:
-                out = out.baddbmm(w, x_s)
-    return out.reshape(batch, f, *out_hw)
 
 
 def _out_size(x: torch.Tensor, kernel_size, stride, padding, dilation) -> list[int]:
@@ -229,7 +163,7 @@ def kw_forward_fast(
     )
     if small_cpu_map and all(k == 1 for k in part.cell.kernel_size) and part.spatial_groups > 1:
         out_hw = _out_size(x, kernel_size, stride, padding, dilation)
-        out = _per_offset_conv2d(x, attention, cells, part, stride, padding, dilation, out_hw)
+        out = per_offset_conv2d(x, attention, cells, part, stride, padding, dilation, out_hw)
         return out if bias is None else out + bias.reshape(1, -1, 1, 1)
     kernel = _assemble(attention, cells, part)
     if _is_pointwise(kernel, stride, padding, dilation, groups):
