@@ -13,6 +13,7 @@ owns every warehouse it uses.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, TypedDict
 
 import torch
 from torch import nn
@@ -21,7 +22,10 @@ from .attention import KWAttention, assign_cells
 from .functional import EXECUTORS, assemble_kernel_reference
 from .partition import CellShape, LayerPartition, partition_kernel, plan_cell_shape
 
-__all__ = ["KWConv1d", "KWConv2d", "KWConv3d", "KWLayer", "KWLinear", "Warehouse"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["KWConv1d", "KWConv2d", "KWConv3d", "KWLayer", "KWLinear", "KWOptions", "Warehouse"]
 
 
 class Warehouse(nn.Module):
@@ -61,19 +65,40 @@ def _tuple(value: int | Sequence[int], dims: int, name: str) -> tuple[int, ...]:
     return value
 
 
+class KWOptions(TypedDict, total=False):
+    """Keyword-only options every KW layer takes (documented in :class:`KWLayer`)."""
+
+    warehouse: Warehouse | None
+    owner: bool
+    beta: torch.Tensor | None
+    budget: float
+    cell_start: int
+    reduction: float
+    min_hidden: int
+    eps: float
+    nonlocal_basis_ratio: float
+    spatial_partition: bool
+    assignment: str
+    executor: str
+    name: str
+    attention_norm: str
+
+
 class KWLayer(nn.Module):
     """Common machinery of KW convolutions and linear layers (not used directly).
 
-    Args (keyword-only, shared by every KW layer):
-        warehouse: the shared :class:`Warehouse`; ``None`` builds a private one.
-        owner: whether this layer registers ``warehouse`` as its submodule.
+    Args (keyword-only, shared by every KW layer, :class:`KWOptions`; defaults in brackets):
+        warehouse: the shared :class:`Warehouse`; ``None`` builds a private one [None].
+        owner: whether this layer registers ``warehouse`` as its submodule [False].
         beta: ``[m, n + 1]`` initial attentions; ``None`` assigns cells from ``cell_start``.
-        budget: ``b = n / m`` of a private warehouse (ignored with a shared one).
-        cell_start: first warehouse cell handed to this layer (attention initialisation).
+        budget: ``b = n / m`` of a private warehouse, cells per mixture of a shared one [1.0].
+        cell_start: first warehouse cell handed to this layer (attention initialisation) [0].
         reduction, min_hidden, eps, nonlocal_basis_ratio: attention settings
-            (:class:`kernelwarehouse.KWAttention`).
-        spatial_partition: 1 x 1 cells (default) or whole-kernel cells.
-        executor: ``"fast"`` (default) or ``"reference"`` (see :mod:`kernelwarehouse.functional`).
+            (:class:`kernelwarehouse.KWAttention`) [1/16, 16, 1e-3, 1.0].
+        spatial_partition: 1 x 1 cells or whole-kernel cells [True].
+        assignment: beta rule for b < 1, ``"diagonal"`` or ``"strided"`` ["diagonal"].
+        executor: ``"fast"`` or ``"reference"`` (see :mod:`kernelwarehouse.functional`) ["fast"].
+        name: layer name used in error messages [""].
         attention_norm: ``"batchnorm"`` (paper) or ``"layernorm"`` (authors' ConvNeXt).
     """
 
@@ -86,19 +111,19 @@ class KWLayer(nn.Module):
         kernel_shape: tuple[int, ...],
         bias: bool,
         *,
-        warehouse: Warehouse | None,
-        owner: bool,
-        beta: torch.Tensor | None,
-        budget: float,
-        cell_start: int,
-        reduction: float,
-        min_hidden: int,
-        eps: float,
-        nonlocal_basis_ratio: float,
-        spatial_partition: bool,
-        assignment: str,
-        executor: str,
-        name: str,
+        warehouse: Warehouse | None = None,
+        owner: bool = False,
+        beta: torch.Tensor | None = None,
+        budget: float = 1.0,
+        cell_start: int = 0,
+        reduction: float = 1 / 16,
+        min_hidden: int = 16,
+        eps: float = 1e-3,
+        nonlocal_basis_ratio: float = 1.0,
+        spatial_partition: bool = True,
+        assignment: str = "diagonal",
+        executor: str = "fast",
+        name: str = "",
         attention_norm: str = "batchnorm",
     ) -> None:
         if in_channels < 1 or out_channels < 1:
@@ -188,21 +213,7 @@ class _KWConvNd(KWLayer):
         groups: int = 1,
         bias: bool = True,
         padding_mode: str = "zeros",
-        *,
-        warehouse: Warehouse | None = None,
-        owner: bool = False,
-        beta: torch.Tensor | None = None,
-        budget: float = 1.0,
-        cell_start: int = 0,
-        reduction: float = 1 / 16,
-        min_hidden: int = 16,
-        eps: float = 1e-3,
-        nonlocal_basis_ratio: float = 1.0,
-        spatial_partition: bool = True,
-        assignment: str = "diagonal",
-        executor: str = "fast",
-        name: str = "",
-        attention_norm: str = "batchnorm",
+        **options: Unpack[KWOptions],
     ) -> None:
         super().__init__()
         if padding_mode != "zeros":
@@ -226,20 +237,7 @@ class _KWConvNd(KWLayer):
             out_channels,
             kernel_shape,
             bias,
-            warehouse=warehouse,
-            owner=owner,
-            beta=beta,
-            budget=budget,
-            cell_start=cell_start,
-            reduction=reduction,
-            min_hidden=min_hidden,
-            eps=eps,
-            nonlocal_basis_ratio=nonlocal_basis_ratio,
-            spatial_partition=spatial_partition,
-            assignment=assignment,
-            executor=executor,
-            name=name,
-            attention_norm=attention_norm,
+            **options,
         )
 
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
@@ -315,21 +313,7 @@ class KWLinear(KWLayer):
         in_features: int,
         out_features: int,
         bias: bool = True,
-        *,
-        warehouse: Warehouse | None = None,
-        owner: bool = False,
-        beta: torch.Tensor | None = None,
-        budget: float = 1.0,
-        cell_start: int = 0,
-        reduction: float = 1 / 16,
-        min_hidden: int = 16,
-        eps: float = 1e-3,
-        nonlocal_basis_ratio: float = 1.0,
-        spatial_partition: bool = True,
-        assignment: str = "diagonal",
-        executor: str = "fast",
-        name: str = "",
-        attention_norm: str = "batchnorm",
+        **options: Unpack[KWOptions],
     ) -> None:
         super().__init__()
         self.in_features = in_features
@@ -339,20 +323,7 @@ class KWLinear(KWLayer):
             out_features,
             (out_features, in_features),
             bias,
-            warehouse=warehouse,
-            owner=owner,
-            beta=beta,
-            budget=budget,
-            cell_start=cell_start,
-            reduction=reduction,
-            min_hidden=min_hidden,
-            eps=eps,
-            nonlocal_basis_ratio=nonlocal_basis_ratio,
-            spatial_partition=spatial_partition,
-            assignment=assignment,
-            executor=executor,
-            name=name,
-            attention_norm=attention_norm,
+            **options,
         )
 
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
