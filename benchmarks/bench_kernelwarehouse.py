@@ -1,7 +1,8 @@
 """KernelWarehouse ResNet18 speed and memory against plain timm ResNet18 and the authors' method.
 
-Three models measured in the same run, interleaved (every repetition times each model once, the
-median is reported), so machine load affects them alike:
+Three models measured in the same run, interleaved (every repetition times each model once, in
+an order rotated from one repetition to the next; the median is reported), so machine load and
+the previous step's allocations affect them alike:
 
 * ``plain``: timm ``resnet18``;
 * ``kw fast``: ``kw_resnet18`` at b = 1 with this package's default executor;
@@ -117,8 +118,12 @@ def time_all(batch: int, res: int, mode: str, reps: int, device: str) -> dict[st
     for step in steps.values():  # warm-up
         step()
     times: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    for _ in range(reps):
-        for v, step in steps.items():
+    for rep in range(reps):
+        # rotate the order: a step right after another model's pays for its allocation
+        # pattern (measured ~15-20% on this CPU), so each variant follows each other equally
+        order = VARIANTS[rep % len(VARIANTS) :] + VARIANTS[: rep % len(VARIANTS)]
+        for v in order:
+            step = steps[v]
             _sync(device)
             start = time.perf_counter()
             step()
@@ -221,8 +226,8 @@ def main(quick: bool = False) -> str:
             rows.append((mode, batch, t))
             print(mode, batch, {k: round(v, 4) for k, v in t.items()}, flush=True)
     lines = [
-        f"Device: {device}; input {res} x {res}; median of {reps} interleaved repetitions; "
-        "tau = 0; KW ResNet18 at b = 1 (11.93M parameters vs 11.69M).",
+        f"Device: {device}; input {res} x {res}; median of {reps} interleaved repetitions, "
+        "order rotated; tau = 0; KW ResNet18 at b = 1 (11.93M parameters vs 11.69M).",
         "",
         "| mode | batch | plain (ms) | kw fast (ms) | kw reference (ms) | fast / plain | "
         "reference / plain | reference / fast |",

@@ -102,7 +102,8 @@ def kernelwarehouse(quick: bool) -> tuple[list[Ratio], str]:
     note = (
         f"KernelWarehouse rows: `bench_kernelwarehouse.time_all` (plain timm ResNet18, KW ResNet18 "
         f"b = 1 with the package's fast executor, and the authors' per-sample assembly + grouped "
-        f"convolution on the same weights), median of {reps} interleaved repetitions, tau = 0. "
+        f"convolution on the same weights), median of {reps} interleaved repetitions (order "
+        "rotated), tau = 0. "
         "The SPEC measured the authors' method at 3.4x plain (batch 16, 224 px) on this CPU; "
         "the goal is to beat that.\n"
     )
