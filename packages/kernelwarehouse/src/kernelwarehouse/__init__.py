@@ -11,7 +11,7 @@ from . import models  # registers the kw_* architectures in timm
 from .attention import AttentionBatchNorm1d, KWAttention, assign_cells, contrasting_attention
 from .convert import GROUPING_RULES, ConversionPlan, auto_groups, convert, register_grouping
 from .functional import EXECUTORS, register_executor
-from .layers import KWConv1d, KWConv2d, KWConv3d, KWLayer, KWLinear, Warehouse
+from .layers import KWConv1d, KWConv2d, KWConv3d, KWLayer, KWLinear, KWOptions, Warehouse
 from .manager import LayerPlan, WarehouseManager, WarehousePlan
 from .partition import CellShape, LayerPartition, partition_kernel, plan_cell_shape
 from .temperature import TemperatureScheduler, get_temperature, set_temperature
@@ -43,6 +43,7 @@ __all__ = [
     "KWConv3d",
     "KWLayer",
     "KWLinear",
+    "KWOptions",
     "LayerPartition",
     "LayerPlan",
     "TemperatureScheduler",
