@@ -226,29 +226,27 @@ def kmeans(quick: bool) -> tuple[list[Ratio], str]:
             runs[key] = bench._measure(key, data, k, Path(tmp))
     if runs["sklearn"] is None:
         return [], "k-means: not measured (scikit-learn missing).\n"
-    sk = runs["sklearn"]
-    ref = inertia(x, sk["centers"])
+    ref = inertia(x, runs["sklearn"]["centers"])
     what = f"{n:,} x {d} into {k}"
 
     def versus(key: str) -> str:
         return f"inertia {100 * (inertia(x, runs[key]['centers']) / ref - 1):+.2f}% vs sklearn"
 
+    sklearn = ("sklearn", "scikit-learn KMeans (n_init=1)")
+    # (ours, variant, baseline, goal)
+    rows = [
+        ("lloyd", "defaults", sklearn, "<= 1/3"),
+        ("minibatch", "mini-batch", sklearn, ""),
+        ("lloyd", "defaults", ("faiss", "faiss.Kmeans (niter 25)"), ""),
+    ]
     ratios = []
-    if runs["lloyd"] is not None:
+    for ours, variant, (base, base_name), goal in rows:
+        if runs[ours] is None or runs[base] is None:
+            continue
+        detail = versus(ours) if base == "sklearn" else "faiss " + versus(base)
         ratios.append(
-            Ratio("k-means (dict-init)", what + ", defaults", "scikit-learn KMeans (n_init=1)",
-                  runs["lloyd"]["seconds"], sk["seconds"], "<= 1/3", versus("lloyd"))
-        )  # fmt: skip
-    if runs["minibatch"] is not None:
-        ratios.append(
-            Ratio("k-means (dict-init)", what + ", mini-batch", "scikit-learn KMeans (n_init=1)",
-                  runs["minibatch"]["seconds"], sk["seconds"], "", versus("minibatch"))
-        )  # fmt: skip
-    if runs["lloyd"] is not None and runs["faiss"] is not None:
-        ratios.append(
-            Ratio("k-means (dict-init)", what + ", defaults", "faiss.Kmeans (niter 25)",
-                  runs["lloyd"]["seconds"], runs["faiss"]["seconds"], "",
-                  "faiss " + versus("faiss"))
+            Ratio("k-means (dict-init)", f"{what}, {variant}", base_name,
+                  runs[ours]["seconds"], runs[base]["seconds"], goal, detail)
         )  # fmt: skip
     note = (
         "k-means rows: `bench_dict_init` workers (each method in a fresh process, 2 threads; "

@@ -154,15 +154,11 @@ def kw_forward_fast(
     """Same result as :func:`kw_forward_reference`, faster on CPU (see module docstring)."""
     batch = x.shape[0]
     kernel_size = part.kernel_shape[2:]
-    small_cpu_map = (
-        not x.is_cuda
-        and x.dim() == 4
-        and groups == 1
-        and not isinstance(padding, str)
-        and math.prod(_out_size(x, kernel_size, stride, padding, dilation)) <= UNFOLD_MAX_POSITIONS
-    )
-    if small_cpu_map and all(k == 1 for k in part.cell.kernel_size) and part.spatial_groups > 1:
+    small_cpu_map = False
+    if not x.is_cuda and x.dim() == 4 and groups == 1 and not isinstance(padding, str):
         out_hw = _out_size(x, kernel_size, stride, padding, dilation)
+        small_cpu_map = math.prod(out_hw) <= UNFOLD_MAX_POSITIONS
+    if small_cpu_map and all(k == 1 for k in part.cell.kernel_size) and part.spatial_groups > 1:
         out = per_offset_conv2d(x, attention, cells, part, stride, padding, dilation, out_hw)
         return out if bias is None else out + bias.reshape(1, -1, 1, 1)
     kernel = _assemble(attention, cells, part)
@@ -177,7 +173,6 @@ def kw_forward_fast(
             )
         return out.reshape(batch, kernel.shape[1], *x.shape[2:])
     if small_cpu_map and batch > 1:  # one sample: the plain convolution is as fast
-        out_hw = _out_size(x, kernel_size, stride, padding, dilation)
         cols = F.unfold(x, kernel_size, dilation, padding, stride)  # [B, c*k*k, L]
         out = torch.bmm(kernel.reshape(batch, kernel.shape[1], -1), cols)
         if bias is not None:

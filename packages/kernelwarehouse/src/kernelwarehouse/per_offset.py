@@ -65,8 +65,8 @@ def _as_rows(grad_kernel: torch.Tensor, part: LayerPartition) -> torch.Tensor:
 def _forward(
     cols: torch.Tensor, attention: torch.Tensor, cells: torch.Tensor, part: LayerPartition
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[B, f, L]`` output without autograd (one kernel buffer, accumulation in place), and the
-    buffer (which holds every offset's kernels when they fit one block)."""
+    """``[B, f, L]`` output without autograd (one kernel buffer, accumulation in place), and
+    every offset's kernels when they fit one block (``None`` otherwise)."""
     batch, n = attention.shape[0], cells.shape[0]
     spatial = part.spatial_groups
     columns = cols.reshape(batch, part.kernel_shape[1], spatial, -1)
@@ -84,7 +84,7 @@ def _forward(
                 out = torch.bmm(kernels[:, s], x_s)
             else:
                 out.baddbmm_(kernels[:, s], x_s)
-    return out, buffer
+    return out, (buffer if step == spatial else None)
 
 
 class PerOffsetConv(torch.autograd.Function):
@@ -93,10 +93,9 @@ class PerOffsetConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, cols, attention, cells, part):  # type: ignore[override]
         ctx.part = part
-        out, kernels = _forward(cols, attention, cells, part)
         # kernels that fit one block (small batches, small layers) are kept, not recomputed
-        single = _offsets_per_product(attention.shape[0], part) == part.spatial_groups
-        ctx.save_for_backward(cols, attention, cells, kernels if single else None)
+        out, kept = _forward(cols, attention, cells, part)
+        ctx.save_for_backward(cols, attention, cells, kept)
         return out
 
     @staticmethod
