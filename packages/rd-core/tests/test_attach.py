@@ -66,6 +66,28 @@ def test_resnet_features_only_keeps_every_output():
     torch.testing.assert_close(out[1], captured[0])
 
 
+@pytest.mark.parametrize(
+    ("name", "level"), [("cspdarknet53", 3), ("convnext_tiny", 1), ("efficientnet_b0", 2)]
+)
+def test_features_only_takes_feature_info_names(name, level):
+    # feature_info names are dotted ("stages.2"); the features_only wrapper flattens its
+    # top-level containers ("stages_2"). The name timm reports must be accepted as it is.
+    model = timm.create_model(name, features_only=True).eval()
+    at = model.feature_info.module_name()[level]
+    x = torch.randn(1, 3, 64, 64)
+    reference = [f.shape for f in model(x)]
+    rd = attach(model, at=at, num_atoms=16, input_size=(3, 64, 64))
+    assert rd.in_channels == model.feature_info.channels()[level]
+    captured = []
+    handle = rd.register_forward_hook(lambda m, i, o: captured.append(o))
+    out = model(x)
+    handle.remove()
+    assert [f.shape for f in out] == reference
+    torch.testing.assert_close(out[level], captured[0])  # the level collected is the RD's output
+    assert detach(model, at) is rd
+    assert not attached(model)
+
+
 def test_convnext_stage():
     model = timm.create_model("test_convnext", num_classes=5).eval()
     x = torch.randn(1, 3, 64, 64)

@@ -151,8 +151,25 @@ class RDInsertion(nn.Module):
         return f"layout={self.layout!r}"
 
 
+def _feature_wrapper_name(modules: dict[str, nn.Module], name: str) -> str | None:
+    """``name`` as timm's ``features_only`` wrappers spell it, or ``None``.
+
+    ``FeatureListNet`` / ``FeatureDictNet`` flatten the top-level sequential containers of the
+    model they wrap (``stages.2`` becomes ``stages_2``) while ``feature_info.module_name()`` keeps
+    the dotted name, so a name read from ``feature_info`` must be mapped before it is looked up.
+    """
+    head, dot, rest = name.partition(".")
+    if not dot:
+        return None
+    child, dot, deeper = rest.partition(".")
+    flat = f"{head}_{child}" + (f".{deeper}" if dot else "")
+    return flat if flat in modules else None
+
+
 def _resolve(model: nn.Module, name: str) -> tuple[nn.Module, str, nn.Module]:
     modules = dict(model.named_modules())
+    if name and name not in modules:
+        name = _feature_wrapper_name(modules, name) or name
     if not name or name not in modules:
         candidates = [n for n in modules if n]
         close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)
@@ -308,6 +325,8 @@ def attached(model: nn.Module) -> dict[str, RDInsertion]:
 def detach(model: nn.Module, at: str) -> RetrieverDictionary:
     """Remove the RD inserted after ``at``, put the original module back, return the RD."""
     found = attached(model)
+    if at not in found:
+        at = _feature_wrapper_name(dict(model.named_modules()), at) or at
     if at not in found:
         raise ValueError(f"detach: no RD is attached at {at!r}; attached at: {sorted(found)}")
     parent, child, insertion = _resolve(model, at)
