@@ -7,6 +7,7 @@ Example:
     torch.Size([1, 64, 8, 8])
 """
 
+from . import official
 from .attach import (
     LAYOUTS,
     RDInsertion,
@@ -18,6 +19,7 @@ from .attach import (
     register_layout,
 )
 from .capture import batch_images, iter_rd_inputs, rd_inputs
+from .card import HUB_METADATA
 from .compression import CompressionReport, compress, distillation_loss, student_from_teacher
 from .dictionary import ConvBNDictionary, NormalizedDictionary, as_atoms
 from .inspection import (
@@ -36,6 +38,7 @@ from .variants import VariantSpec, get_variant, list_variants, register_variant
 __version__ = "0.1.0"
 
 __all__ = [
+    "HUB_METADATA",
     "LAYOUTS",
     "USAGE_SCORES",
     "AtomUsage",
@@ -65,6 +68,7 @@ __all__ = [
     "get_variant",
     "iter_rd_inputs",
     "list_variants",
+    "official",
     "plot_coefficients",
     "positional_norm",
     "rd_inputs",

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dictionary import as_atoms
-from .pono import positional_norm
 from .retriever import FusedRetriever, SplitRetriever, fuse_retriever
 from .variants import get_variant
 
@@ -177,7 +176,7 @@ class RetrieverDictionary(nn.Module):
         w_x, w_d = self.mix_weights
         if self._can_use_inference_cache():
             weight, bias = self._folded_dictionary()
-            normalised = positional_norm(self.retriever(x), self.eps)
+            normalised = self.norm.normalize(self.retriever(x))
             out = F.conv2d(normalised, weight, bias)
             return out.add_(x, alpha=w_x) if w_x != 0.0 else out
         return w_x * x + w_d * self.dictionary(self.norm(self.retriever(x)))

@@ -2,8 +2,17 @@
 
 YOLO-RD (equation 4) normalises the coefficient vector at every spatial position so that it
 cannot simply copy the input and collapse the dictionary into an identity. This is PONO
-(Li et al., 2019): mean and variance are taken over the channel axis only, separately for
+(Li et al., 2019): mean and spread are taken over the channel axis only, separately for
 each sample and each position.
+
+Two forms, registered in :data:`PONO_FORMS`:
+
+* ``"variance"`` (equation 4, the paper): ``(x - mean) / sqrt(var + eps)`` with the biased
+  variance (divide by ``C``);
+* ``"std"`` (the authors' public ``DConv.PONO``): ``(x - mean) / (std + eps)`` with the
+  *unbiased* standard deviation (divide by ``C - 1``, as ``torch.std``) and ``eps`` added to
+  the standard deviation. At ``C = 512`` the two differ by ``sqrt(512 / 511) - 1 = 1e-3``
+  relative, far above float32 rounding.
 """
 
 from __future__ import annotations
@@ -11,14 +20,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["PositionalNorm", "positional_norm"]
+__all__ = ["PONO_FORMS", "PositionalNorm", "positional_norm"]
+
+PONO_FORMS = ("variance", "std")
 
 
-def positional_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Normalise ``x`` ``[B, C, H, W]`` to zero mean and unit variance over ``C`` per position.
+def positional_norm(x: torch.Tensor, eps: float = 1e-5, form: str = "variance") -> torch.Tensor:
+    """Normalise ``x`` ``[B, C, H, W]`` to zero mean and unit spread over ``C`` per position.
 
-    The variance is the biased one (divide by ``C``) and ``eps`` goes under the square root,
-    exactly as in equation 4 of YOLO-RD.
+    ``form="variance"``: biased variance, ``eps`` under the square root (YOLO-RD equation 4).
+    ``form="std"``: unbiased standard deviation plus ``eps`` (the authors' code).
 
     Example:
         >>> import torch
@@ -30,10 +41,15 @@ def positional_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
         raise ValueError(
             f"positional_norm: x must have a channel axis (dim >= 2), got shape {tuple(x.shape)}"
         )
+    if form not in PONO_FORMS:
+        raise ValueError(f"positional_norm: form={form!r} is not one of {PONO_FORMS}")
     # Two explicit passes instead of torch.var_mean(dim=1): on CPU the fused reduction over the
     # channel axis of an NCHW map was ~4x slower than mean + centred mean of squares, and the
     # centred form keeps the variance exact (no E[x^2] - E[x]^2 cancellation).
     centred = x - x.mean(dim=1, keepdim=True)
+    if form == "std":
+        std = ((centred * centred).sum(dim=1, keepdim=True) / (x.shape[1] - 1)).sqrt()
+        return centred / (std + eps)
     var = (centred * centred).mean(dim=1, keepdim=True)
     return centred * torch.rsqrt(var + eps)
 
@@ -45,7 +61,9 @@ class PositionalNorm(nn.Module):
         num_channels: number of channels ``C`` (the number of atoms ``N`` in an RD module).
         affine: learn ``gamma`` (init 1) and ``beta`` (init 0); the paper's module has them,
             the authors' public module does not.
-        eps: added to the variance before the square root.
+        eps: added to the variance before the square root (``form="variance"``) or to the
+            standard deviation (``form="std"``).
+        form: one of :data:`PONO_FORMS`, see the module docstring.
 
     Example:
         >>> import torch
@@ -54,15 +72,20 @@ class PositionalNorm(nn.Module):
         torch.Size([2, 16, 4, 4])
     """
 
-    def __init__(self, num_channels: int, affine: bool = True, eps: float = 1e-5) -> None:
+    def __init__(
+        self, num_channels: int, affine: bool = True, eps: float = 1e-5, form: str = "variance"
+    ) -> None:
         super().__init__()
         if not isinstance(num_channels, int) or num_channels < 2:
             raise ValueError(
                 f"PositionalNorm: num_channels must be an int >= 2 (a normalisation over one "
                 f"channel is constant), got {num_channels!r}"
             )
+        if form not in PONO_FORMS:
+            raise ValueError(f"PositionalNorm: form={form!r} is not one of {PONO_FORMS}")
         self.num_channels = num_channels
         self.eps = float(eps)
+        self.form = form
         self.affine = affine
         if affine:
             self.weight = nn.Parameter(torch.ones(num_channels))
@@ -71,12 +94,16 @@ class PositionalNorm(nn.Module):
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
 
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """The normalisation alone, without ``gamma`` / ``beta``."""
+        return positional_norm(x, self.eps, self.form)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = positional_norm(x, self.eps)
+        y = self.normalize(x)
         if self.affine:
             shape = (1, -1) + (1,) * (x.dim() - 2)
             y = y * self.weight.view(shape) + self.bias.view(shape)
         return y
 
     def extra_repr(self) -> str:
-        return f"{self.num_channels}, affine={self.affine}, eps={self.eps}"
+        return f"{self.num_channels}, affine={self.affine}, eps={self.eps}, form={self.form!r}"
