@@ -68,10 +68,11 @@ class TaskAlignedAssigner(nn.Module):
         inside = torch.cat((lt, rb), dim=-1).amin(-1) > self.eps
         candidate = inside & gt_mask[:, :, None]
 
-        overlaps = box_iou(gt_boxes, pred_boxes).clamp(min=0)  # [B, M, A]
+        overlaps = box_iou(gt_boxes, pred_boxes)  # [B, M, A]
         labels = gt_labels.clamp(min=0).long()
         cls_score = pred_scores.gather(2, labels[:, None, :].expand(b, a, m)).transpose(1, 2)
-        overlaps = overlaps * candidate
+        # where, not a product: a zero-area padded box against a collapsed prediction is 0 / 0.
+        overlaps = torch.where(candidate, overlaps, 0.0)
         align = cls_score.pow(self.alpha) * overlaps.pow(self.beta) * candidate
 
         k = min(self.topk, a)

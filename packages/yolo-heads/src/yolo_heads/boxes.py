@@ -1,70 +1,72 @@
-"""Box geometry: conversions, IoU / CIoU, anchor points and distance encoding."""
+"""Box geometry: torchvision.ops under the names the losses and assigner use, plus anchor points
+and the distance encoding of the anchor-free head (which torchvision has no counterpart for).
+"""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
+from torchvision import ops
 
 
 def xyxy_to_xywh(boxes: torch.Tensor) -> torch.Tensor:
-    """Corners ``(x1, y1, x2, y2)`` to COCO's ``(x, y, w, h)`` (top-left corner and size)."""
-    x1, y1, x2, y2 = boxes.unbind(-1)
-    return torch.stack((x1, y1, x2 - x1, y2 - y1), dim=-1)
+    """Corners ``(x1, y1, x2, y2)`` to COCO's ``(x, y, w, h)`` (top-left corner and size).
+
+    >>> xyxy_to_xywh(torch.tensor([[1.0, 2, 4, 6]])).tolist()
+    [[1.0, 2.0, 3.0, 4.0]]
+    """
+    return ops.box_convert(boxes, "xyxy", "xywh")
 
 
 def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
-    """Centre and size ``(cx, cy, w, h)`` to corners ``(x1, y1, x2, y2)``."""
-    cx, cy, w, h = boxes.unbind(-1)
-    return torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), dim=-1)
+    """Centre and size ``(cx, cy, w, h)`` to corners ``(x1, y1, x2, y2)``.
+
+    >>> cxcywh_to_xyxy(torch.tensor([[2.0, 2, 2, 4]])).tolist()
+    [[1.0, 0.0, 3.0, 4.0]]
+    """
+    return ops.box_convert(boxes, "cxcywh", "xyxy")
 
 
-def box_area(boxes: torch.Tensor) -> torch.Tensor:
-    return (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(
-        min=0
-    )
-
-
-def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
+def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
     """Pairwise IoU of ``[..., N, 4]`` and ``[..., M, 4]`` xyxy boxes, giving ``[..., N, M]``.
+
+    ``torchvision.ops.box_iou``; two zero-area boxes give NaN (0 / 0), so mask padded boxes.
 
     >>> box_iou(torch.tensor([[0.0, 0, 2, 2]]), torch.tensor([[1.0, 1, 3, 3]]))
     tensor([[0.1429]])
     """
-    lt = torch.maximum(boxes1[..., :, None, :2], boxes2[..., None, :, :2])
-    rb = torch.minimum(boxes1[..., :, None, 2:], boxes2[..., None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    union = box_area(boxes1)[..., :, None] + box_area(boxes2)[..., None, :] - inter
-    return inter / (union + eps)
+    return ops.box_iou(boxes1, boxes2)
 
 
 def complete_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """Element-wise Complete IoU (Zheng et al. 2020) of matching xyxy boxes ``[..., 4]``.
 
-    CIoU = IoU - rho^2 / c^2 - alpha * v, with rho the centre distance, c the diagonal of the
-    smallest enclosing box and v the aspect-ratio consistency term.
+    ``1 - torchvision.ops.complete_box_iou_loss``: IoU - rho^2 / c^2 - alpha * v, with rho the
+    centre distance, c the diagonal of the smallest enclosing box and v the aspect-ratio term.
+    Heights are floored at ``1e-6 * (1 + |y1|)`` first (relative, since ``y1 + 1e-7 == y1`` in
+    float32 beyond 1) so a collapsed predicted box gives a finite loss instead of
+    ``atan(0 / 0) = NaN``; a no-op for any real box.
 
     >>> complete_iou(torch.tensor([[0.0, 0, 2, 2]]), torch.tensor([[0.0, 0, 2, 2]]))
-    tensor([1.0000])
+    tensor([1.])
     """
-    b1x1, b1y1, b1x2, b1y2 = boxes1.unbind(-1)
-    b2x1, b2y1, b2x2, b2y2 = boxes2.unbind(-1)
-    w1, h1 = b1x2 - b1x1, (b1y2 - b1y1).clamp(min=eps)
-    w2, h2 = b2x2 - b2x1, (b2y2 - b2y1).clamp(min=eps)
-    inter = (torch.minimum(b1x2, b2x2) - torch.maximum(b1x1, b2x1)).clamp(min=0) * (
-        torch.minimum(b1y2, b2y2) - torch.maximum(b1y1, b2y1)
-    ).clamp(min=0)
-    union = w1 * h1 + w2 * h2 - inter + eps
-    iou = inter / union
-    cw = torch.maximum(b1x2, b2x2) - torch.minimum(b1x1, b2x1)
-    ch = torch.maximum(b1y2, b2y2) - torch.minimum(b1y1, b2y1)
-    c2 = cw**2 + ch**2 + eps
-    rho2 = ((b2x1 + b2x2 - b1x1 - b1x2) ** 2 + (b2y1 + b2y2 - b1y1 - b1y2) ** 2) / 4
-    v = (4 / math.pi**2) * (torch.atan(w2 / h2) - torch.atan(w1 / h1)) ** 2
-    with torch.no_grad():
-        alpha = v / (v - iou + (1 + eps))
-    return iou - (rho2 / c2 + v * alpha)
+    boxes1, boxes2 = _floor_height(boxes1), _floor_height(boxes2)
+    return 1.0 - ops.complete_box_iou_loss(boxes1, boxes2, reduction="none", eps=eps)
+
+
+def _floor_height(boxes: torch.Tensor) -> torch.Tensor:
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    return torch.stack((x1, y1, x2, torch.maximum(y2, y1 + 1e-6 * (1 + y1.abs()))), dim=-1)
+
+
+def clip_boxes(boxes: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+    """Clip xyxy boxes to an image of ``image_size`` (height, width).
+
+    >>> clip_boxes(torch.tensor([[-2.0, 3, 50, 9]]), (8, 40)).tolist()
+    [[0.0, 3.0, 40.0, 8.0]]
+    """
+    return ops.clip_boxes_to_image(boxes, image_size)
 
 
 def make_anchor_points(

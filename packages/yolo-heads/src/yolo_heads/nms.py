@@ -1,16 +1,34 @@
-"""Non-maximum suppression (greedy, per class) and the post-processing of decoded outputs."""
+"""Non-maximum suppression (torchvision's kernels behind checked wrappers) and post-processing."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
+from torchvision import ops
 
 from ._checks import check_fraction, check_positive
-from .boxes import box_iou
+from .boxes import clip_boxes
+
+
+def _check_nms_inputs(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> None:
+    if not isinstance(boxes, torch.Tensor) or boxes.ndim != 2 or boxes.shape[1] != 4:
+        shape = tuple(boxes.shape) if isinstance(boxes, torch.Tensor) else type(boxes).__name__
+        raise ValueError(f"boxes has shape {shape}; expected a tensor [N, 4] of xyxy boxes")
+    if not isinstance(scores, torch.Tensor) or scores.shape != (boxes.shape[0],):
+        shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+        raise ValueError(
+            f"scores has shape {shape}; expected [{boxes.shape[0]}] (one score per box)"
+        )
+    check_fraction("iou_threshold", iou_threshold)
+    if torch.isnan(boxes).any():
+        rows = torch.isnan(boxes).any(1).nonzero().flatten()[:5].tolist()
+        raise ValueError(f"boxes holds NaN (rows {rows}...); NMS needs finite xyxy boxes")
+    if torch.isnan(scores).any():
+        rows = torch.isnan(scores).nonzero().flatten()[:5].tolist()
+        raise ValueError(f"scores holds NaN (entries {rows}...); NMS needs finite scores")
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """Greedy NMS: indices of kept boxes, highest score first (same contract as torchvision's).
+    """``torchvision.ops.nms`` with its inputs checked: indices of kept boxes, best first.
 
     A box is dropped when its IoU with a kept, higher-scoring box exceeds ``iou_threshold``.
 
@@ -18,39 +36,29 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
     >>> nms(boxes, torch.tensor([0.9, 0.8, 0.7]), 0.5).tolist()
     [0, 2]
     """
-    if boxes.numel() == 0:
-        return torch.zeros(0, dtype=torch.long, device=boxes.device)
-    order = scores.argsort(descending=True, stable=True)
-    # One IoU matrix, then a cheap greedy pass over it (the pass is inherently sequential).
-    overlap = (box_iou(boxes[order], boxes[order], eps=0.0) > iou_threshold).cpu().numpy()
-    n = len(order)
-    removed = np.zeros(n, dtype=bool)
-    keep = []
-    for i in range(n):
-        if removed[i]:
-            continue
-        keep.append(i)
-        removed |= overlap[i]
-    return order[torch.as_tensor(keep, dtype=torch.long, device=order.device)]
+    _check_nms_inputs(boxes, scores, iou_threshold)
+    return ops.nms(boxes, scores, float(iou_threshold))
 
 
 def batched_nms(
     boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, iou_threshold: float
 ) -> torch.Tensor:
-    """NMS within each class: boxes of different classes never suppress each other.
-
-    Shifts each class's boxes by a class-dependent offset larger than any coordinate, so one
-    greedy pass handles all classes (as torchvision does).
+    """``torchvision.ops.batched_nms`` (checked): boxes of different classes never suppress
+    each other.
 
     >>> boxes = torch.tensor([[0.0, 0, 10, 10], [1, 1, 10, 10]])
     >>> batched_nms(boxes, torch.tensor([0.9, 0.8]), torch.tensor([0, 1]), 0.5).tolist()
     [0, 1]
     """
-    if boxes.numel() == 0:
-        return torch.zeros(0, dtype=torch.long, device=boxes.device)
-    span = boxes.max() - boxes.min() + 1
-    shifted = boxes - boxes.min() + classes.to(boxes)[:, None] * span
-    return nms(shifted, scores, iou_threshold)
+    _check_nms_inputs(boxes, scores, iou_threshold)
+    if not isinstance(classes, torch.Tensor) or classes.shape != (boxes.shape[0],):
+        shape = tuple(classes.shape) if isinstance(classes, torch.Tensor) else type(classes)
+        raise ValueError(
+            f"classes has shape {shape}; expected [{boxes.shape[0]}] (one class per box)"
+        )
+    if classes.is_floating_point():
+        raise ValueError(f"classes has dtype {classes.dtype}; expected integer class indices")
+    return ops.batched_nms(boxes, scores, classes, float(iou_threshold))
 
 
 def postprocess(
@@ -66,15 +74,22 @@ def postprocess(
     """Decoded boxes [B, A, 4] and class scores [B, A, C] to per-image detections.
 
     Keeps (box, class) pairs scoring above ``conf`` (every class of a box when ``multi_label``,
-    else its best), runs per-class NMS at ``iou`` and keeps the ``max_det`` best. Boxes are
-    clipped to ``image_size`` (height, width) when given.
+    else its best), at most ``max_candidates`` of them, runs torchvision's per-class NMS at
+    ``iou`` (no IoU matrix of our own) and keeps the ``max_det`` best. Boxes are clipped to
+    ``image_size`` (height, width) when given.
+
+    >>> boxes = torch.tensor([[[0.0, 0, 9, 9], [1, 1, 9, 9]]])
+    >>> scores = torch.tensor([[[0.9], [0.8]]])
+    >>> out = postprocess(boxes, scores)
+    >>> out[0]["boxes"].tolist(), out[0]["labels"].tolist()
+    ([[0.0, 0.0, 9.0, 9.0]], [0])
     """
     check_fraction("conf", conf)
     check_fraction("iou", iou)
     check_positive("max_det", max_det, integer=True)
+    check_positive("max_candidates", max_candidates, integer=True)
     results = []
-    for b in range(boxes.shape[0]):
-        bx, sc = boxes[b], scores[b]
+    for bx, sc in zip(boxes, scores):
         if multi_label:
             anchor_idx, cls = (sc > conf).nonzero(as_tuple=True)
             score = sc[anchor_idx, cls]
@@ -87,16 +102,8 @@ def postprocess(
             anchor_idx, cls, score = anchor_idx[top], cls[top], score[top]
         box = bx[anchor_idx]
         if image_size is not None:
-            h, w = image_size
-            box = torch.stack(
-                (
-                    box[:, 0].clamp(0, w),
-                    box[:, 1].clamp(0, h),
-                    box[:, 2].clamp(0, w),
-                    box[:, 3].clamp(0, h),
-                ),
-                dim=1,
-            )
-        keep = batched_nms(box, score, cls, iou)[:max_det]
+            box = clip_boxes(box, image_size)
+        # Unchecked: scores that pass ``> conf`` are never NaN, and no data-dependent checks here.
+        keep = ops.batched_nms(box, score, cls, iou)[:max_det]
         results.append({"boxes": box[keep], "scores": score[keep], "labels": cls[keep]})
     return results
