@@ -1,15 +1,25 @@
-"""Detection data: COCO-format dataset, letterbox, and the handwritten-digits set."""
+"""Detection data: one dataset interface (COCO JSON or YOLO txt layout), letterbox, digits set."""
 
-from .coco import CocoDetection, collate
+from .base import DetectionDataset, ImageRecord, collate
+from .coco import CocoDetection
+from .convert import write_yolo_txt
 from .digits import make_digits_detection
+from .factory import DATASET_FORMATS, create_dataset
 from .letterbox import LetterboxMeta, boxes_to_canvas, boxes_to_original, letterbox
+from .yolo import YoloTxtDetection
 
 __all__ = [
+    "DATASET_FORMATS",
     "CocoDetection",
+    "DetectionDataset",
+    "ImageRecord",
     "LetterboxMeta",
+    "YoloTxtDetection",
     "boxes_to_canvas",
     "boxes_to_original",
     "collate",
+    "create_dataset",
     "letterbox",
     "make_digits_detection",
+    "write_yolo_txt",
 ]

@@ -1,0 +1,150 @@
+"""The one dataset interface: letterbox, augmentation and items; subclasses only read files.
+
+A subclass fills ``records`` (one :class:`ImageRecord` per image: id, file and boxes in the
+original image's pixels), ``class_names``, ``label_to_category`` and ``ann_file`` (a COCO
+ground-truth JSON for pycocotools). Everything that turns a record into a training item lives
+here, so the COCO and YOLO layouts give the same tensors for the same images and boxes.
+
+Augmentation is stateless: the draws for item ``index`` come from a generator seeded by
+``(seed, epoch, index)`` alone, so DataLoader workers, a resumed run and a straight run see the
+same images. Call :meth:`DetectionDataset.set_epoch` before iterating an epoch (the trainer
+does); with ``persistent_workers=True`` the workers keep the epoch their copy had.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .letterbox import boxes_to_canvas, letterbox
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image: its COCO ``image_id``, file, xyxy ``boxes`` [N, 4] (original pixels, float32)
+    and contiguous ``labels`` [N] (int64)."""
+
+    image_id: int
+    path: Path
+    boxes: np.ndarray
+    labels: np.ndarray
+
+
+def _check_image_size(image_size: Any) -> None:
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size <= 0:
+        raise ValueError(
+            f"image_size={image_size!r} is not valid; expected a positive multiple of 32"
+        )
+    if image_size % 32:
+        raise ValueError(
+            f"image_size={image_size!r} is not valid; expected a positive multiple of 32"
+        )
+
+
+class DetectionDataset(Dataset):
+    """Letterboxed ``(image, target)`` items from :class:`ImageRecord` s (see the module doc).
+
+    ``image`` is float [3, S, S] in [0, 1]; ``target`` holds ``boxes`` (xyxy pixels on the
+    canvas), ``labels`` (0..C-1), ``image_id`` and ``meta`` (:class:`LetterboxMeta`, to map
+    predictions back to the original image).
+
+    With ``augment=True``: random scale (``scale_range`` of the fitting size), random placement,
+    horizontal flip with probability ``flip`` (off by default: digits are not symmetric) and
+    brightness / contrast jitter. Boxes cut by the canvas are clipped; boxes left with a side
+    under ``min_box`` pixels are dropped.
+    """
+
+    records: list[ImageRecord]
+    class_names: list[str]
+    label_to_category: list[int]
+    ann_file: Path
+
+    def __init__(
+        self,
+        image_size: int = 96,
+        augment: bool = False,
+        scale_range: tuple[float, float] = (0.6, 1.0),
+        flip: float = 0.0,
+        min_box: float = 2.0,
+        seed: int = 0,
+    ) -> None:
+        _check_image_size(image_size)
+        lo, hi = scale_range
+        if not (0 < lo <= hi <= 1):
+            raise ValueError(
+                f"scale_range={tuple(scale_range)!r} is not valid; expected (low, high) with "
+                "0 < low <= high <= 1"
+            )
+        if not (0 <= flip <= 1):
+            raise ValueError(f"flip={flip!r} is not valid; expected a probability in [0, 1]")
+        self.image_size, self.augment = image_size, augment
+        self.scale_range, self.flip, self.min_box = (float(lo), float(hi)), flip, min_box
+        self.seed, self.epoch = int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Key the augmentation draws of every item by ``epoch`` (with the seed and index)."""
+        self.epoch = int(epoch)
+
+    def generator(self, index: int) -> np.random.Generator:
+        """The random stream of item ``index`` in the current epoch, the same in every process."""
+        return np.random.default_rng([self.seed, self.epoch, index])
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def load(self, index: int) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+        """The original image (uint8 [H, W, 3]), its xyxy boxes (pixels) and labels."""
+        record = self.records[index]
+        if not record.path.is_file():
+            raise FileNotFoundError(
+                f"image {str(record.path)!r} (image_id {record.image_id}) is missing"
+            )
+        with Image.open(record.path) as im:
+            image = np.asarray(im.convert("RGB"))
+        return image, torch.from_numpy(record.boxes.copy()), torch.from_numpy(record.labels.copy())
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        image, boxes, labels = self.load(index)
+        if self.augment:
+            rng = self.generator(index)
+            # Every draw is made, used or not, so each one keeps its place in the stream.
+            jitter = rng.uniform(*self.scale_range)
+            offset = (float(rng.random()), float(rng.random()))
+            do_flip = rng.random() < self.flip
+            contrast, brightness = rng.uniform(0.75, 1.25), rng.uniform(-0.1, 0.1)
+        else:
+            jitter, offset = 1.0, (0.5, 0.5)
+        canvas, meta = letterbox(image, self.image_size, float(jitter), offset)
+        # Boxes reaching past the image (common in COCO files) are clipped to it.
+        h, w = meta.original_size
+        boxes = torch.minimum(boxes.clamp(min=0), torch.tensor([w, h, w, h], dtype=boxes.dtype))
+        boxes = boxes_to_canvas(boxes, meta).clamp(0, self.image_size)
+        tensor = torch.from_numpy(canvas.copy()).permute(2, 0, 1).float() / 255.0
+        if self.augment:
+            if do_flip:
+                tensor = tensor.flip(-1)
+                s = self.image_size
+                boxes = torch.stack((s - boxes[:, 2], boxes[:, 1], s - boxes[:, 0], boxes[:, 3]), 1)
+            tensor = ((tensor - 0.5) * float(contrast) + 0.5 + float(brightness)).clamp(0, 1)
+        keep = ((boxes[:, 2] - boxes[:, 0]) >= self.min_box) & (
+            (boxes[:, 3] - boxes[:, 1]) >= self.min_box
+        )
+        target = {
+            "boxes": boxes[keep],
+            "labels": labels[keep],
+            "image_id": self.records[index].image_id,
+            "meta": meta,
+        }
+        return tensor, target
+
+
+def collate(batch: list[tuple[torch.Tensor, dict[str, Any]]]):
+    """Stack images; keep targets as a list of per-image dicts (for a DataLoader)."""
+    images, targets = zip(*batch)
+    return torch.stack(images), list(targets)
