@@ -18,25 +18,16 @@ from .boxes import xyxy_to_xywh
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
-def evaluate_coco(
+def coco_evaluator(
     ann_file: str | Path, detections: Sequence[dict[str, Any]] | str | Path, verbose: bool = False
-) -> dict[str, float]:
-    """COCO box metrics of ``detections`` against the ground truth in ``ann_file``.
+) -> Any:
+    """pycocotools' ``COCOeval`` of ``detections`` against ``ann_file``, after ``evaluate``,
+    ``accumulate`` and ``summarize`` (``stats`` holds the metrics, ``eval["precision"]`` the
+    precision-recall curves); ``None`` when there are no detections (pycocotools cannot score
+    an empty result list).
 
     ``detections`` is a COCO results list (dicts with ``image_id``, ``category_id``, ``bbox``
-    as [x, y, w, h] and ``score``) or the path of such a JSON file. Returns AP (IoU .50:.95),
-    AP50, AP75 and APs/APm/APl as pycocotools computes them; an area range without ground truth
-    reads -1 as in pycocotools. No detections give zeros.
-
-    >>> import json, tempfile, pathlib
-    >>> gt = {"images": [{"id": 1, "width": 64, "height": 64}],
-    ...       "categories": [{"id": 1, "name": "a"}],
-    ...       "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [4, 4, 20, 20],
-    ...                        "area": 400, "iscrowd": 0}]}
-    >>> path = pathlib.Path(tempfile.mkdtemp()) / "gt.json"; _ = path.write_text(json.dumps(gt))
-    >>> dets = [{"image_id": 1, "category_id": 1, "bbox": [4, 4, 20, 20], "score": 1.0}]
-    >>> evaluate_coco(path, dets)["AP"]
-    1.0
+    as [x, y, w, h] and ``score``) or the path of such a JSON file.
     """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -58,7 +49,7 @@ def evaluate_coco(
     with quiet:
         gt = COCO(str(ann_file))
         if not detections:
-            return dict.fromkeys(METRICS, 0.0)
+            return None
         known = set(gt.getImgIds())
         unknown = {d["image_id"] for d in detections} - known
         if unknown:
@@ -71,6 +62,31 @@ def evaluate_coco(
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
+    return evaluator
+
+
+def evaluate_coco(
+    ann_file: str | Path, detections: Sequence[dict[str, Any]] | str | Path, verbose: bool = False
+) -> dict[str, float]:
+    """COCO box metrics of ``detections`` against the ground truth in ``ann_file``.
+
+    Returns AP (IoU .50:.95), AP50, AP75 and APs/APm/APl as pycocotools computes them (see
+    :func:`coco_evaluator`); an area range without ground truth reads -1 as in pycocotools.
+    No detections give zeros.
+
+    >>> import json, tempfile, pathlib
+    >>> gt = {"images": [{"id": 1, "width": 64, "height": 64}],
+    ...       "categories": [{"id": 1, "name": "a"}],
+    ...       "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [4, 4, 20, 20],
+    ...                        "area": 400, "iscrowd": 0}]}
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "gt.json"; _ = path.write_text(json.dumps(gt))
+    >>> dets = [{"image_id": 1, "category_id": 1, "bbox": [4, 4, 20, 20], "score": 1.0}]
+    >>> evaluate_coco(path, dets)["AP"]
+    1.0
+    """
+    evaluator = coco_evaluator(ann_file, detections, verbose=verbose)
+    if evaluator is None:
+        return dict.fromkeys(METRICS, 0.0)
     return {name: float(evaluator.stats[i]) for i, name in enumerate(METRICS)}
 
 
@@ -114,9 +130,9 @@ def evaluate_detector(
     max_det: int = 100,
     show_progress: bool = True,
 ) -> dict[str, float]:
-    """Run ``model.predict`` over a :class:`~yolo_heads.data.CocoDetection` (no augmentation)
-    and score it with :func:`evaluate_coco` on the dataset's own annotation file."""
-    from .data.coco import collate
+    """Run ``model.predict`` over a dataset from :func:`yolo_heads.data.create_dataset` (no
+    augmentation) and score it with :func:`evaluate_coco` on the dataset's ``ann_file``."""
+    from .data.base import collate
 
     if getattr(dataset, "augment", False):
         raise ValueError("dataset has augment=True; evaluate on a dataset built with augment=False")
