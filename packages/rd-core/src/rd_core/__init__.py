@@ -7,7 +7,7 @@ Example:
     torch.Size([1, 64, 8, 8])
 """
 
-from . import official
+from . import factory, official
 from .attach import (
     LAYOUTS,
     RDInsertion,
@@ -64,6 +64,7 @@ __all__ = [
     "compress",
     "detach",
     "distillation_loss",
+    "factory",
     "fuse_retriever",
     "get_variant",
     "iter_rd_inputs",

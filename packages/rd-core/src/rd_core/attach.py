@@ -141,11 +141,39 @@ class RDInsertion(nn.Module):
                 state_dict[prefix + "module." + rest] = state_dict.pop(key)
         super()._load_from_state_dict(state_dict, prefix, *args)
 
-    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        y = self.module(*args, **kwargs)
+    def apply_rd(self, y: torch.Tensor) -> torch.Tensor:
+        """The RD on the wrapped module's output ``y`` (through the layout)."""
         layout = LAYOUTS[self.layout]
         feature_map, context = layout.to_map(y, self)
         return layout.from_map(self.rd(feature_map), context)
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self.apply_rd(self.module(*args, **kwargs))
+
+    # The insertion stands where the module stood, so the model's own code that walks or
+    # flags its stages must reach the module: timm's checkpoint_seq(flatten=True) iterates a
+    # stage's blocks (then the RD runs as one more step), ``set_grad_checkpointing`` sets
+    # ``stage.grad_checkpointing``, and other attributes read through to the module.
+    def __iter__(self):
+        steps = list(self.module) if isinstance(self.module, nn.Sequential) else [self.module]
+        return iter([*steps, self.apply_rd])
+
+    @property
+    def grad_checkpointing(self) -> bool:
+        return bool(getattr(self.module, "grad_checkpointing", False))
+
+    @grad_checkpointing.setter
+    def grad_checkpointing(self, enable: bool) -> None:
+        self.module.grad_checkpointing = enable
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            module = self.__dict__["_modules"].get("module")
+            if module is None:
+                raise
+            return getattr(module, name)
 
     def extra_repr(self) -> str:
         return f"layout={self.layout!r}"
@@ -157,7 +185,10 @@ def _feature_wrapper_name(modules: dict[str, nn.Module], name: str) -> str | Non
     ``FeatureListNet`` / ``FeatureDictNet`` flatten the top-level sequential containers of the
     model they wrap (``stages.2`` becomes ``stages_2``) while ``feature_info.module_name()`` keeps
     the dotted name, so a name read from ``feature_info`` must be mapped before it is looked up.
+    ``FeatureGetterNet`` (ViTs) keeps the model whole under ``model.``.
     """
+    if f"model.{name}" in modules:
+        return f"model.{name}"
     head, dot, rest = name.partition(".")
     if not dot:
         return None
@@ -291,10 +322,12 @@ def attach(
                 f"feature map [B, C, H, W] (or tokens [B, T, C], or NHWC)"
             )
     channels = LAYOUTS[layout].channels(output.shape)
+    # a ViT's token facts, on the model or inside timm's FeatureGetterNet (``.model``)
+    owner = model if hasattr(model, "patch_embed") else getattr(model, "model", model)
     if num_prefix_tokens is None:
-        num_prefix_tokens = int(getattr(model, "num_prefix_tokens", 0)) if layout == "tokens" else 0
+        num_prefix_tokens = int(getattr(owner, "num_prefix_tokens", 0)) if layout == "tokens" else 0
     if grid_size is None and layout == "tokens":
-        grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
+        grid = getattr(getattr(owner, "patch_embed", None), "grid_size", None)
         grid_size = tuple(grid) if grid is not None else None
 
     param = next(model.parameters(), None)

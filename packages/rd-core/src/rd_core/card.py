@@ -12,6 +12,8 @@ Example:
 
 from __future__ import annotations
 
+from .factory import export_config
+
 __all__ = ["CITATION", "HUB_METADATA"]
 
 CITATION = """@inproceedings{tsui2025yolord,
@@ -30,4 +32,6 @@ HUB_METADATA = {
     "paper_url": "https://arxiv.org/abs/2410.15346",
     "citation": CITATION,
     "license": "apache-2.0",
+    # config.json of a model that got RDs after timm.create_model: rebuild them (rd_attached)
+    "export_config": export_config,
 }
