@@ -15,6 +15,8 @@ from .backbone import PyramidBackbone, create_backbone
 from .boxes import box_iou, complete_iou
 from .detector import YOLODetector
 from .evaluate import evaluate_coco, evaluate_detector
+from .export import export_onnx, export_program
+from .fuse import FusionError, conv_bn_pairs, fuse_conv_bn, fuse_for_inference
 from .heads import HEADS, AnchorBasedHead, AnchorFreeHead, ClassificationHead, register_head
 from .losses import AnchorBasedLoss, AnchorFreeLoss, distribution_focal_loss
 from .necks import FPN, NECKS, PAN, register_neck
@@ -30,6 +32,7 @@ __all__ = [
     "AnchorFreeHead",
     "AnchorFreeLoss",
     "ClassificationHead",
+    "FusionError",
     "PyramidBackbone",
     "TaskAlignedAssigner",
     "YOLODetector",
@@ -37,10 +40,15 @@ __all__ = [
     "batched_nms",
     "box_iou",
     "complete_iou",
+    "conv_bn_pairs",
     "create_backbone",
     "distribution_focal_loss",
     "evaluate_coco",
     "evaluate_detector",
+    "export_onnx",
+    "export_program",
+    "fuse_conv_bn",
+    "fuse_for_inference",
     "nms",
     "postprocess",
     "register_head",
