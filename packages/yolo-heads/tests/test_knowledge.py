@@ -81,6 +81,34 @@ def test_rd_goes_where_the_paper_puts_it(tiny):
     assert len(model(torch.rand(1, 3, 64, 64))) == 3
 
 
+@pytest.mark.parametrize(
+    ("backbone", "kwargs", "at"),
+    [
+        ("cspdarknet53", {}, "stages.2"),
+        ("convnext_tiny", {}, "stages.1"),
+        ("efficientnet_b0", {}, "blocks.2"),
+        ("kw_resnet18", {"budget": 0.5}, "layer2"),
+    ],
+)
+def test_rd_on_the_papers_backbones(backbone, kwargs, at):
+    """The RD goes after the stage that gives the stride-8 map, named as timm's feature_info
+    names it, and the neck's first level is the RD's output."""
+    import kernelwarehouse  # noqa: F401  (registers kw_* models with timm)
+
+    model = YOLODetector(backbone, num_classes=3, neck_channels=16, rd={"num_atoms": 16}, **kwargs)
+    assert model.rd_at == at
+    insertions = [m for m in model.backbone.body.modules() if isinstance(m, RDInsertion)]
+    assert len(insertions) == 1
+    rd = insertions[0].rd
+    assert rd.in_channels == model.backbone.channels[0]
+    seen = {}
+    rd.register_forward_hook(lambda m, i, o: seen.update(rd_in=i[0], rd_out=o))
+    model.neck.register_forward_pre_hook(lambda m, i: seen.update(levels=i[0]))
+    model.eval()(torch.rand(1, 3, 64, 64))
+    assert seen["rd_in"].shape[-2:] == (8, 8)  # 64 px / stride 8
+    assert seen["levels"][0] is seen["rd_out"]
+
+
 def test_rd_at_named_module_with_dictionary(tiny):
     atoms = torch.randn(12, 32)  # tiny layer3 has 32 channels
     model = YOLODetector(num_classes=3, rd={"at": "layer3", "dictionary": atoms}, **tiny)
@@ -117,8 +145,8 @@ def test_rd_bad_arguments(tiny):
 
 def test_checkpoint_with_rd_and_implicit_rebuilds(tiny, tmp_path):
     model = YOLODetector(num_classes=3, rd={"num_atoms": 8}, implicit=True, **tiny).eval()
-    path = save_checkpoint(model, tmp_path / "m.safetensors")
-    restored = load_checkpoint(path).eval()
+    folder = save_checkpoint(model, tmp_path / "m")
+    restored = load_checkpoint(folder).eval()
     images = torch.rand(1, 3, 64, 64)
     for a, b in zip(model(images), restored(images)):
         torch.testing.assert_close(a, b)

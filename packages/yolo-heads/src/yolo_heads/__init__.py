@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 from .assigner import TaskAlignedAssigner
 from .backbone import PyramidBackbone, create_backbone
+from .checkpoint import load_checkpoint, save_checkpoint
 from .boxes import box_iou, complete_iou
 from .detector import YOLODetector
 from .evaluate import evaluate_coco, evaluate_detector
@@ -21,6 +22,7 @@ from .heads import HEADS, AnchorBasedHead, AnchorFreeHead, ClassificationHead, r
 from .losses import AnchorBasedLoss, AnchorFreeLoss, distribution_focal_loss
 from .necks import FPN, NECKS, PAN, register_neck
 from .nms import batched_nms, nms, postprocess
+from .registry import yolo_detector  # registers "yolo_detector" in timm's factory
 
 __all__ = [
     "FPN",
@@ -49,8 +51,11 @@ __all__ = [
     "export_program",
     "fuse_conv_bn",
     "fuse_for_inference",
+    "load_checkpoint",
     "nms",
     "postprocess",
     "register_head",
     "register_neck",
+    "save_checkpoint",
+    "yolo_detector",
 ]

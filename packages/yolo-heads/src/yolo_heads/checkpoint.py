@@ -1,89 +1,248 @@
-"""Safetensors checkpoints, written atomically, with the model configuration in the metadata."""
+"""One checkpoint format: a Hub folder (``config.json`` + ``model.safetensors``).
+
+The same folder is what ``yolo-heads val/predict/export`` read, what ``hub_knowledge.load`` and
+``timm.create_model("local-dir:<folder>", pretrained=True)`` rebuild (``config.json`` is timm's
+format, architecture ``yolo_detector``), and what a Hub repository holds. A training run's
+``last`` folder also has ``trainer_state.pt`` (optimiser, scheduler, EMA, grad scaler, RNG,
+epoch; tensors only, read with ``torch.load(weights_only=True)``). A folder is written as a
+whole: a sibling temporary folder is filled and swapped in.
+
+Example:
+    >>> import tempfile, timm, torch
+    >>> from yolo_heads import YOLODetector
+    >>> model = YOLODetector("resnet18", num_classes=2, neck_channels=16).eval()
+    >>> folder = save_checkpoint(model, tempfile.mkdtemp() + "/best", label_names=["cat", "dog"])
+    >>> sorted(p.name for p in folder.iterdir())
+    ['config.json', 'model.safetensors']
+    >>> clone = load_checkpoint(folder).eval()
+    >>> x = torch.rand(1, 3, 64, 64)
+    >>> bool(torch.equal(clone(x)[0], model(x)[0])), clone.label_names
+    (True, ['cat', 'dog'])
+    >>> timm_clone = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    >>> bool(torch.equal(timm_clone(x)[0], model(x)[0]))
+    True
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from safetensors import safe_open
+import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ._files import existing_folder, write_folder_atomic
+from .registry import ARCHITECTURE, PRETRAINED_CFG
+
+__all__ = [
+    "CONFIG_NAME",
+    "STATE_NAME",
+    "WEIGHTS_NAME",
+    "detector_config",
+    "load_checkpoint",
+    "load_trainer_state",
+    "read_config",
+    "save_checkpoint",
+]
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+STATE_NAME = "trainer_state.pt"
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
+
+
+def detector_config(
+    model: nn.Module,
+    *,
+    label_names: Sequence[str] | None = None,
+    category_ids: Sequence[int] | None = None,
+    image_size: int | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """timm's ``config.json`` for a :class:`~yolo_heads.YOLODetector` built from a timm name."""
+    from . import __version__
+
+    model = _unwrap(model)
+    args = getattr(model, "config", None)
+    if args is None:
+        raise ValueError(
+            f"model={type(model).__name__} has no JSON build config (a detector on a backbone "
+            "module instead of a timm name, or a dictionary that is not a tensor); build it from "
+            "a timm backbone name to save it"
+        )
+    num_classes = model.num_classes
+    if label_names is not None and len(label_names) != num_classes:
+        raise ValueError(
+            f"label_names has {len(label_names)} names; the detector has {num_classes} classes"
+        )
+    if category_ids is not None and len(category_ids) != num_classes:
+        raise ValueError(
+            f"category_ids has {len(category_ids)} ids; the detector has {num_classes} classes"
+        )
+    pretrained_cfg = dict(PRETRAINED_CFG, num_classes=num_classes)
+    if image_size is not None:
+        pretrained_cfg["input_size"] = (model.in_chans, image_size, image_size)
+    config: dict[str, Any] = {
+        "architecture": ARCHITECTURE,
+        "num_classes": num_classes,
+        "num_features": None,
+        "pretrained_cfg": pretrained_cfg,
+        "model_args": dict(args),
+        "knowledge": {
+            "producer": f"yolo-heads {__version__}",
+            "entrypoint_module": "yolo_heads.registry",
+            "task": "object-detection",
+            "methods": [
+                name
+                for name, used in (("yolo-rd", bool(args.get("rd"))), ("yolor", args["implicit"]))
+                if used
+            ],
+            "category_ids": list(category_ids) if category_ids is not None else None,
+            **(metadata or {}),
+        },
+    }
+    if label_names is not None:
+        config["label_names"] = list(label_names)
+    return config
+
 
 def save_checkpoint(
-    model: nn.Module, path: str | Path, metadata: dict[str, Any] | None = None
+    model: nn.Module,
+    folder: str | os.PathLike,
+    *,
+    label_names: Sequence[str] | None = None,
+    category_ids: Sequence[int] | None = None,
+    image_size: int | None = None,
+    metadata: dict[str, Any] | None = None,
+    trainer_state: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model``'s state dict to ``path`` (safetensors), via a temporary file and rename.
+    """Write ``model`` as a Hub folder (``config.json``, ``model.safetensors``), atomically.
 
-    ``metadata`` (JSON-serialisable) and ``model.config`` (when the model has one) are stored in
-    the file's header, so :func:`load_checkpoint` can rebuild the model.
+    Args:
+        model: a :class:`~yolo_heads.YOLODetector` built from a timm backbone name.
+        folder: the folder to (re)write as a whole.
+        label_names, category_ids: class names and the dataset's category ids, per label.
+        image_size: the training image size (recorded as timm's ``input_size``).
+        metadata: JSON-serialisable extras (epoch, metrics, ...), under ``knowledge``.
+        trainer_state: written as ``trainer_state.pt`` for resuming (tensors, numbers, dicts).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    module = model.module if hasattr(model, "module") else model
+    config = detector_config(
+        model,
+        label_names=label_names if label_names is not None else getattr(model, "label_names", None),
+        category_ids=category_ids
+        if category_ids is not None
+        else getattr(model, "category_ids", None),
+        image_size=image_size,
+        metadata=metadata,
+    )
+    text = json.dumps(config, indent=2, allow_nan=False)
     # Tied or shared storages are not allowed in safetensors: store independent copies.
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
-    header = {"format": "pt", "yolo_heads": json.dumps(metadata or {})}
-    config = getattr(module, "config", None)
-    if config is not None:
-        header["config"] = json.dumps(config)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=header)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    tensors = {
+        k: v.detach().cpu().contiguous().clone() for k, v in _unwrap(model).state_dict().items()
+    }
+
+    def fill(tmp: Path) -> None:
+        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        (tmp / CONFIG_NAME).write_text(text, encoding="utf-8")
+        if trainer_state is not None:
+            torch.save(trainer_state, tmp / STATE_NAME)
+
+    return write_folder_atomic(folder, fill)
+
+
+def _folder(folder: str | os.PathLike, what: str = "folder") -> Path:
+    path = existing_folder(folder)
+    if not path.is_dir():
+        hint = ""
+        if Path(folder).is_file():
+            hint = "; give the checkpoint folder (config.json + model.safetensors), not a file"
+        raise FileNotFoundError(f"{what}={str(folder)!r} is not a checkpoint folder{hint}")
     return path
 
 
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The ``config`` and ``metadata`` stored by :func:`save_checkpoint`."""
-    with safe_open(str(path), framework="pt") as f:
-        header = f.metadata() or {}
-    return {
-        "config": json.loads(header["config"]) if "config" in header else None,
-        "metadata": json.loads(header.get("yolo_heads", "{}")),
-    }
+def read_config(folder: str | os.PathLike) -> dict[str, Any]:
+    """The ``config.json`` of a checkpoint folder, checked to describe a yolo-heads detector."""
+    path = _folder(folder) / CONFIG_NAME
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"folder={str(folder)!r} has no {CONFIG_NAME}") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{str(path)!r} is not valid JSON ({err})") from None
+    if config.get("architecture") != ARCHITECTURE or "model_args" not in config:
+        raise ValueError(
+            f"{str(path)!r} describes architecture={config.get('architecture')!r}, not a "
+            f"yolo-heads detector ({ARCHITECTURE!r} with model_args)"
+        )
+    return config
 
 
-def load_checkpoint(path: str | Path, model: nn.Module | None = None, strict: bool = True):
-    """Load a checkpoint into ``model``, or rebuild a :class:`YOLODetector` from its config.
-
-    >>> import tempfile, pathlib
-    >>> from yolo_heads import YOLODetector
-    >>> model = YOLODetector("resnet18", num_classes=2, neck_channels=16)
-    >>> path = save_checkpoint(model, pathlib.Path(tempfile.mkdtemp()) / "m.safetensors")
-    >>> type(load_checkpoint(path)).__name__
-    'YOLODetector'
-    """
-    path = Path(path)
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
-        raise FileNotFoundError(f"path={str(path)!r} does not exist")
-    state = load_file(str(path))
-    if model is None:
-        from .detector import YOLODetector
+        raise FileNotFoundError(f"{str(path.parent)!r} has no {path.name}")
+    try:
+        return load_file(str(path))
+    except SafetensorError as err:
+        raise ValueError(
+            f"{str(path)!r} is not a readable safetensors file (truncated or another format: {err})"
+        ) from None
 
-        config = read_metadata(path)["config"]
-        if config is None:
-            raise ValueError(
-                f"path={str(path)!r} stores no model config; pass the model to load it into"
-            )
-        model = YOLODetector(**config)
-    target = model.module if hasattr(model, "module") else model
+
+def load_checkpoint(
+    folder: str | os.PathLike,
+    model: nn.Module | None = None,
+    *,
+    device: str | torch.device = "cpu",
+) -> nn.Module:
+    """Load a checkpoint folder into ``model``, or rebuild the detector from ``config.json``.
+
+    The rebuilt detector carries ``label_names`` and ``category_ids`` from the config (or
+    ``None``). Weights for another architecture are refused with the first differing tensor.
+    """
+    from .detector import YOLODetector
+
+    path = _folder(folder)
+    config = read_config(path)
+    state = _read_weights(path / WEIGHTS_NAME)
+    if model is None:
+        model = YOLODetector(**config["model_args"])
+    target = _unwrap(model)
     own = target.state_dict()
     mismatched = [k for k in state if k in own and own[k].shape != state[k].shape]
-    if mismatched:
-        raise ValueError(
-            f"checkpoint {str(path)!r} is for another architecture: {len(mismatched)} tensors "
-            f"differ in shape, e.g. {mismatched[0]!r} {tuple(state[mismatched[0]].shape)} vs "
-            f"{tuple(own[mismatched[0]].shape)} in the model"
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if mismatched or missing or unexpected:
+        if mismatched:
+            key = mismatched[0]
+            detail = (
+                f"{len(mismatched)} tensors differ in shape, e.g. {key!r} "
+                f"{tuple(state[key].shape)} vs {tuple(own[key].shape)} in the model"
+            )
+        else:
+            detail = f"missing keys {missing[:3]}, unexpected keys {unexpected[:3]}"
+        raise ValueError(f"checkpoint {str(path)!r} is for another architecture: {detail}")
+    target.load_state_dict(state)
+    target.label_names = config.get("label_names")
+    target.category_ids = config.get("knowledge", {}).get("category_ids")
+    return model.to(device)
+
+
+def load_trainer_state(folder: str | os.PathLike) -> dict[str, Any]:
+    """The ``trainer_state.pt`` of a run's ``last`` folder (``torch.load(weights_only=True)``)."""
+    path = _folder(folder) / STATE_NAME
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{str(path.parent)!r} has no {STATE_NAME}; only a run's 'last' folder can be resumed"
         )
-    result = target.load_state_dict(state, strict=strict)
-    if strict and (result.missing_keys or result.unexpected_keys):  # pragma: no cover
-        raise ValueError(f"checkpoint mismatch: {result}")
-    return model
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated or foreign: one clear message, not torch's
+        raise ValueError(f"{str(path)!r} cannot be read as trainer state ({err})") from None

@@ -129,6 +129,9 @@ class YOLODetector(nn.Module):
         self.num_classes, self.in_chans = num_classes, in_chans
         self.config = _config(locals()) if isinstance(backbone, str) else None
         self.head_name, self.implicit = head, implicit
+        # Class names and dataset category ids per label, set from a checkpoint's config.json.
+        self.label_names: list[str] | None = None
+        self.category_ids: list[int] | None = None
         self.backbone = create_backbone(backbone, in_chans=in_chans, **backbone_kwargs)
         # Images come in as [0, 1]; the backbone sees them normalised as its timm config says
         # (ImageNet statistics by default), like a dictionary encoder reading the same layer.
@@ -167,6 +170,16 @@ class YOLODetector(nn.Module):
             **(head_kwargs or {}),
         )
         self._loss = self.head.loss_fn(**(loss_kwargs or {}))
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters timm's optimiser factory keeps out of weight decay: the implicit
+        representations (constants whose scale is their meaning), besides biases and norms."""
+        names = set()
+        for module_name, module in self.named_modules():
+            if type(module).__module__.startswith("implicit_knowledge"):
+                prefix = f"{module_name}." if module_name else ""
+                names.update(prefix + n for n, _ in module.named_parameters(recurse=False))
+        return names
 
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Neck outputs (after implicit feature alignment when enabled) for images in [0, 1]."""

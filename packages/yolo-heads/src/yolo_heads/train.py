@@ -1,103 +1,169 @@
-"""Training loop: AdamW, warm-up + cosine schedule, EMA, tqdm, safetensors checkpoints, DDP.
+"""The training loop: timm's optimiser, schedule and EMA, per-epoch COCO validation, resume, DDP.
 
-Single process: ``train(model, dataset, epochs=...)``. Several processes: start with
-``torchrun --nproc_per_node=2 -m yolo_heads.train --data train.json ...`` (or initialise
-``torch.distributed`` yourself); the loop then wraps the model in DistributedDataParallel, shards
-the data with a DistributedSampler, and only rank 0 shows progress and writes checkpoints.
+``train(model, dataset, val_dataset=..., out_dir=...)`` trains a detector and, each epoch,
+scores the EMA weights with pycocotools, writes ``results.csv`` and the ``weights/last`` and
+``weights/best`` checkpoint folders (Hub layout, see :mod:`yolo_heads.checkpoint`), then plots.
+``train(..., resume=out_dir)`` continues from ``weights/last`` with the model, EMA, optimiser,
+scheduler, grad scaler, epoch and RNG state, so an interrupted run ends with the same weights as
+an uninterrupted one. Under ``torch.distributed`` (``torchrun``) the model runs in
+DistributedDataParallel, the data is sharded, a non-finite loss on any rank skips the step on
+every rank, and rank 0 validates and writes.
+
+From timm: ``create_optimizer_v2`` (no weight decay on biases, norms and implicit vectors),
+``CosineLRScheduler`` (linear warm-up, then cosine to ``lr * min_lr_ratio``, per update) and
+``ModelEmaV3`` with the YOLO decay ramp (the one formula kept here).
 """
 
 from __future__ import annotations
 
-import argparse
-import copy
+import contextlib
 import math
-import os
+import random
+import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+from timm.utils import ModelEmaV3
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm.auto import tqdm
 
 from ._checks import check_positive
-from .checkpoint import save_checkpoint
+from .checkpoint import load_checkpoint, load_trainer_state, save_checkpoint
 from .data.coco import collate
+from .results import Results
+
+__all__ = ["TrainResult", "YoloEMA", "train"]
 
 
-class ModelEMA:
-    """Exponential moving average of a model's weights (YOLOv5 style, warm-up on the decay).
-
-    ``decay_t = decay * (1 - exp(-t / tau))`` so early updates follow the model closely.
-    """
+class YoloEMA(ModelEmaV3):
+    """timm's ``ModelEmaV3`` with the YOLOv5 decay ramp: ``decay * (1 - exp(-updates / tau))``,
+    so the average follows the model closely while it changes fast in the first updates."""
 
     def __init__(self, model: nn.Module, decay: float = 0.999, tau: float = 200.0) -> None:
-        self.module = copy.deepcopy(model).eval()
-        for p in self.module.parameters():
-            p.requires_grad_(False)
-        self.decay, self.tau, self.updates = decay, tau, 0
+        super().__init__(model, decay=decay, foreach=False)
+        self.tau = tau
 
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        self.updates += 1
-        d = self.decay * (1 - math.exp(-self.updates / self.tau))
-        source = model.state_dict()
-        for name, value in self.module.state_dict().items():
-            if value.dtype.is_floating_point:
-                value.mul_(d).add_(source[name].detach(), alpha=1 - d)
-            else:
-                value.copy_(source[name])
+    def get_decay(self, step: int | None = None) -> float:
+        return self.decay * (1 - math.exp(-(step or 0) / self.tau))
+
+
+class _EpochShuffle(Sampler[int]):
+    """A permutation drawn from ``(seed, epoch)`` alone: resuming at epoch ``e`` sees the order
+    an uninterrupted run saw."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
 
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns: the trained (EMA) model, per-epoch mean losses, checkpoint."""
+    """What :func:`train` returns: the trained (EMA) model, one row per epoch, the checkpoints."""
 
     model: nn.Module
     history: list[dict[str, float]] = field(default_factory=list)
-    checkpoint: Path | None = None
+    last: Path | None = None
+    best: Path | None = None
     skipped_steps: int = 0
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
-    for _name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (decay if p.ndim > 1 else no_decay).append(p)  # no decay on norms, biases, implicit vectors
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+def _rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": [torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+
+
+def _autocast(device: torch.device, amp: bool):
+    if not amp:
+        return contextlib.nullcontext()
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _agree_on_skip(loss: torch.Tensor, distributed: bool) -> bool:
+    """True when the loss is not finite on this rank or any other (all ranks skip together,
+    so DistributedDataParallel's gradient all-reduce never waits for a rank that skipped)."""
+    bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=loss.device)
+    if distributed:
+        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+    return bool(bad.item())
 
 
 def train(
     model: nn.Module,
     dataset: Dataset,
+    *,
+    val_dataset: Dataset | None = None,
     epochs: int = 10,
     batch_size: int = 16,
-    lr: float = 2e-3,
+    optimizer: str = "adamw",
+    lr: float = 4e-3,
     weight_decay: float = 5e-4,
     warmup_steps: int = 50,
+    min_lr_ratio: float = 0.05,
     grad_clip: float = 10.0,
     ema: bool = True,
-    out_dir: str | Path | None = None,
+    ema_decay: float = 0.999,
+    amp: bool = False,
+    val_interval: int = 1,
+    seed: int = 0,
     device: str | torch.device = "cpu",
     num_workers: int = 0,
-    seed: int = 0,
-    show_progress: bool = True,
     max_bad_steps: int = 10,
+    out_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    plots: bool = True,
+    show_progress: bool = True,
+    callbacks: Sequence[Callable[[dict[str, float]], None]] = (),
 ) -> TrainResult:
     """Train a :class:`~yolo_heads.YOLODetector` (anything with ``forward`` and ``loss``).
 
-    ``dataset`` yields ``(image, target)`` pairs (e.g. :class:`~yolo_heads.data.CocoDetection`).
-    A step whose loss is not finite is skipped with a warning (``max_bad_steps`` in a row stop
-    training with an error). Checkpoints (``out_dir/last.safetensors``, the EMA weights when
-    ``ema``) are written atomically by rank 0 after every epoch. Returns a :class:`TrainResult`.
+    Args:
+        model: the detector (built and seeded by the caller).
+        dataset: yields ``(image, target)`` (e.g. :func:`yolo_heads.data.create_dataset`);
+            its ``set_epoch(epoch)``, when it has one, keys the augmentation draws.
+        val_dataset: scored with pycocotools every ``val_interval`` epochs and after the last
+            (rank 0, EMA weights); ``weights/best`` keeps the best AP.
+        epochs, batch_size, optimizer, lr, weight_decay: the schedule; ``optimizer`` is any
+            ``timm.optim`` name.
+        warmup_steps, min_lr_ratio: linear warm-up over that many updates, then cosine to
+            ``lr * min_lr_ratio``.
+        grad_clip: max gradient norm (0: off). ema, ema_decay: weight averaging.
+        amp: bf16 autocast on CPU, fp16 autocast and a grad scaler on CUDA.
+        max_bad_steps: a step with a non-finite loss is skipped with a warning; this many in a
+            row stop training with an error.
+        out_dir: the run folder (``results.csv``, ``weights/``, plots); ``None`` writes nothing.
+        resume: a run folder (or its ``weights/last``) to continue from.
+        callbacks: called with each epoch's row (rank 0) after its checkpoints are written.
 
     >>> import tempfile, torch
     >>> from yolo_heads import YOLODetector
@@ -107,17 +173,23 @@ def train(
     >>> model = YOLODetector("resnet18", num_classes=10, neck_channels=16)
     >>> result = train(model, CocoDetection(ann, image_size=64), epochs=1, batch_size=4,
     ...                show_progress=False)
-    >>> len(result.history)
-    1
+    >>> sorted(result.history[0])[:4]
+    ['box', 'cls', 'dfl', 'epoch']
     """
     check_positive("epochs", epochs, integer=True)
     check_positive("batch_size", batch_size, integer=True)
-    check_positive("lr", lr)
+    check_positive("val_interval", val_interval, integer=True)
+    check_positive("max_bad_steps", max_bad_steps, integer=True)
+    for name, value in (("lr", lr), ("ema_decay", ema_decay)):
+        check_positive(name, value)
+        if not math.isfinite(value):
+            raise ValueError(f"{name}={value!r} is not valid; expected a finite number > 0")
     if len(dataset) == 0:
         raise ValueError("dataset is empty; training needs at least one image")
     torch.manual_seed(seed)
     distributed = dist.is_available() and dist.is_initialized()
     rank = dist.get_rank() if distributed else 0
+    world = dist.get_world_size() if distributed else 1
     device = torch.device(device)
     model.to(device).train()
     net: nn.Module = (
@@ -125,36 +197,62 @@ def train(
         if distributed
         else model
     )
-    sampler = DistributedSampler(dataset, shuffle=True, seed=seed) if distributed else None
-    generator = torch.Generator().manual_seed(seed)
+    sampler = (
+        DistributedSampler(dataset, shuffle=True, seed=seed)
+        if distributed
+        else _EpochShuffle(len(dataset), seed)
+    )
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=sampler is None,
         sampler=sampler,
         collate_fn=collate,
         num_workers=num_workers,
-        drop_last=len(dataset) >= 2 * batch_size * (dist.get_world_size() if distributed else 1),
-        generator=generator if sampler is None else None,
+        drop_last=len(dataset) >= 2 * batch_size * world,
     )
-    optimizer = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr)
-    total_steps = epochs * len(loader)
-    warmup = min(warmup_steps, max(total_steps // 4, 1))
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(total_steps - warmup, 1)
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    averaged = ModelEMA(model, tau=max(10.0, total_steps / 10)) if ema else None
+    opt = create_optimizer_v2(model, opt=optimizer, lr=lr, weight_decay=weight_decay)
+    total = epochs * len(loader)
+    warmup = min(warmup_steps, max(total // 4, 1))
+    scheduler = CosineLRScheduler(
+        opt,
+        t_initial=max(total - warmup, 1),
+        lr_min=lr * min_lr_ratio,
+        warmup_t=warmup,
+        warmup_lr_init=lr / max(warmup, 1),
+        warmup_prefix=True,
+        t_in_epochs=False,
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
+    averaged = YoloEMA(model, decay=ema_decay, tau=max(10.0, total / 10)) if ema else None
+    out = Path(out_dir) if out_dir is not None else None
+    results = Results(out if rank == 0 else None)
     result = TrainResult(model=model)
-    out_dir = Path(out_dir) if out_dir is not None else None
+    start_epoch, updates, best_fitness = 0, 0, -math.inf
+
+    if resume is not None:
+        last = Path(resume)
+        last = last / "weights" / "last" if (last / "weights").is_dir() else last
+        state = load_trainer_state(last)
+        model.load_state_dict(state["model"])
+        if averaged is not None:
+            load_checkpoint(last, averaged.module)
+        opt.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, updates = state["epoch"], state["updates"]
+        best_fitness, result.skipped_steps = state["best_fitness"], state["skipped_steps"]
+        result.history = list(state["history"])
+        _set_rng_state(state["rng"])
+        if start_epoch >= epochs:
+            warnings.warn(f"resume: {last} already trained {start_epoch} of {epochs} epochs")
+    scheduler.step_update(updates)
+
     bad_in_row = 0
-    for epoch in range(epochs):
-        if sampler is not None:
-            sampler.set_epoch(epoch)
+    final = averaged.module if averaged is not None else model
+    for epoch in range(start_epoch, epochs):
+        began = time.perf_counter()
+        sampler.set_epoch(epoch)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
         sums: dict[str, float] = {}
         count = 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not show_progress or rank)
@@ -163,13 +261,17 @@ def train(
             targets = [
                 {"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets
             ]
-            outputs = net(images)
+            with _autocast(device, amp):
+                outputs = net(images)
+            outputs = [o.float() for o in outputs] if isinstance(outputs, list) else outputs
             loss, parts = model.loss(outputs, targets, image_size=tuple(images.shape[-2:]))
-            if not torch.isfinite(loss):
+            opt.zero_grad(set_to_none=True)
+            if _agree_on_skip(loss, distributed):
                 bad_in_row += 1
                 result.skipped_steps += 1
                 warnings.warn(
-                    f"non-finite loss {float(loss.detach())} at epoch {epoch + 1}; step skipped",
+                    f"non-finite loss at epoch {epoch + 1} (this rank: {float(loss.detach())}); "
+                    "step skipped on every rank",
                     RuntimeWarning,
                     stacklevel=2,
                 )
@@ -177,77 +279,62 @@ def train(
                     raise FloatingPointError(
                         f"{bad_in_row} non-finite losses in a row; lower lr={lr} or check the data"
                     )
-                optimizer.zero_grad(set_to_none=True)
                 continue
             bad_in_row = 0
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             if grad_clip:
+                scaler.unscale_(opt)
                 nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
-            scheduler.step()
+            scaler.step(opt)
+            scaler.update()
+            updates += 1
+            scheduler.step_update(updates)
             if averaged is not None:
-                averaged.update(model)
+                averaged.update(model, step=updates)
             count += 1
             sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
-            bar.set_postfix(loss=f"{sums['loss'] / count:.3f}")
-        result.history.append({k: v / max(count, 1) for k, v in sums.items()})
-        final = averaged.module if averaged is not None else model
-        if out_dir is not None and rank == 0:
-            result.checkpoint = save_checkpoint(
-                final, out_dir / "last.safetensors", {"epoch": epoch + 1, **result.history[-1]}
+            bar.set_postfix({k: f"{v / count:.3f}" for k, v in sums.items()})
+        row: dict[str, float] = {"epoch": epoch + 1, **{k: v / max(count, 1) for k, v in sums.items()}}
+        validate = val_dataset is not None and rank == 0
+        validate = validate and ((epoch + 1) % val_interval == 0 or epoch + 1 == epochs)
+        evaluation = results.validate(final, val_dataset) if validate else None
+        if evaluation is not None:
+            row.update(evaluation.metrics)
+        row["lr"] = opt.param_groups[0]["lr"]
+        row["seconds"] = time.perf_counter() - began
+        result.history.append(row)
+        fitness = row.get("AP", -math.inf if val_dataset is not None else float(epoch))
+        improved = fitness > best_fitness
+        best_fitness = max(best_fitness, fitness)
+        if out is not None and rank == 0:
+            state = {
+                "epoch": epoch + 1,
+                "updates": updates,
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scaler": scaler.state_dict(),
+                "best_fitness": best_fitness,
+                "skipped_steps": result.skipped_steps,
+                "history": result.history,
+                "rng": _rng_state(),
+            }
+            meta = {"epoch": epoch + 1, "metrics": {k: row[k] for k in row if k[:2] == "AP"}}
+            labels = {
+                "label_names": getattr(dataset, "class_names", None),
+                "category_ids": getattr(dataset, "label_to_category", None),
+                "image_size": getattr(dataset, "image_size", None),
+                "metadata": meta,
+            }
+            result.last = save_checkpoint(
+                final, out / "weights" / "last", trainer_state=state, **labels
             )
-    result.model = averaged.module if averaged is not None else model
+            if improved:
+                result.best = save_checkpoint(final, out / "weights" / "best", **labels)
+            results.write(result.history, evaluation, plots=plots)
+        if rank == 0:
+            for callback in callbacks:
+                callback(row)
+    result.model = final
     return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line: ``[torchrun --nproc_per_node=N] python -m yolo_heads.train --data ...``."""
-    from .data.coco import CocoDetection
-    from .detector import YOLODetector
-    from .evaluate import evaluate_detector
-
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", required=True, help="COCO annotation JSON for training")
-    parser.add_argument("--val", help="COCO annotation JSON for evaluation (rank 0)")
-    parser.add_argument("--backbone", default="resnet18")
-    parser.add_argument("--head", default="anchor_free")
-    parser.add_argument("--image-size", type=int, default=96)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--neck-channels", type=int, default=64)
-    parser.add_argument("--out", default="runs/yolo")
-    args = parser.parse_args(argv)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo" if not torch.cuda.is_available() else "nccl")
-    try:
-        train_set = CocoDetection(args.data, image_size=args.image_size, augment=True)
-        model = YOLODetector(
-            args.backbone,
-            num_classes=len(train_set.label_to_category),
-            head=args.head,
-            neck_channels=args.neck_channels,
-        )
-        result = train(
-            model,
-            train_set,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            out_dir=args.out,
-        )
-        if args.val and (not dist.is_initialized() or dist.get_rank() == 0):
-            val_set = CocoDetection(args.val, image_size=args.image_size)
-            metrics = evaluate_detector(result.model, val_set)
-            print(" ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

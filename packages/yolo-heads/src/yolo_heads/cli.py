@@ -1,0 +1,289 @@
+"""``yolo-heads``: train, validate, predict and export detectors from the command line.
+
+    yolo-heads digits data/digits                       # the demo's data set (COCO JSON + PNG)
+    yolo-heads train --config digits out=runs/digits schedule.epochs=10 model.rd.enabled=true
+    yolo-heads train --resume runs/digits                # continue an interrupted run
+    yolo-heads val --weights runs/digits/weights/best --data data/digits/val.json
+    yolo-heads predict --weights runs/digits/weights/best --source data/digits/val
+    yolo-heads export --weights runs/digits/weights/best --format onnx
+    torchrun --nproc_per_node=2 -m yolo_heads.cli train --config digits   # DDP (gloo on CPU)
+
+``train`` takes one YAML config (a path, or a built-in name: ``digits``, ``coco``) and any
+number of ``key=value`` overrides; ``yolo-heads train --help`` lists every key with its
+default. User errors print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+__all__ = ["main"]
+
+CONFIGS = Path(__file__).parent / "configs"
+
+
+class UsageError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def _config_path(name: str | None) -> Path | None:
+    if name is None:
+        return None
+    if (CONFIGS / f"{name}.yaml").is_file() and not Path(name).exists():
+        return CONFIGS / f"{name}.yaml"
+    return Path(name)
+
+
+def _config_keys() -> str:
+    from .config import RunConfig
+
+    flat: list[str] = []
+
+    def walk(node: dict[str, Any], prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict) and value and key != "backbone_kwargs":
+                walk(value, f"{prefix}{key}.")
+            else:
+                shown = "(required)" if value == "???" else json.dumps(value)
+                flat.append(f"  {prefix}{key}={shown}")
+
+    walk(OmegaConf.to_container(OmegaConf.structured(RunConfig)), "")
+    builtin = ", ".join(sorted(p.stem for p in CONFIGS.glob("*.yaml")))
+    return (
+        "config keys (override any as key=value; defaults shown):\n"
+        + "\n".join(flat)
+        + f"\n\nbuilt-in configs: {builtin}"
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="yolo-heads", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "train",
+        help="train a detector from a YAML config",
+        epilog=_config_keys(),
+        formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, width=100),
+    )
+    p.add_argument("--config", help="YAML config: a path or a built-in name (default: none)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from last")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.add_argument("--no-plots", action="store_true", help="write no plots")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+
+    p = sub.add_parser("val", help="COCO metrics of a checkpoint", formatter_class=fmt)
+    p.add_argument("--weights", required=True, help="checkpoint folder (config.json + weights)")
+    p.add_argument("--data", required=True, help="COCO JSON or YOLO data YAML")
+    p.add_argument("--split", default="val", help="split of a YOLO data YAML")
+    p.add_argument("--image-size", type=int, help="default: the checkpoint's training size")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--conf", type=float, default=0.001)
+    p.add_argument("--iou", type=float, default=0.65)
+    p.add_argument("--max-det", type=int, default=100)
+
+    p = sub.add_parser("predict", help="detect objects in images", formatter_class=fmt)
+    p.add_argument("--weights", required=True, help="checkpoint folder")
+    p.add_argument("--source", required=True, help="an image file or a folder of images")
+    p.add_argument("--image-size", type=int, help="default: the checkpoint's training size")
+    p.add_argument("--conf", type=float, default=0.25)
+    p.add_argument("--iou", type=float, default=0.65)
+    p.add_argument("--max-det", type=int, default=300)
+    p.add_argument("--out", default="runs/predict", help="where drawn images and JSON go")
+
+    p = sub.add_parser("export", help="ONNX (NMS inside) or torch.export", formatter_class=fmt)
+    p.add_argument("--weights", required=True, help="checkpoint folder")
+    p.add_argument("--format", choices=("onnx", "torch-export"), default="onnx")
+    p.add_argument("--image-size", type=int, help="default: the checkpoint's training size")
+    p.add_argument("--conf", type=float, default=0.25, help="ONNX: score threshold")
+    p.add_argument("--iou", type=float, default=0.65, help="ONNX: NMS IoU threshold")
+    p.add_argument("--max-det", type=int, default=300, help="ONNX: detections per image")
+    p.add_argument("--out", help="output file (default: beside the weights)")
+
+    p = sub.add_parser("digits", help="write the handwritten-digits detection set", formatter_class=fmt)
+    p.add_argument("out", help="output folder (train.json, val.json and images)")
+    p.add_argument("--train", type=int, default=640, help="training images")
+    p.add_argument("--val", type=int, default=160, help="validation images")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _weights(args: argparse.Namespace):
+    from .checkpoint import load_checkpoint, read_config
+
+    config = read_config(args.weights)
+    size = args.image_size or config["pretrained_cfg"].get("input_size", (3, 640, 640))[-1]
+    return load_checkpoint(args.weights), int(size)
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+    import torch.distributed as dist
+
+    from .config import load_config
+    from .run import resume_config, run_training
+
+    if args.resume and args.config:
+        raise UsageError("--resume takes the run's own config.yaml; do not also pass --config")
+    if args.resume:
+        cfg = resume_config(args.resume, args.overrides)
+    else:
+        cfg = load_config(_config_path(args.config), args.overrides)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        result = run_training(
+            cfg, resume=args.resume, show_progress=not args.no_progress, plots=not args.no_plots
+        )
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if result.history and (not dist.is_initialized()):
+        last = result.history[-1]
+        shown = " ".join(f"{k}={v:.4g}" for k, v in last.items() if k != "epoch")
+        print(f"epoch {last['epoch']}: {shown}")
+    print(f"run folder: {cfg.out}  (best: {result.best}, last: {result.last})")
+    return 0
+
+
+def _val(args: argparse.Namespace) -> int:
+    from .data import create_dataset
+    from .evaluate import evaluate_detector
+    from .fuse import fuse_for_inference
+
+    model, size = _weights(args)
+    dataset = create_dataset(args.data, split=args.split, image_size=size)
+    metrics = evaluate_detector(
+        fuse_for_inference(model),
+        dataset,
+        batch_size=args.batch_size,
+        conf=args.conf,
+        iou=args.iou,
+        max_det=args.max_det,
+    )
+    print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    return 0
+
+
+def _images(source: Path) -> list[Path]:
+    suffixes = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+    if source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.suffix.lower() in suffixes)
+        if not files:
+            raise UsageError(f"--source {str(source)!r} holds no images ({sorted(suffixes)})")
+        return files
+    if not source.is_file():
+        raise UsageError(f"--source {str(source)!r} does not exist")
+    return [source]
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from ._files import write_text_atomic
+    from .data.letterbox import boxes_to_original, letterbox
+    from .fuse import fuse_for_inference
+    from .plots import draw_detections
+
+    model, size = _weights(args)
+    fused = fuse_for_inference(model)
+    names = model.label_names or [str(i) for i in range(model.num_classes)]
+    out = Path(args.out)
+    records = []
+    for path in _images(Path(args.source)):
+        try:
+            image = np.asarray(Image.open(path).convert("RGB"))
+        except OSError as err:
+            raise UsageError(f"--source image {str(path)!r} cannot be read ({err})") from None
+        canvas, meta = letterbox(image, size)
+        tensor = torch.from_numpy(canvas.copy()).permute(2, 0, 1).float()[None] / 255.0
+        pred = fused.predict(tensor, conf=args.conf, iou=args.iou, max_det=args.max_det)[0]
+        draw_detections(tensor, None, [pred], names, out / f"{path.stem}.png")
+        boxes = boxes_to_original(pred["boxes"], meta)
+        records.append(
+            {
+                "file": str(path),
+                "boxes_xyxy": [[round(float(v), 2) for v in b] for b in boxes],
+                "scores": [round(float(s), 5) for s in pred["scores"]],
+                "labels": [names[int(i)] for i in pred["labels"]],
+            }
+        )
+    write_text_atomic(out / "predictions.json", json.dumps(records, indent=1))
+    found = sum(len(r["scores"]) for r in records)
+    print(f"{found} objects in {len(records)} images -> {out}/")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import export_onnx, export_program
+
+    model, size = _weights(args)
+    weights = Path(args.weights)
+    if args.format == "onnx":
+        out = Path(args.out) if args.out else weights / "model.onnx"
+        path = export_onnx(
+            model, out, image_size=size, conf=args.conf, iou=args.iou, max_det=args.max_det
+        )
+    else:
+        import torch
+
+        out = Path(args.out) if args.out else weights / "model.pt2"
+        program = export_program(model, image_size=size)
+        from ._files import write_atomic
+
+        path = write_atomic(out, lambda tmp: torch.export.save(program, str(tmp)))
+    print(f"exported {args.format}: {path}")
+    return 0
+
+
+def _digits(args: argparse.Namespace) -> int:
+    from .data import make_digits_detection
+
+    size = args.image_size
+    common = {"image_size": size, "digit_size": (size // 6, int(size / 2.5))}
+    train = make_digits_detection(args.out, args.train, seed=args.seed, split="train", **common)
+    val = make_digits_detection(args.out, args.val, seed=args.seed + 1, split="val", **common)
+    print(f"train: {train}\nval: {val}")
+    return 0
+
+
+COMMANDS = {
+    "train": _train,
+    "val": _val,
+    "predict": _predict,
+    "export": _export,
+    "digits": _digits,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .config import ConfigError
+
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (UsageError, ConfigError, FileNotFoundError, PermissionError, ValueError) as err:
+        print(f"yolo-heads {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"yolo-heads {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,248 @@
+"""One run, one YAML file: model, data, augmentation, schedule and output folder.
+
+The schema is a set of dataclasses read with OmegaConf, so a YAML file, ``key=value``
+overrides from the command line (``model.rd.num_atoms=64``) and the defaults merge with type
+checks, and an unknown key is an error that names it. The resolved config is written into the
+run folder (``config.yaml``) so that a run can be repeated exactly.
+
+Example:
+    >>> cfg = load_config(overrides=["model.backbone=resnet18", "schedule.epochs=3"])
+    >>> cfg.model.backbone, cfg.schedule.epochs, cfg.model.rd.enabled
+    ('resnet18', 3, False)
+    >>> detector_kwargs(cfg)["neck_channels"]
+    64
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+__all__ = [
+    "AugmentConfig",
+    "DataConfig",
+    "ImplicitConfig",
+    "ModelConfig",
+    "RDConfig",
+    "RunConfig",
+    "ScheduleConfig",
+    "ConfigError",
+    "detector_kwargs",
+    "load_config",
+    "save_config",
+]
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used (the message names the key and value)."""
+
+
+@dataclass
+class RDConfig:
+    """YOLO-RD's Retriever-Dictionary in the backbone (rd-core)."""
+
+    enabled: bool = False
+    at: str | None = None  # module name in the timm backbone; None: the stride-8 stage
+    num_atoms: int = 512
+    dictionary: str | None = None  # a dict-init artifact (.safetensors); None: random atoms
+    trainable_dictionary: bool = True
+    variant: str = "paper"  # or "authors" (their public code)
+    kernel_size: int = 5
+    residual: float = 0.8
+
+
+@dataclass
+class ImplicitConfig:
+    """YOLOR implicit knowledge: feature alignment on the neck, refinement on the head."""
+
+    enabled: bool = False
+    prior: str = "vector"  # vector, network or factorized (implicit-knowledge priors)
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet18"  # any timm name with features_only (kw_* after kernelwarehouse)
+    # timm.create_model keyword arguments, e.g. {channels: [16, 32, 64, 128]} or {budget: 0.5}
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    neck: str = "pan"
+    neck_channels: int = 64
+    neck_depth: int = 1
+    head: str = "anchor_free"  # anchor_free, anchor_based
+    head_kwargs: dict[str, Any] = field(default_factory=dict)
+    loss_kwargs: dict[str, Any] = field(default_factory=dict)
+    rd: RDConfig = field(default_factory=RDConfig)
+    implicit: ImplicitConfig = field(default_factory=ImplicitConfig)
+
+
+@dataclass
+class DataConfig:
+    train: str = "???"  # COCO JSON or YOLO data YAML (required)
+    val: str | None = None  # same kinds; None: no validation
+    train_images: str | None = None  # COCO JSON only: its image folder (default: beside it)
+    val_images: str | None = None
+    image_size: int = 64  # canvas side, multiple of 32
+    num_workers: int = 0
+
+
+@dataclass
+class AugmentConfig:
+    enabled: bool = True
+    scale: list[float] = field(default_factory=lambda: [0.6, 1.0])  # of the fitting size
+    flip: float = 0.0  # horizontal flip probability (digits are not mirror-symmetric)
+
+
+@dataclass
+class ScheduleConfig:
+    epochs: int = 30
+    batch_size: int = 16
+    optimizer: str = "adamw"  # any timm.optim.create_optimizer_v2 name
+    lr: float = 4e-3
+    weight_decay: float = 5e-4
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.05  # cosine ends at lr * min_lr_ratio
+    grad_clip: float = 10.0  # max gradient norm; 0 turns clipping off
+    ema: bool = True
+    ema_decay: float = 0.999
+    amp: bool = True  # bf16 autocast on CPU, fp16 + grad scaler on CUDA
+    val_interval: int = 1  # validate every N epochs (and after the last)
+    seed: int = 0
+    device: str = "cpu"
+    max_bad_steps: int = 10  # non-finite losses in a row before training stops
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    out: str = "runs/train"  # the run folder
+
+
+def _check(cfg: DictConfig) -> None:
+    s, d, m = cfg.schedule, cfg.data, cfg.model
+    positive = {
+        "schedule.epochs": s.epochs,
+        "schedule.batch_size": s.batch_size,
+        "schedule.val_interval": s.val_interval,
+        "schedule.max_bad_steps": s.max_bad_steps,
+        "data.image_size": d.image_size,
+        "model.neck_channels": m.neck_channels,
+        "model.neck_depth": m.neck_depth,
+        "model.rd.num_atoms": m.rd.num_atoms,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{key}={value!r} is not valid; expected an integer >= 1")
+    for key, value in {"schedule.lr": s.lr, "schedule.ema_decay": s.ema_decay}.items():
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"{key}={value!r} is not valid; expected a finite number > 0")
+    for key, value in {
+        "schedule.weight_decay": s.weight_decay,
+        "schedule.grad_clip": s.grad_clip,
+        "schedule.min_lr_ratio": s.min_lr_ratio,
+        "schedule.warmup_steps": s.warmup_steps,
+        "data.num_workers": d.num_workers,
+    }.items():
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"{key}={value!r} is not valid; expected a finite number >= 0")
+    if d.image_size % 32:
+        raise ConfigError(f"data.image_size={d.image_size} is not valid; expected a multiple of 32")
+    if len(cfg.augment.scale) != 2 or not 0 < cfg.augment.scale[0] <= cfg.augment.scale[1]:
+        raise ConfigError(
+            f"augment.scale={list(cfg.augment.scale)} is not valid; expected [low, high] with "
+            "0 < low <= high"
+        )
+    if not 0 <= cfg.augment.flip <= 1:
+        raise ConfigError(f"augment.flip={cfg.augment.flip} is not valid; expected [0, 1]")
+    if s.ema_decay >= 1:
+        raise ConfigError(f"schedule.ema_decay={s.ema_decay} is not valid; expected < 1")
+
+
+def load_config(
+    path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> DictConfig:
+    """Defaults, then the YAML file at ``path``, then ``key=value`` overrides; checked.
+
+    Raises :class:`ConfigError` naming the key for an unknown key, a value of the wrong type
+    or a value out of range.
+    """
+    schema = OmegaConf.structured(RunConfig)
+    try:
+        layers = [schema]
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise ConfigError(f"config={str(path)!r} does not exist")
+            layers.append(OmegaConf.load(path))
+        bad = [o for o in overrides if "=" not in o]
+        if bad:
+            raise ConfigError(
+                f"override {bad[0]!r} is not valid; expected key=value, e.g. schedule.epochs=10"
+            )
+        layers.append(OmegaConf.from_dotlist(list(overrides)))
+        cfg = OmegaConf.merge(*layers)
+        missing = sorted(OmegaConf.missing_keys(cfg))
+    except OmegaConfBaseException as err:
+        # OmegaConf's message names the key ("Key 'x' not in 'ModelConfig'"): keep its first line
+        raise ConfigError(f"config: {str(err).splitlines()[0]}") from None
+    if missing:
+        raise ConfigError(f"config: {missing} must be set (e.g. data.train=path/to/train.json)")
+    _check(cfg)
+    return cfg
+
+
+def save_config(cfg: DictConfig, path: str | os.PathLike) -> Path:
+    """Write the resolved ``cfg`` as YAML, atomically."""
+    from ._files import write_text_atomic
+
+    return write_text_atomic(Path(path), OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def detector_kwargs(cfg: DictConfig, num_classes: int | None = None) -> dict[str, Any]:
+    """:class:`~yolo_heads.YOLODetector` keyword arguments for ``cfg.model``.
+
+    The RD's ``dictionary`` path is read here (a dict-init artifact); its atoms initialise the
+    RD and its size sets ``num_atoms``.
+    """
+    m = OmegaConf.to_container(cfg.model, resolve=True)
+    kwargs: dict[str, Any] = {
+        "backbone": m["backbone"],
+        "neck": m["neck"],
+        "neck_channels": m["neck_channels"],
+        "neck_depth": m["neck_depth"],
+        "head": m["head"],
+        "head_kwargs": {"image_size_hint": cfg.data.image_size, **m["head_kwargs"]},
+        "loss_kwargs": m["loss_kwargs"],
+        "implicit": m["implicit"]["enabled"],
+        "implicit_prior": m["implicit"]["prior"],
+        **m["backbone_kwargs"],
+    }
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    rd = m["rd"]
+    if rd.pop("enabled"):
+        path = rd.pop("dictionary")
+        if path is not None:
+            rd["dictionary"] = load_dictionary(path)
+            rd.pop("num_atoms")
+        kwargs["rd"] = rd
+    return kwargs
+
+
+def load_dictionary(path: str | os.PathLike) -> Any:
+    """A dict-init dictionary artifact (needs ``dict-init``)."""
+    try:
+        from dict_init import Dictionary
+    except ImportError as err:
+        raise ConfigError(
+            f"model.rd.dictionary={str(path)!r} needs the dict-init package to read the artifact "
+            "(pip install ./packages/dict-init)"
+        ) from err
+    return Dictionary.load(path)

@@ -1,0 +1,108 @@
+"""A run folder's record: ``results.csv``, validation with pycocotools, and the plots.
+
+``results.csv`` has one row per epoch (``epoch``, each loss part, ``AP`` ... ``APl``, ``lr``,
+``seconds``); it is rewritten whole, atomically, after every epoch. With plots on, the folder
+also gets ``results.png`` (loss and metric curves), ``pr_curve.png`` (precision-recall at IoU
+0.5 per class) and ``val_predictions.png`` (validation images with ground truth and
+predictions) from the latest validation.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from ._files import write_text_atomic
+from .evaluate import METRICS, predictions_to_coco
+
+__all__ = ["Evaluation", "Results"]
+
+
+@dataclass
+class Evaluation:
+    """One validation: the COCO metrics, pycocotools' evaluator and a few drawn examples."""
+
+    metrics: dict[str, float]
+    evaluator: Any = None
+    examples: dict[str, list[Any]] = field(default_factory=dict)
+
+
+class Results:
+    """Writes a run folder's record; ``folder=None`` validates but writes nothing."""
+
+    def __init__(self, folder: str | Path | None, examples: int = 8) -> None:
+        self.folder = Path(folder) if folder is not None else None
+        self.num_examples = examples
+
+    @torch.no_grad()
+    def validate(self, model: torch.nn.Module, dataset, batch_size: int = 16) -> Evaluation:
+        """Predict on every image of ``dataset`` (conf 0.001, as COCO scoring expects)."""
+        from .data.coco import collate
+        from .evaluate import coco_evaluator
+
+        self.class_names = list(getattr(dataset, "class_names", []) or []) or None
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
+        detections: list[dict[str, Any]] = []
+        examples: dict[str, list[Any]] = {"images": [], "targets": [], "predictions": []}
+        try:
+            for images, targets in loader:
+                preds = model.predict(images.to(device), conf=0.001, iou=0.65, max_det=100)
+                detections.extend(predictions_to_coco(preds, targets, dataset.label_to_category))
+                room = self.num_examples - len(examples["images"])
+                if room > 0:
+                    examples["images"].extend(images[:room])
+                    examples["targets"].extend(targets[:room])
+                    examples["predictions"].extend(
+                        {k: v.cpu() for k, v in p.items()} for p in preds[:room]
+                    )
+        finally:
+            model.train(was_training)
+        evaluator = coco_evaluator(dataset.ann_file, detections)
+        if evaluator is None:  # no detections at all
+            metrics = dict.fromkeys(METRICS, 0.0)
+        else:
+            metrics = {name: float(evaluator.stats[i]) for i, name in enumerate(METRICS)}
+        return Evaluation(metrics, evaluator, examples)
+
+    def write(
+        self, history: list[dict[str, float]], evaluation: Evaluation | None, plots: bool = True
+    ) -> None:
+        if self.folder is None:
+            return
+        columns: list[str] = []
+        for row in history:
+            columns.extend(k for k in row if k not in columns)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        csv_path = write_text_atomic(self.folder / "results.csv", buffer.getvalue())
+        if not plots:
+            return
+        from . import plots as plotting
+
+        plotting.plot_results(csv_path, self.folder / "results.png")
+        if evaluation is None or evaluation.evaluator is None:
+            return
+        names = getattr(self, "class_names", None)
+        # a handful of low-confidence boxes would hide the picture: draw those a user would keep
+        plotting.plot_pr_curve(evaluation.evaluator, names, self.folder / "pr_curve.png")
+        ex = evaluation.examples
+        if ex.get("images"):
+            plotting.draw_detections(
+                torch.stack(ex["images"]),
+                ex["targets"],
+                ex["predictions"],
+                names,
+                self.folder / "val_predictions.png",
+            )
