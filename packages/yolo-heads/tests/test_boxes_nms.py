@@ -157,3 +157,15 @@ def test_anchor_points_cover_levels():
     points, strides = make_anchor_points([(8, 8), (4, 4), (2, 2)], [8, 16, 32])
     assert points.shape == (84, 2) and strides.shape == (84, 1)
     assert points[-1].tolist() == [48.0, 48.0]
+
+
+def test_postprocess_builds_no_pairwise_iou_matrix():
+    from torch.profiler import ProfilerActivity, profile
+
+    n = 5000  # an N x N float IoU matrix is 95 MiB, its boolean overlap mask 24 MiB
+    xy = torch.rand(1, n, 2, generator=torch.Generator().manual_seed(0)) * 600
+    boxes, scores = torch.cat((xy, xy + 30), -1), torch.full((1, n, 1), 0.9)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        postprocess(boxes, scores, conf=0.1, iou=0.5, max_candidates=n)
+    largest = max(event.cpu_memory_usage for event in prof.key_averages())
+    assert 0 < largest < 4 * 2**20, f"an operation allocated {largest / 2**20:.1f} MiB"
