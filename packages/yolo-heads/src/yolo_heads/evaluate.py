@@ -81,7 +81,7 @@ def evaluate_coco(
     ...                        "area": 400, "iscrowd": 0}]}
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "gt.json"; _ = path.write_text(json.dumps(gt))
     >>> dets = [{"image_id": 1, "category_id": 1, "bbox": [4, 4, 20, 20], "score": 1.0}]
-    >>> evaluate_coco(path, dets)["AP"]
+    >>> round(evaluate_coco(path, dets)["AP"], 6)
     1.0
     """
     evaluator = coco_evaluator(ann_file, detections, verbose=verbose)
