@@ -58,5 +58,6 @@ def hub_id(name: str, tag: str) -> str:
 def base_cfg(base: str, **overrides: Any) -> dict[str, Any]:
     cfg = timm.models.get_pretrained_cfg(base).to_dict()
     out = {k: cfg[k] for k in _BASE_FIELDS if k in cfg}
+    out["license"] = "apache-2.0"  # the project's published weights
     out.update(overrides)
     return out

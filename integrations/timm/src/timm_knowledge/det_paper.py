@@ -82,6 +82,7 @@ default_cfgs = generate_default_cfgs(
     {
         f"{name}.coco": {
             "hf_hub_id": hub_id(name, "coco"),
+            "license": "apache-2.0",
             "input_size": (3, 640, 640),
             "fixed_input_size": False,
             "mean": (0.0, 0.0, 0.0),  # normalised inside the detector
