@@ -1,5 +1,5 @@
 """Converters: the KernelWarehouse authors' checkpoints (their reference fixtures) and the
-YOLO-RD authors' RD layout."""
+convert-yolo-rd command (which calls rd_core.official)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from safetensors import safe_open
 
 import kernelwarehouse as kw
 from hub_knowledge import CheckpointError, load, save_for_hub
-from hub_knowledge.converters import convert_kernelwarehouse, convert_yolo_rd, find_rd_modules
+from hub_knowledge.converters import convert_kernelwarehouse
 from rd_core import RetrieverDictionary
 
 # the kernelwarehouse package's copy of the authors' reference outputs (see its README)
@@ -61,8 +61,8 @@ def test_kernelwarehouse_bad_input_is_reported():
 
 
 def _authors_layout(rd: RetrieverDictionary, prefix: str = "") -> dict[str, torch.Tensor]:
-    # module paths unlike rd-core's, to show the mapping goes by structure, not names
-    names = {"retriever.generator": "cv_g", "retriever.exchanger": "cv_e", "dictionary": "cv_d"}
+    # their DConv's attribute names (MultimediaTechLab/YOLO): CG, GIE, D
+    names = {"retriever.generator": "CG", "retriever.exchanger": "GIE", "dictionary": "D"}
     out = {}
     for key, value in rd.state_dict().items():
         for ours, theirs in names.items():
@@ -71,48 +71,38 @@ def _authors_layout(rd: RetrieverDictionary, prefix: str = "") -> dict[str, torc
     return out
 
 
-@pytest.mark.parametrize(("channels", "atoms"), [(24, 40), (32, 32)])  # f = N: order decides
-def test_yolo_rd_weights_map_onto_the_authors_variant(channels, atoms):
-    theirs = RetrieverDictionary(channels, num_atoms=atoms, kernel_size=3, variant="authors")
-    with torch.no_grad():
-        for p in theirs.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-        for name, buf in theirs.named_buffers():
-            if "running" in name:
-                buf.uniform_(0.5, 1.5)
-    theirs.eval()
-    checkpoint = _authors_layout(theirs, prefix="model.7.")
-    checkpoint["model.6.conv.weight"] = torch.randn(channels, channels, 3, 3)  # rest of a model
-    assert find_rd_modules(checkpoint) == ["model.7."]
-    ours, mapping = convert_yolo_rd(checkpoint, prefix="model.7.")
-    assert mapping["cv_d.conv.weight"] == "dictionary.conv.weight"
-    assert (ours.in_channels, ours.num_atoms, ours.kernel_size) == (channels, atoms, 3)
-    x = torch.randn(2, channels, 8, 8)
-    with torch.no_grad():
-        torch.testing.assert_close(ours.eval()(x), theirs(x), rtol=0, atol=0)
-
-
-def test_yolo_rd_paper_variant_does_not_map():
-    paper = RetrieverDictionary(16, num_atoms=8, variant="paper")
-    with pytest.raises(CheckpointError):
-        convert_yolo_rd(paper.state_dict())
-    with pytest.raises(CheckpointError, match=r"prefix='x\.'"):
-        convert_yolo_rd(paper.state_dict(), prefix="x.")
-
-
 def test_command_line_converts_and_reports_errors(tmp_path, capsys):
-    from hub_knowledge.checkpoint import read_state_dict, save_weights
+    from hub_knowledge.checkpoint import read_state_dict
     from hub_knowledge.cli import main
 
     theirs = RetrieverDictionary(16, num_atoms=8, variant="authors")
-    save_weights(_authors_layout(theirs, prefix="neck.3."), tmp_path / "yolo.safetensors")
+    # their Lightning trainer's layout: {"state_dict": {"model.model.4.dconv.CG...": ...}}
+    torch.save(
+        {"state_dict": _authors_layout(theirs, prefix="model.model.4.dconv."), "epoch": 1},
+        tmp_path / "yolo.ckpt",
+    )
     out = tmp_path / "rd.safetensors"
-    assert main(["convert-yolo-rd", str(tmp_path / "yolo.safetensors"), "--out", str(out)]) == 0
-    assert "neck.3.cv_g.conv.weight -> retriever.generator.conv.weight" in capsys.readouterr().out
+    assert main(["convert-yolo-rd", str(tmp_path / "yolo.ckpt"), "--out", str(out)]) == 0
+    assert "f=16 N=8 k=5" in capsys.readouterr().out
     converted, metadata = read_state_dict(out)
-    assert metadata["num_atoms"] == "8" and metadata["variant"] == "authors"
+    assert json.loads(metadata["num_atoms"]) == 8 and json.loads(metadata["variant"]) == "authors"
     key = "dictionary.conv.weight"
     assert torch.equal(converted[key], theirs.state_dict()[key])
+    assert (
+        main(
+            [
+                "convert-yolo-rd",
+                str(tmp_path / "yolo.ckpt"),
+                "--prefix",
+                "7.",
+                "--out",
+                str(tmp_path / "no.safetensors"),
+            ]
+        )
+        == 2
+    )
+    assert "prefix='7.'" in capsys.readouterr().err
+    assert not (tmp_path / "no.safetensors").exists()
 
     code = main(
         [

@@ -9,7 +9,6 @@ MODULES = [
     "hub_knowledge.card",
     "hub_knowledge.checkpoint",
     "hub_knowledge.config",
-    "hub_knowledge.converters.yolo_rd",
     "hub_knowledge.dictionaries",
     "hub_knowledge.load",
     "hub_knowledge.methods",

@@ -25,9 +25,27 @@ from torch import nn
 from .config import architecture_of
 from .methods import detect_methods
 
-__all__ = ["model_card"]
+__all__ = ["infer_task", "model_card"]
 
-DEFAULT_TAGS = ("image-classification", "timm", "knowledge-vision")
+DEFAULT_TAGS = ("timm", "knowledge-vision")
+
+
+def infer_task(model: nn.Module) -> str:
+    """The Hub pipeline tag for ``model``: ``model.pipeline_tag`` when it declares one, else
+    ``"object-detection"`` for a detector (a model with ``predict`` and without timm's
+    classifier interface ``get_classifier``), else ``"image-classification"``.
+
+    Example:
+        >>> import timm
+        >>> infer_task(timm.create_model("resnet10t"))
+        'image-classification'
+    """
+    declared = getattr(model, "pipeline_tag", None)
+    if isinstance(declared, str) and declared:
+        return declared
+    if callable(getattr(model, "predict", None)) and not hasattr(model, "get_classifier"):
+        return "object-detection"
+    return "image-classification"
 
 
 def _usage(repo_id: str, architecture: str) -> str:
@@ -60,7 +78,8 @@ def model_card(
     lineage: Mapping[str, str] | None = None,
     description: str | None = None,
     model_args: Mapping[str, Any] | None = None,
-    task: str = "image-classification",
+    task: str | None = None,
+    architecture: str | None = None,
 ) -> str:
     """The README.md text for ``model`` published as ``repo_id``.
 
@@ -70,8 +89,12 @@ def model_card(
         lineage: ``base_model`` (a Hub id, put in the metadata) and any other sources such as
             ``dictionary``; all are listed in the body.
         model_args: the build arguments shown in the details table.
+        task: the Hub ``pipeline_tag``; ``None`` infers it (:func:`infer_task`).
+        architecture: the name ``config.json`` rebuilds the model from, when it is not the
+            model's own (e.g. ``rd_attached`` for RDs attached after ``timm.create_model``).
     """
-    architecture = architecture_of(model)
+    task = task or infer_task(model)
+    architecture = architecture or architecture_of(model)
     methods = detect_methods(model)
     lineage = dict(lineage or {})
     name = repo_id.split("/")[-1]
@@ -95,7 +118,11 @@ def model_card(
     data = ModelCardData(
         library_name="timm",
         license=license,
-        tags=list(dict.fromkeys([*DEFAULT_TAGS, *(m.tag for m in methods), *tags])),
+        tags=list(
+            dict.fromkeys(
+                [task, *DEFAULT_TAGS, *(t for m in methods for t in (m.tag, *m.tags)), *tags]
+            )
+        ),
         datasets=list(datasets) or None,
         metrics=list(metrics) or None,
         base_model=lineage.get("base_model"),
@@ -114,7 +141,8 @@ def model_card(
     for key, value in (model_args or {}).items():
         lines.append(f"| {key} | `{value}` |")
     for method in methods:
-        lines.append(f"| method | {method.paper} |")
+        paper = f"[{method.paper}]({method.paper_url})" if method.paper_url else method.paper
+        lines.append(f"| method | {paper} |")
     if metrics:
         on = f" on {datasets[0]}" if datasets else ""
         lines += ["", f"## Metrics{on}", "", "| metric | value |", "|---|---|"]

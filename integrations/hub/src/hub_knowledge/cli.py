@@ -1,11 +1,13 @@
 """``hub-knowledge``: convert the authors' checkpoints, publish folders, seed offline caches.
 
     hub-knowledge convert-kernelwarehouse CKPT --arch kw_resnet18 --config cfg.json --out DIR
-    hub-knowledge convert-yolo-rd CKPT --prefix model.12. --out rd.safetensors
+    hub-knowledge convert-yolo-rd CKPT --prefix 4.dconv. --out rd.safetensors
     hub-knowledge push DIR org/name [--token T] [--endpoint URL]
     hub-knowledge add-to-cache DIR org/name [--cache-dir D]
 
-Commands are registered in :data:`COMMANDS` (name -> (add arguments, run)).
+Commands are registered in :data:`COMMANDS` (name -> (add arguments, run)). Converting is the
+method packages' business (``kernelwarehouse.official``, ``rd_core.official``); the commands
+only read files, call them and write what they return.
 """
 
 from __future__ import annotations
@@ -76,36 +78,24 @@ command("convert-kernelwarehouse", "KernelWarehouse authors' checkpoint -> Hub f
 
 
 def _rd_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="a checkpoint holding the authors' RD module")
+    p.add_argument("checkpoint", help="a checkpoint holding the authors' RD module (DConv)")
     p.add_argument("--prefix", default=None, help="the RD module's key prefix (default: find it)")
+    p.add_argument("--residual", type=float, default=0.8, help="their alpha (default 0.8)")
     p.add_argument("--out", required=True, help="output .safetensors (rd-core authors variant)")
 
 
 def _rd_run(args: argparse.Namespace) -> None:
-    from .checkpoint import read_state_dict, save_weights
-    from .converters import convert_yolo_rd, find_rd_modules
+    from rd_core import official  # the method package knows its authors' layout
 
-    state_dict, _ = read_state_dict(args.checkpoint)
-    prefix = args.prefix
-    if prefix is None:
-        found = find_rd_modules(state_dict)
-        if len(found) != 1:
-            raise SystemExit(f"found RD modules at {found}; choose one with --prefix")
-        prefix = found[0]
-    rd, mapping = convert_yolo_rd(state_dict, prefix=prefix)
+    from .checkpoint import save_weights
+
+    rd = official.load(args.checkpoint, prefix=args.prefix, residual=args.residual)
     save_weights(
         rd,
         args.out,
         architecture="rd_core.RetrieverDictionary",
-        metadata={
-            "variant": "authors",
-            "in_channels": str(rd.in_channels),
-            "num_atoms": str(rd.num_atoms),
-            "kernel_size": str(rd.kernel_size),
-        },
+        metadata={key: json.dumps(value) for key, value in rd.config.items()},
     )
-    for theirs, ours in mapping.items():
-        print(f"{prefix}{theirs} -> {ours}")
     print(f"RD f={rd.in_channels} N={rd.num_atoms} k={rd.kernel_size} -> {args.out}")
 
 

@@ -114,16 +114,22 @@ def build_config(
     for key in held_by_weights:
         if config.get("model_args", {}).get(key) is None:
             config["model_args"].pop(key, None)
+    if config["architecture"] != architecture:  # timm took it from the same field
+        raise AssertionError("timm wrote a different architecture than the model carries")
+    methods = detect_methods(model)
+    # A method package may rewrite the config so timm's factory rebuilds what it added to the
+    # model after timm.create_model (rd-core: RDs attached later become ``rd_attached``).
+    for method in methods:
+        if method.export_config is not None:
+            config = method.export_config(model, config)
     config["knowledge"] = {
         "producer": f"hub-knowledge {__version__}",
-        "methods": [m.tag for m in detect_methods(model)],
-        "requires": [m.package for m in detect_methods(model)],
+        "methods": list(dict.fromkeys(m.tag for m in methods)),
+        "requires": list(dict.fromkeys(m.package for m in methods)),
         # the module whose import registers the architecture (timm's own, or a project package)
-        "entrypoint_module": model_entrypoint(architecture).__module__,
+        "entrypoint_module": model_entrypoint(config["architecture"]).__module__,
         "lineage": dict(lineage or {}),
     }
     if held_by_weights:
         config["knowledge"]["build_args_held_by_weights"] = held_by_weights
-    if config["architecture"] != architecture:  # timm took it from the same field
-        raise AssertionError("timm wrote a different architecture than the model carries")
     return config

@@ -33,7 +33,7 @@ from huggingface_hub import CommitInfo, ModelCard, ModelCardData
 from ._files import write_text_atomic
 from .checkpoint import CheckpointError, read_safetensors_metadata
 from .load import resolve_files
-from .methods import METHODS
+from .methods import method_for
 from .push import push_folder
 
 if TYPE_CHECKING:
@@ -87,10 +87,11 @@ def dictionary_card(
     description: str | None = None,
 ) -> str:
     """README.md text for a dictionary repository: Hub metadata plus how the atoms were made."""
-    method = METHODS["rd_core"]
+    _dict_init()
+    method = method_for("dict_init")  # dict-init describes the method its atoms are for
     data = ModelCardData(
         license=license,
-        tags=list(dict.fromkeys(["retriever-dictionary", method.tag, "knowledge-vision", *tags])),
+        tags=list(dict.fromkeys([*method.tags, method.tag, "knowledge-vision", *tags])),
         datasets=list(datasets) or None,
     )
     lines = [f"# {name.split('/')[-1]}", ""]
@@ -114,6 +115,8 @@ def dictionary_card(
         "```",
         "",
         "## Citation",
+        "",
+        f"[{method.paper}]({method.paper_url})" if method.paper_url else method.paper,
         "",
         f"```bibtex\n{method.citation}\n```",
     ]

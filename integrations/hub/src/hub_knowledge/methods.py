@@ -1,8 +1,13 @@
 """Which knowledge-injection methods a model carries, told from the modules it contains.
 
-A registry maps the top-level Python package of a module class to the method it implements,
-so a model is described (card tags, citations, the packages needed to rebuild it) without
-importing any sibling package.
+Each method package describes itself: its top-level package holds a ``HUB_METADATA`` mapping
+(``tag``, ``package``, ``paper``, ``paper_url``, ``citation``; optionally ``tags``, ``license``
+and ``export_config``, a callable ``(model, config) -> config`` that rewrites ``config.json`` so
+that timm's factory rebuilds what the package added to the model). hub-knowledge reads it for
+every top-level package whose classes occur in the model, without importing anything new.
+
+:data:`FALLBACK` describes packages that do not declare their metadata yet (kernelwarehouse,
+implicit-knowledge); a package's own ``HUB_METADATA`` always wins over it.
 
 Example:
     >>> import timm
@@ -12,11 +17,14 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from torch import nn
 
-__all__ = ["METHODS", "Method", "detect_methods", "register_method"]
+__all__ = ["FALLBACK", "Method", "detect_methods", "method_for", "register_method"]
 
 
 @dataclass(frozen=True)
@@ -28,13 +36,20 @@ class Method:
     import_name: str  # top-level module whose classes mark the method
     paper: str
     citation: str
+    paper_url: str = ""
+    tags: tuple[str, ...] = ()
+    license: str = ""
+    export_config: Callable[[nn.Module, dict[str, Any]], dict[str, Any]] | None = field(
+        default=None, compare=False
+    )
 
 
-METHODS: dict[str, Method] = {}
+FALLBACK: dict[str, Method] = {}
 
 
 def register_method(method: Method) -> Method:
-    METHODS[method.import_name] = method
+    """Describe a package that has no ``HUB_METADATA`` of its own (a fallback)."""
+    FALLBACK[method.import_name] = method
     return method
 
 
@@ -44,6 +59,7 @@ register_method(
         package="kernelwarehouse",
         import_name="kernelwarehouse",
         paper="KernelWarehouse: Rethinking the Design of Dynamic Convolution (Li, Yao; ICML 2024)",
+        paper_url="https://arxiv.org/abs/2406.07879",
         citation="""@inproceedings{li2024kernelwarehouse,
   title={KernelWarehouse: Rethinking the Design of Dynamic Convolution},
   author={Li, Chao and Yao, Anbang},
@@ -54,27 +70,12 @@ register_method(
 )
 register_method(
     Method(
-        tag="yolo-rd",
-        package="rd-core",
-        import_name="rd_core",
-        paper="YOLO-RD: Introducing Relevant and Compact Explicit Knowledge to YOLO by "
-        "Retriever-Dictionary (Tsui, Wang, Liao; ICLR 2025)",
-        citation="""@inproceedings{tsui2025yolord,
-  title={YOLO-RD: Introducing Relevant and Compact Explicit Knowledge to YOLO
-         by Retriever-Dictionary},
-  author={Tsui, Hao-Tang and Wang, Chien-Yao and Liao, Hong-Yuan Mark},
-  booktitle={International Conference on Learning Representations},
-  year={2025}
-}""",
-    )
-)
-register_method(
-    Method(
         tag="yolor",
         package="implicit-knowledge",
         import_name="implicit_knowledge",
         paper="You Only Learn One Representation: Unified Network for Multiple Tasks "
         "(Wang, Yeh, Liao; 2021)",
+        paper_url="https://arxiv.org/abs/2105.04206",
         citation="""@article{wang2021yolor,
   title={You Only Learn One Representation: Unified Network for Multiple Tasks},
   author={Wang, Chien-Yao and Yeh, I-Hau and Liao, Hong-Yuan Mark},
@@ -85,7 +86,20 @@ register_method(
 )
 
 
+def method_for(import_name: str) -> Method | None:
+    """The method the already imported top-level package ``import_name`` declares, if any."""
+    declared = getattr(sys.modules.get(import_name), "HUB_METADATA", None)
+    if isinstance(declared, Mapping):
+        fields = dict(declared)
+        fields["tags"] = tuple(fields.get("tags", ()))
+        try:
+            return Method(import_name=import_name, **fields)
+        except TypeError as e:
+            raise ValueError(f"{import_name}.HUB_METADATA is malformed ({e})") from None
+    return FALLBACK.get(import_name)
+
+
 def detect_methods(model: nn.Module) -> list[Method]:
-    """The registered methods whose module classes occur in ``model``, in registry order."""
-    roots = {type(m).__module__.split(".", 1)[0] for m in model.modules()}
-    return [method for name, method in METHODS.items() if name in roots]
+    """The methods whose module classes occur in ``model``, in the order they first occur."""
+    roots = dict.fromkeys(type(m).__module__.split(".", 1)[0] for m in model.modules())
+    return [method for root in roots if (method := method_for(root)) is not None]

@@ -71,7 +71,7 @@ def save_for_hub(
     data_config: Mapping[str, Any] | None = None,
     label_names: list[str] | None = None,
     verify: bool = True,
-    task: str = "image-classification",
+    task: str | None = None,
 ) -> Path:
     """Save ``model`` into ``folder`` as a Hub repository would hold it; returns the folder.
 
@@ -87,7 +87,8 @@ def save_for_hub(
         model_args: extra build arguments to record, JSON-serialisable.
         data_config: preprocessing to record (input_size, mean, std, crop_pct, ...).
         label_names: class names, index by index.
-        task: the Hub pipeline tag (``"object-detection"`` for detectors).
+        task: the Hub pipeline tag; ``None`` infers it (``"object-detection"`` for detectors,
+            see :func:`hub_knowledge.card.infer_task`).
         verify: rebuild the model from the config first (timm's factory, no weights) and check
             that the weights fit it key for key and shape for shape, so a repository that would
             not load is never written.
@@ -115,6 +116,7 @@ def save_for_hub(
         description=description,
         model_args=config.get("model_args"),
         task=task,
+        architecture=config["architecture"],
     )
     if verify:
         verify_rebuild(model, config)

@@ -5,6 +5,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .build import build_dictionary
+from .card import HUB_METADATA
 from .dictionary import Dictionary
 from .encoders import (
     CLIPImageEncoder,
@@ -20,6 +21,7 @@ from .shards import FeatureShards, ShardWriter
 from .sources import TensorSource, TransformedSource, VectorSource, as_source
 
 __all__ = [
+    "HUB_METADATA",
     "CLIPImageEncoder",
     "Dictionary",
     "FeatureShards",
