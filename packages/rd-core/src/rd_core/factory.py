@@ -97,7 +97,12 @@ def _insert(model: nn.Module, entries: list[dict[str, Any]], in_chans: int) -> N
             for key in ("layout", "num_prefix_tokens", "grid_size"):
                 if options.get(key) is None:
                     options.pop(key, None)
-            attach(model, at=at, input_size=(in_chans, _PROBE_SIZE, _PROBE_SIZE), **options)
+            # fixed-size models (ViTs) are probed at their own size, the rest at a small one
+            owner = getattr(model, "model", model)  # timm's FeatureGetterNet nests the ViT
+            embed = getattr(model, "patch_embed", None) or getattr(owner, "patch_embed", None)
+            size = getattr(embed, "img_size", None)
+            size = (_PROBE_SIZE, _PROBE_SIZE) if size is None else tuple(size)
+            attach(model, at=at, input_size=(in_chans, *size), **options)
 
 
 def _build(base_architecture: str, entries: list[dict[str, Any]], **kwargs: Any) -> nn.Module:
@@ -159,6 +164,19 @@ def rd_attached(
             "it first)"
         )
     entries = _check_entries(rd_attachments)
+    if kwargs.get("pretrained_cfg") is None:
+        # the base's preprocessing (mean, std, input size), without its weights' location:
+        # those weights have no RDs
+        base = timm.models.get_pretrained_cfg(base_architecture)
+        base = {} if base is None else base.to_dict()
+        for key in ("url", "file", "hf_hub_id", "hf_hub_filename", "state_dict", "tag"):
+            base.pop(key, None)
+        kwargs["pretrained_cfg"] = {
+            **base,
+            **default_cfgs[ARCHITECTURE].default.to_dict(),
+            **{k: v for k, v in base.items() if k not in ("license", "notes", "paper_ids")},
+            "architecture": ARCHITECTURE,
+        }
     features_only = kwargs.pop("features_only", False)
     feature_args = {k: kwargs.pop(k) for k in _FEATURE_ARGS if k in kwargs}
     if features_only and not pretrained:
