@@ -155,3 +155,17 @@ def test_bad_input():
         fuse_conv_bn(nn.Conv2d(3, 3, 1), atol=-1)
     with pytest.raises(ValueError, match="training mode"):
         conv_bn_pairs(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)))
+
+
+def test_timm_backbone_with_norm_act_layers():
+    """efficientnet_b0: timm's BatchNormAct2d, depth-wise convs, squeeze-excitation."""
+    model = YOLODetector("efficientnet_b0", num_classes=3, neck_channels=16)
+    _randomise_batchnorm(model)
+    model.eval()
+    assert _count(model, BatchNormAct2d) > 40
+    fused = fuse_for_inference(model)
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        diff = max((a - b).abs().max().item() for a, b in zip(model(images), fused(images)))
+    assert diff <= 1e-4
+    assert _count(fused, nn.BatchNorm2d) == 0
