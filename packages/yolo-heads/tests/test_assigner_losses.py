@@ -79,3 +79,20 @@ def test_dfl_is_lowest_at_target_and_interpolates():
     # Expectation of the ideal distribution recovers the target.
     expect = logits.softmax(-1) @ torch.arange(16.0)
     torch.testing.assert_close(expect, target, atol=1e-4, rtol=0)
+
+
+def test_assigner_ignores_padded_boxes_against_collapsed_predictions():
+    # Image 0 has one box, image 1 none: its row is padding (zero area, mask False). A collapsed
+    # prediction (zero area) against the padding is IoU 0 / 0; the targets must stay finite.
+    points = torch.tensor([[4.0, 4.0], [12.0, 4.0], [4.0, 12.0], [12.0, 12.0]])
+    pred_boxes = torch.tensor([[[0.0, 0, 16, 8]] * 4, [[0.0, 0, 0, 0]] * 4])
+    out = TaskAlignedAssigner(topk=2)(
+        torch.full((2, 4, 2), 0.5),
+        pred_boxes,
+        points,
+        torch.tensor([[1], [0]]),
+        torch.tensor([[[0.0, 0, 16, 8]], [[0.0, 0, 0, 0]]]),
+        torch.tensor([[True], [False]]),
+    )
+    assert torch.isfinite(out.scores).all() and torch.isfinite(out.boxes).all()
+    assert out.fg_mask.tolist() == [[True, True, False, False], [False] * 4]
