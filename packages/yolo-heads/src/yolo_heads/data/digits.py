@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,17 +10,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .._checks import check_choice, check_positive
-
-
-def _write_atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from .._files import write_atomic
 
 
 def _digit_pool(split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -126,7 +114,7 @@ def make_digits_detection(
             )
         file_name = f"{image_id:06d}.png"
         pixels = np.clip(canvas, 0, 255).astype(np.uint8)
-        _write_atomic(
+        write_atomic(
             image_dir / file_name, lambda tmp, p=pixels: Image.fromarray(p).save(tmp, format="PNG")
         )
         images.append(
@@ -139,5 +127,5 @@ def make_digits_detection(
         "categories": [{"id": d + 1, "name": str(d), "supercategory": "digit"} for d in range(10)],
     }
     ann_file = root / f"{split}.json"
-    _write_atomic(ann_file, lambda tmp: Path(tmp).write_text(json.dumps(coco)))
+    write_atomic(ann_file, lambda tmp: tmp.write_text(json.dumps(coco)))
     return ann_file
