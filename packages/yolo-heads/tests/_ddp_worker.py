@@ -41,7 +41,13 @@ def run(
             _nan_on_step(model, 2)
         dataset = CocoDetection(ann, image_size=64, augment=True, seed=rank)
         result = train(
-            model, dataset, epochs=1, batch_size=2, out_dir=out, ema=False, show_progress=False,
+            model,
+            dataset,
+            epochs=1,
+            batch_size=2,
+            out_dir=out,
+            ema=False,
+            show_progress=False,
             plots=False,
         )
         flat = torch.cat([p.detach().flatten() for p in result.model.parameters()])

@@ -50,14 +50,31 @@ def test_run_folder_records_validates_and_reloads(digits, tiny, tmp_path):
     train_set = CocoDetection(digits[0], image_size=64, augment=True)
     val_set = CocoDetection(digits[1], image_size=64)
     result = train(
-        _build(tiny), train_set, val_dataset=val_set, epochs=2, batch_size=4, lr=4e-3,
-        out_dir=tmp_path, show_progress=False,
+        _build(tiny),
+        train_set,
+        val_dataset=val_set,
+        epochs=2,
+        batch_size=4,
+        lr=4e-3,
+        out_dir=tmp_path,
+        show_progress=False,
     )
     with open(tmp_path / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert list(rows[0]) == [
-        "epoch", "loss", "box", "dfl", "cls", "AP", "AP50", "AP75", "APs", "APm", "APl", "lr",
+        "epoch",
+        "loss",
+        "box",
+        "dfl",
+        "cls",
+        "AP",
+        "AP50",
+        "AP75",
+        "APs",
+        "APm",
+        "APl",
+        "lr",
         "seconds",
     ]
     # The per-epoch validation is pycocotools' score of the EMA weights, as evaluate_detector
@@ -93,8 +110,15 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(digits, tiny, tmp_path
     def run(out, **kwargs):
         data = CocoDetection(digits[0], image_size=64, augment=True, seed=3)
         return train(
-            _build(tiny), data, epochs=4, batch_size=4, out_dir=out, show_progress=False,
-            plots=False, warmup_steps=3, **kwargs,
+            _build(tiny),
+            data,
+            epochs=4,
+            batch_size=4,
+            out_dir=out,
+            show_progress=False,
+            plots=False,
+            warmup_steps=3,
+            **kwargs,
         )
 
     class Interrupt(Exception):
@@ -123,8 +147,15 @@ def test_learning_rate_follows_warmup_then_cosine(digits, tiny):
     data = CocoDetection(digits[0], image_size=64)
     lr, ratio, warmup, epochs, steps = 4e-3, 0.05, 2, 3, len(data) // 2
     result = train(
-        _build(tiny), data, epochs=epochs, batch_size=2, lr=lr, min_lr_ratio=ratio,
-        warmup_steps=warmup, ema=False, show_progress=False,
+        _build(tiny),
+        data,
+        epochs=epochs,
+        batch_size=2,
+        lr=lr,
+        min_lr_ratio=ratio,
+        warmup_steps=warmup,
+        ema=False,
+        show_progress=False,
     )
     total = epochs * steps
 

@@ -56,7 +56,9 @@ STATE_NAME = "trainer_state.pt"
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
+    return (
+        model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
+    )
 
 
 def detector_config(

@@ -27,23 +27,13 @@ from omegaconf import OmegaConf
 
 __all__ = ["main"]
 
-CONFIGS = Path(__file__).parent / "configs"
-
 
 class UsageError(Exception):
     """A user error: printed as one line, exit status 2."""
 
 
-def _config_path(name: str | None) -> Path | None:
-    if name is None:
-        return None
-    if (CONFIGS / f"{name}.yaml").is_file() and not Path(name).exists():
-        return CONFIGS / f"{name}.yaml"
-    return Path(name)
-
-
 def _config_keys() -> str:
-    from .config import RunConfig
+    from .config import CONFIGS, RunConfig
 
     flat: list[str] = []
 
@@ -111,7 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-det", type=int, default=300, help="ONNX: detections per image")
     p.add_argument("--out", help="output file (default: beside the weights)")
 
-    p = sub.add_parser("digits", help="write the handwritten-digits detection set", formatter_class=fmt)
+    p = sub.add_parser(
+        "digits", help="write the handwritten-digits detection set", formatter_class=fmt
+    )
     p.add_argument("out", help="output folder (train.json, val.json and images)")
     p.add_argument("--train", type=int, default=640, help="training images")
     p.add_argument("--val", type=int, default=160, help="validation images")
@@ -140,7 +132,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume:
         cfg = resume_config(args.resume, args.overrides)
     else:
-        cfg = load_config(_config_path(args.config), args.overrides)
+        cfg = load_config(args.config, args.overrides)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     try:

@@ -26,13 +26,13 @@ from omegaconf.errors import OmegaConfBaseException
 
 __all__ = [
     "AugmentConfig",
+    "ConfigError",
     "DataConfig",
     "ImplicitConfig",
     "ModelConfig",
     "RDConfig",
     "RunConfig",
     "ScheduleConfig",
-    "ConfigError",
     "detector_kwargs",
     "load_config",
     "save_config",
@@ -165,10 +165,22 @@ def _check(cfg: DictConfig) -> None:
         raise ConfigError(f"schedule.ema_decay={s.ema_decay} is not valid; expected < 1")
 
 
+CONFIGS = Path(__file__).parent / "configs"
+
+
+def builtin_config(name: str | os.PathLike) -> Path:
+    """``name`` as a path, or the built-in config of that name (``digits``, ``coco``)."""
+    path = Path(name)
+    if not path.exists() and (CONFIGS / f"{path}.yaml").is_file():
+        return CONFIGS / f"{path}.yaml"
+    return path
+
+
 def load_config(
     path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()
 ) -> DictConfig:
-    """Defaults, then the YAML file at ``path``, then ``key=value`` overrides; checked.
+    """Defaults, then the YAML file at ``path`` (or a built-in name), then ``key=value``
+    overrides; checked.
 
     Raises :class:`ConfigError` naming the key for an unknown key, a value of the wrong type
     or a value out of range.
@@ -177,9 +189,12 @@ def load_config(
     try:
         layers = [schema]
         if path is not None:
-            path = Path(path)
+            path = builtin_config(path)
             if not path.is_file():
-                raise ConfigError(f"config={str(path)!r} does not exist")
+                builtin = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
+                raise ConfigError(
+                    f"config={str(path)!r} does not exist (nor is it a built-in config: {builtin})"
+                )
             layers.append(OmegaConf.load(path))
         bad = [o for o in overrides if "=" not in o]
         if bad:
@@ -190,8 +205,10 @@ def load_config(
         cfg = OmegaConf.merge(*layers)
         missing = sorted(OmegaConf.missing_keys(cfg))
     except OmegaConfBaseException as err:
-        # OmegaConf's message names the key ("Key 'x' not in 'ModelConfig'"): keep its first line
-        raise ConfigError(f"config: {str(err).splitlines()[0]}") from None
+        # OmegaConf's first line says what is wrong; the key is in full_key
+        key = getattr(err, "full_key", None)
+        where = f"{key}: " if key else ""
+        raise ConfigError(f"config: {where}{str(err).splitlines()[0]}") from None
     if missing:
         raise ConfigError(f"config: {missing} must be set (e.g. data.train=path/to/train.json)")
     _check(cfg)

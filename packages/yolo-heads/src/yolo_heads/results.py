@@ -85,7 +85,9 @@ class Results:
         writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
         writer.writeheader()
         for row in history:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+            writer.writerow(
+                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
+            )
         csv_path = write_text_atomic(self.folder / "results.csv", buffer.getvalue())
         if not plots:
             return

@@ -87,7 +87,7 @@ class TrainResult:
 
 
 def _rng_state() -> dict[str, Any]:
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),
@@ -243,7 +243,9 @@ def train(
         result.history = list(state["history"])
         _set_rng_state(state["rng"])
         if start_epoch >= epochs:
-            warnings.warn(f"resume: {last} already trained {start_epoch} of {epochs} epochs")
+            warnings.warn(
+                f"resume: {last} already trained {start_epoch} of {epochs} epochs", stacklevel=2
+            )
     scheduler.step_update(updates)
 
     bad_in_row = 0
@@ -296,7 +298,10 @@ def train(
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             bar.set_postfix({k: f"{v / count:.3f}" for k, v in sums.items()})
-        row: dict[str, float] = {"epoch": epoch + 1, **{k: v / max(count, 1) for k, v in sums.items()}}
+        row: dict[str, float] = {
+            "epoch": epoch + 1,
+            **{k: v / max(count, 1) for k, v in sums.items()},
+        }
         validate = val_dataset is not None and rank == 0
         validate = validate and ((epoch + 1) % val_interval == 0 or epoch + 1 == epochs)
         evaluation = results.validate(final, val_dataset) if validate else None

@@ -1,0 +1,155 @@
+"""The ``yolo-heads`` command line: train from a config with overrides, resume, val, predict,
+export; user errors are one line and exit status 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import tomllib
+import yaml
+
+from yolo_heads.checkpoint import read_config
+from yolo_heads.cli import main
+from yolo_heads.config import ConfigError, load_config
+
+TINY = [
+    "model.backbone_kwargs={channels: [8, 16, 32, 64], stem_width: 8}",
+    "model.neck_channels=16",
+    "schedule.batch_size=4",
+    "schedule.amp=false",
+]
+
+
+def test_console_script_is_declared():
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert project["project"]["scripts"]["yolo-heads"] == "yolo_heads.cli:main"
+
+
+def test_train_help_lists_every_key_with_its_default(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    for line in (
+        "schedule.epochs=30",
+        "model.rd.num_atoms=512",
+        "augment.flip=0.0",
+        "model.implicit.enabled=false",
+        "data.image_size=64",
+        'out="runs/train"',
+    ):
+        assert line in text
+    assert "built-in configs: coco, digits" in text
+
+
+def test_train_resume_val_predict(digits, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = [
+        "train",
+        "--config",
+        "digits",
+        "--no-progress",
+        f"data.train={digits[0]}",
+        f"data.val={digits[1]}",
+        f"out={run}",
+        "schedule.epochs=1",
+        "model.rd.enabled=true",
+        "model.rd.num_atoms=16",
+        "model.implicit.enabled=true",
+        *TINY,
+    ]
+    assert main(args) == 0
+    # The resolved config is in the run folder and repeats the run exactly.
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["schedule"]["epochs"] == 1 and saved["model"]["rd"]["num_atoms"] == 16
+    config = read_config(run / "weights" / "best")
+    assert config["model_args"]["rd"]["num_atoms"] == 16 and config["model_args"]["implicit"]
+    # Resume to 2 epochs with an override on top of the saved config.
+    assert main(["train", "--resume", str(run), "--no-progress", "schedule.epochs=2"]) == 0
+    assert len((run / "results.csv").read_text().splitlines()) == 3  # header + 2 epochs
+    capsys.readouterr()
+    assert main(["val", "--weights", str(run / "weights" / "last"), "--data", str(digits[1])]) == 0
+    metrics = dict(kv.split("=") for kv in capsys.readouterr().out.split())
+    assert set(metrics) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+    history = (run / "results.csv").read_text().splitlines()
+    header, last = history[0].split(","), history[-1].split(",")
+    # val on the fused model scores what the trainer scored on the unfused EMA weights
+    assert float(metrics["AP50"]) == pytest.approx(float(last[header.index("AP50")]), abs=2e-3)
+    images = Path(digits[1]).parent / "val"
+    out = tmp_path / "pred"
+    assert (
+        main(
+            [
+                "predict",
+                "--weights",
+                str(run / "weights" / "last"),
+                "--source",
+                str(images),
+                "--out",
+                str(out),
+                "--conf",
+                "0.01",
+            ]
+        )
+        == 0
+    )
+    records = json.loads((out / "predictions.json").read_text())
+    assert len(records) == len(list(images.glob("*.png")))
+    assert all(set(r) == {"file", "boxes_xyxy", "scores", "labels"} for r in records)
+    # export: the ONNX graph (NMS inside) runs in onnxruntime at any batch; torch.export loads.
+    import numpy as np
+    import onnxruntime
+    import torch
+
+    onnx_path = tmp_path / "det.onnx"
+    weights = str(run / "weights" / "last")
+    assert main(["export", "--weights", weights, "--out", str(onnx_path), "--conf", "0.01"]) == 0
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    for batch in (1, 3):
+        (detections,) = session.run(None, {"images": np.random.rand(batch, 3, 64, 64).astype("f")})
+        assert detections.shape[1] == 7 and set(detections[:, 0]) <= set(range(batch))
+    pt2 = tmp_path / "det.pt2"
+    assert (
+        main(["export", "--weights", weights, "--format", "torch-export", "--out", str(pt2)]) == 0
+    )
+    program = torch.export.load(str(pt2))
+    assert [o.shape[0] for o in program.module()(torch.rand(3, 3, 64, 64))] == [3, 3, 3]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "data.train=x.json", "schedule.epochz=3"], "epochz"),
+        (["train", "data.train=x.json", "schedule.lr=nan"], "schedule.lr=nan"),
+        (["train", "data.train=x.json", "data.image_size=50"], "multiple of 32"),
+        (["train", "schedule.epochs=3"], "data.train"),
+        (["train", "data.train=missing.json"], "missing.json"),
+        (["train", "--config", "nope.yaml"], "nope.yaml"),
+        (["train", "data.train"], "key=value"),
+        (["val", "--weights", "no/such/run", "--data", "x.json"], "not a checkpoint folder"),
+        (["train", "--resume", "no/such/run"], "not a run folder"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
+
+
+def test_unknown_flag_is_named(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["val", "--weights", "w", "--data", "d.json", "--weigths", "x"])
+    assert exit_.value.code == 2
+    assert "--weigths" in capsys.readouterr().err
+
+
+def test_config_file_then_overrides(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("schedule: {epochs: 7, lr: 0.01}\ndata: {train: a.json}\n")
+    cfg = load_config(path, ["schedule.epochs=9"])
+    assert (cfg.schedule.epochs, cfg.schedule.lr, cfg.data.train) == (9, 0.01, "a.json")
+    with pytest.raises(ConfigError, match=r"schedule\.epochs"):
+        load_config(path, ["schedule.epochs=zero"])
