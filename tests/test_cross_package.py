@@ -43,3 +43,37 @@ def test_detector_on_kernelwarehouse_backbone_trains():
     assert sum(p.grad.abs().sum().item() for p in warehouses if p.grad is not None) > 0
     predictions = model.eval().predict(images)
     assert len(predictions) == 2 and predictions[0]["boxes"].shape[-1] == 4
+
+
+def test_detector_checkpoint_folder_loads_through_hub_and_timm(tmp_path):
+    """yolo-heads' checkpoint folder is the Hub layout: hub_knowledge.load and timm's local-dir
+    source rebuild the detector (RD and implicit knowledge included) with the same outputs."""
+    hub_knowledge = pytest.importorskip("hub_knowledge")
+    yolo_heads = pytest.importorskip("yolo_heads")
+    timm = pytest.importorskip("timm")
+
+    torch.manual_seed(0)
+    model = yolo_heads.YOLODetector(
+        "resnet18",
+        num_classes=3,
+        channels=(8, 16, 32, 64),
+        stem_width=8,
+        neck_channels=16,
+        rd={"num_atoms": 8},
+        implicit=True,
+    ).eval()
+    folder = yolo_heads.save_checkpoint(model, tmp_path / "best", label_names=["a", "b", "c"])
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(images)
+        for clone in (
+            hub_knowledge.load(folder),
+            timm.create_model(f"local-dir:{folder}", pretrained=True),
+        ):
+            for a, b in zip(expected, clone.eval()(images)):
+                assert torch.equal(a, b)
+    with pytest.raises(Exception, match="another architecture|shape"):
+        other = yolo_heads.YOLODetector(
+            "resnet18", num_classes=5, channels=(8, 16, 32, 64), stem_width=8, neck_channels=16
+        )
+        yolo_heads.load_checkpoint(folder, other)
