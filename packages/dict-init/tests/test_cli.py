@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,3 +74,59 @@ def test_plot_atoms_tensor(tmp_path):
     path = plot_atoms(torch.randn(20, 6), tmp_path / "p.png", features=torch.randn(100, 6))
     assert path.stat().st_size > 0
     assert [p.name for p in tmp_path.iterdir()] == ["p.png"]
+
+
+def _rank_main(rank: int, port: int, argv: list[str], log: str) -> None:
+    import os
+    import sys
+
+    # what torchrun puts in each worker's environment (its launcher only sets these and
+    # starts the processes; forking keeps the test from importing torch twice more)
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+    )  # fmt: skip
+    with open(f"{log}.{rank}", "w") as out:
+        sys.stdout = out
+        code = main(argv)
+        out.flush()
+    os._exit(code)
+
+
+def test_under_torchrun_the_ranks_split_the_data_and_rank0_writes_once(image_folder, tmp_path):
+    import multiprocessing
+    import socket
+
+    from safetensors import safe_open
+
+    out, work = tmp_path / "out" / "atoms.safetensors", tmp_path / "work"
+    argv = [
+        "build", "--encoder", "timm:resnet18", "--layer", "layer2", "--image-size", "32",
+        "--data", str(image_folder), "--num-atoms", "8", "--positions-per-image", "4",
+        "--work-dir", str(work), "--out", str(out), "--quiet", "--max-iter", "5",
+    ]  # fmt: skip
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    import timm  # noqa: F401 - imported once here, the forked ranks inherit it (seconds each)
+
+    context = multiprocessing.get_context("fork")
+    log = str(tmp_path / "stdout")
+    ranks = [context.Process(target=_rank_main, args=(r, port, argv, log)) for r in range(2)]
+    for p in ranks:
+        p.start()
+    for p in ranks:
+        p.join(timeout=300)
+    assert [p.exitcode for p in ranks] == [0, 0]
+    printed = [Path(f"{log}.{r}").read_text() for r in range(2)]
+    assert printed[0].count("wrote ") == 1 and "wrote" not in printed[1]  # rank 0 alone writes
+    d = Dictionary.load(out)
+    assert d.atoms.shape == (8, 128) and d.metadata["num_items"] == 4
+    assert d.metadata["num_vectors"] == 4 * 4
+    rows = {}
+    for shard in sorted((work / "features").glob("rank*.safetensors")):
+        with safe_open(str(shard), "pt") as f:
+            rank = shard.name.split("-")[0]
+            rows[rank] = rows.get(rank, 0) + f.get_slice("features").get_shape()[0]
+    assert rows == {"rank0": 8, "rank1": 8}  # two images (4 positions each) per rank
+    assert sorted(p.name for p in out.parent.iterdir()) == ["atoms.json", "atoms.safetensors"]

@@ -142,3 +142,55 @@ def test_coco_class_names():
     names = coco_class_names()
     assert len(names) == 80 == len(set(names))
     assert names[:3] == ["person", "bicycle", "car"]
+
+
+def test_plain_clip_vision_model_gives_all_hidden_tokens():
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(0)
+    config = CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        image_size=32, patch_size=8,
+    )  # fmt: skip
+    model = CLIPVisionModel(config).eval()
+    images = torch.rand(2, 3, 32, 32)
+    enc = CLIPImageEncoder(model)
+    every = enc.encode(images)
+    assert every.shape == (2, 17, 32) and enc.dim == 32  # no projection: hidden width
+    with torch.no_grad():  # transformers' own pooled output is the class token after the norm
+        ref = model(pixel_values=(images - enc.mean) / enc.std).pooler_output
+    torch.testing.assert_close(every[:, 0], ref, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"project.*no visual projection"):
+        CLIPImageEncoder(model, project=True)
+
+
+def tiny_open_clip():
+    import open_clip
+
+    torch.manual_seed(0)
+    return open_clip.CLIP(
+        embed_dim=24,
+        vision_cfg={"image_size": 32, "patch_size": 8, "width": 32, "layers": 2, "head_width": 16},
+        text_cfg={"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1},
+    ).eval()
+
+
+def test_open_clip_encoder_returns_all_patch_tokens():
+    from dict_init import OpenCLIPImageEncoder
+
+    model = tiny_open_clip()
+    images = torch.rand(2, 3, 32, 32)
+    every = OpenCLIPImageEncoder(model).encode(images)
+    patches = OpenCLIPImageEncoder(model, tokens="patches").encode(images)
+    cls = OpenCLIPImageEncoder(model.visual, tokens="class").encode(images)  # the tower alone
+    assert every.shape == (2, 17, 24) and patches.shape == (2, 16, 24) and cls.shape == (2, 1, 24)
+    enc = OpenCLIPImageEncoder(model)
+    with torch.no_grad():  # the class token is open_clip's own image embedding
+        ref = model.encode_image((images - enc.mean) / enc.std)
+    torch.testing.assert_close(cls[:, 0], ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(every[:, 1:], patches)
+    # patch tokens differ from one another (not the pooled token repeated)
+    assert (patches - patches.mean(1, keepdim=True)).abs().amax() > 1e-3
+    assert OpenCLIPImageEncoder(model, project=False).encode(images).shape == (2, 17, 32)
+    with pytest.raises(ValueError, match="open_clip CLIP model with a ViT"):
+        OpenCLIPImageEncoder(torch.nn.Linear(2, 2))

@@ -10,6 +10,7 @@ from .dictionary import Dictionary
 from .encoders import (
     CLIPImageEncoder,
     GPTTextEncoder,
+    OpenCLIPImageEncoder,
     SentenceEncoder,
     VisionEncoder,
     coco_class_names,
@@ -27,6 +28,7 @@ __all__ = [
     "FeatureShards",
     "GPTTextEncoder",
     "KMeansResult",
+    "OpenCLIPImageEncoder",
     "SentenceEncoder",
     "ShardWriter",
     "TensorSource",

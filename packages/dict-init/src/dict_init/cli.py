@@ -5,17 +5,23 @@
     dict-init build --encoder sentence --data coco-classes --num-atoms 32 --feature-dim 256 \\
         --out language.safetensors
     dict-init inspect atoms.safetensors --plot atoms.png
+
+Under ``torchrun --nproc_per_node N -m dict_init.cli build ...`` (or the ``dict-init`` script)
+the ranks join one process group (gloo on CPU, nccl on CUDA): each encodes its share of the
+data, k-means runs over all of them, and rank 0 alone writes the artifact.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from . import __version__
 from .build import build_dictionary
@@ -41,9 +47,30 @@ def _texts(data: str) -> list[str]:
     )
 
 
+def _join_torchrun(device: str) -> tuple[bool, str]:
+    """Join the process group torchrun describes in the environment; ``(joined, device)``."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return False, device
+    cuda = device.startswith("cuda")
+    dist.init_process_group("nccl" if cuda else "gloo")
+    if device == "cuda":  # one GPU per local rank
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return True, device
+
+
 def _build(args: argparse.Namespace) -> int:
+    joined, args.device = _join_torchrun(args.device)
+    try:
+        return _build_on_rank(args)
+    finally:
+        if joined:
+            dist.destroy_process_group()
+
+
+def _build_on_rank(args: argparse.Namespace) -> int:
+    rank = dist.get_rank() if dist.is_initialized() else 0
     options: dict[str, Any] = {"device": args.device}
-    if args.encoder.startswith(("timm", "clip")) and args.image_size:
+    if args.encoder.startswith(("timm", "clip", "open_clip")) and args.image_size:
         options["image_size"] = args.image_size
     if args.encoder.startswith("timm"):
         options.update(layer=args.layer, pretrained=args.pretrained)
@@ -56,8 +83,10 @@ def _build(args: argparse.Namespace) -> int:
         projection=args.projection, normalization=args.normalization,
         positions_per_image=args.positions_per_image or None, batch_size=args.batch_size,
         work_dir=args.work_dir, keep_features=args.work_dir is not None,
-        kmeans_options=kmeans_options, progress=not args.quiet,
+        kmeans_options=kmeans_options, progress=not args.quiet and rank == 0,
     )  # fmt: skip
+    if rank != 0:  # every rank holds the same atoms; one writes them
+        return 0
     path = d.save(args.out)
     print(f"wrote {path} and {path.with_suffix('.json')}: {d}")
     if args.plot:
@@ -112,7 +141,7 @@ def parser() -> argparse.ArgumentParser:
         "--encoder",
         required=True,
         help=f"<kind>:<model>, kind in {sorted(ENCODERS)} (timm:resnet18, "
-        "clip:openai/clip-vit-base-patch32, sentence, gpt:gpt2-medium)",
+        "clip:openai/clip-vit-base-patch32, open_clip:ViT-B-32, sentence, gpt:gpt2-medium)",
     )
     build.add_argument("--layer", help="timm: module name (default: the middle feature stage)")
     build.add_argument("--pretrained", action="store_true", help="timm: pretrained weights")

@@ -2,6 +2,7 @@
 
 from .base import ENCODERS, ImageEncoder, TextEncoder, create_encoder, register_encoder
 from .clip import CLIPImageEncoder
+from .openclip import OpenCLIPImageEncoder
 from .text import GPTTextEncoder, SentenceEncoder, byte_tokenizer, coco_captions, coco_class_names
 from .vision import VisionEncoder, middle_layer
 
@@ -10,6 +11,7 @@ __all__ = [
     "CLIPImageEncoder",
     "GPTTextEncoder",
     "ImageEncoder",
+    "OpenCLIPImageEncoder",
     "SentenceEncoder",
     "TextEncoder",
     "VisionEncoder",

@@ -1,5 +1,9 @@
 """Vision-language encoder: every output token of a CLIP image encoder (transformers).
 
+Accepts ``CLIPVisionModelWithProjection``, ``CLIPModel`` and the plain ``CLIPVisionModel``
+(no projection: tokens keep the hidden width). For open_clip models see
+:mod:`dict_init.encoders.openclip`.
+
 YOLO-RD (section 3.2, after DenseCLIP) uses all output patches of CLIP's image encoder, not only
 the class token, so each image gives ``1 + (H/p)(W/p)`` vectors. Tokens pass through the
 encoder's final layer norm and, by default, the visual projection into CLIP's joint
@@ -35,12 +39,13 @@ class CLIPImageEncoder:
     """All tokens of a CLIP image encoder from transformers.
 
     Args:
-        model: a ``CLIPVisionModelWithProjection`` or ``CLIPModel``, or a name / folder for
-            ``CLIPVisionModelWithProjection.from_pretrained`` (e.g.
+        model: a ``CLIPVisionModelWithProjection``, ``CLIPModel`` or ``CLIPVisionModel``, or
+            a name / folder for ``CLIPVisionModelWithProjection.from_pretrained`` (e.g.
             ``"openai/clip-vit-base-patch32"``; downloads unless cached).
         tokens: ``"all"`` (class + patch tokens, the default), ``"patches"`` or ``"class"``
             (the global embedding only: the paper's Table 5 ablation).
-        project: apply the visual projection (joint space); ``False`` keeps the hidden width.
+        project: apply the visual projection (joint space); ``False`` keeps the hidden width;
+            ``None`` (default) projects when the model has a projection.
         image_size: default from the model's config.
         device: where the model runs.
 
@@ -63,7 +68,7 @@ class CLIPImageEncoder:
         model: str | nn.Module,
         *,
         tokens: str = "all",
-        project: bool = True,
+        project: bool | None = None,
         image_size: int | tuple[int, int] | None = None,
         mean: tuple[float, ...] = CLIP_MEAN,
         std: tuple[float, ...] = CLIP_STD,
@@ -77,11 +82,22 @@ class CLIPImageEncoder:
             self.model_name = getattr(config, "_name_or_path", "") or type(model).__name__
         else:
             raise bad_value("model", type(model).__name__, "a CLIP model or a model name")
-        if not hasattr(model, "vision_model") or not hasattr(model, "visual_projection"):
+        # CLIPModel / WithProjection hold the tower as .vision_model; transformers 5's plain
+        # CLIPVisionModel is the tower itself
+        vision = getattr(model, "vision_model", model)
+        if not hasattr(vision, "post_layernorm") or not hasattr(vision, "embeddings"):
             raise bad_value(
                 "model",
                 type(model).__name__,
-                "a transformers CLIPVisionModelWithProjection or CLIPModel",
+                "a transformers CLIPVisionModelWithProjection, CLIPModel or CLIPVisionModel "
+                "(open_clip models: dict_init.encoders.OpenCLIPImageEncoder)",
+            )
+        has_projection = hasattr(model, "visual_projection")
+        if project is None:
+            project = has_projection
+        elif project and not has_projection:
+            raise bad_value(
+                "project", project, f"False (a {type(model).__name__} has no visual projection)"
             )
         self.model = model.eval().to(device)
         self.device = torch.device(device)
@@ -101,7 +117,7 @@ class CLIPImageEncoder:
         x = (images.to(self.device, torch.float32) - self.mean.to(self.device)) / self.std.to(
             self.device
         )
-        vision = self.model.vision_model
+        vision = getattr(self.model, "vision_model", self.model)
         hidden = vision(pixel_values=x).last_hidden_state
         # The class token gets post_layernorm + projection in CLIP; give every token the same.
         tokens = vision.post_layernorm(hidden)
