@@ -126,6 +126,9 @@ class YOLODetector(nn.Module):
         check_choice("head", head, HEADS)
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes={num_classes!r} is not valid; expected an integer >= 1")
+        for name, value in (("neck_channels", neck_channels), ("neck_depth", neck_depth)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} is not valid; expected an integer >= 1")
         self.num_classes, self.in_chans = num_classes, in_chans
         self.config = _config(locals()) if isinstance(backbone, str) else None
         self.head_name, self.implicit = head, implicit

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,52 @@ from tqdm.auto import tqdm
 from .boxes import xyxy_to_xywh
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def _check_detections(
+    detections: list[Any], images: set[int], categories: set[int], ann_file: Path
+) -> None:
+    """Every detection, so that a bad one anywhere is named instead of scoring AP 0 silently
+    (pycocotools takes NaN, unknown categories and negative sizes without a word)."""
+    for i, det in enumerate(detections):
+        if not isinstance(det, dict):
+            raise ValueError(f"detections[{i}] is {type(det).__name__}, not a dict")
+        missing = {"image_id", "category_id", "bbox", "score"} - set(det)
+        if missing:
+            raise ValueError(
+                f"detections[{i}] lacks {sorted(missing)}; each detection needs image_id, "
+                "category_id, bbox [x, y, w, h] and score"
+            )
+        if det["image_id"] not in images:
+            raise ValueError(
+                f"detections[{i}] has image_id={det['image_id']!r}, which is not in ann_file="
+                f"{str(ann_file)!r}"
+            )
+        if det["category_id"] not in categories:
+            raise ValueError(
+                f"detections[{i}] has category_id={det['category_id']!r}; ann_file's categories "
+                f"are {sorted(categories)}"
+            )
+        bbox = det["bbox"]
+        try:
+            values = [float(v) for v in bbox]
+            score = float(det["score"])
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"detections[{i}] has bbox={bbox!r}, score={det['score']!r}; expected four "
+                "numbers [x, y, w, h] and a number"
+            ) from None
+        if len(values) != 4 or not all(math.isfinite(v) for v in values):
+            raise ValueError(f"detections[{i}] has bbox={bbox!r}; expected four finite numbers")
+        if values[2] < 0 or values[3] < 0:
+            raise ValueError(
+                f"detections[{i}] has bbox={bbox!r} with a negative width or height; COCO boxes "
+                "are [x, y, width, height]"
+            )
+        if not math.isfinite(score):
+            raise ValueError(
+                f"detections[{i}] has score={det['score']!r}; expected a finite number"
+            )
 
 
 def coco_evaluator(
@@ -38,25 +85,13 @@ def coco_evaluator(
     if isinstance(detections, (str, Path)):
         detections = json.loads(Path(detections).read_text())
     detections = list(detections)
-    for i, det in enumerate(detections[:1] + detections[-1:]):
-        missing = {"image_id", "category_id", "bbox", "score"} - set(det)
-        if missing:
-            raise ValueError(
-                f"detections[{i}] lacks {sorted(missing)}; each detection needs image_id, "
-                "category_id, bbox [x, y, w, h] and score"
-            )
     quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
     with quiet:
         gt = COCO(str(ann_file))
-        if not detections:
-            return None
-        known = set(gt.getImgIds())
-        unknown = {d["image_id"] for d in detections} - known
-        if unknown:
-            raise ValueError(
-                f"detections name image ids {sorted(unknown)[:5]} that are not in ann_file="
-                f"{str(ann_file)!r}"
-            )
+    _check_detections(detections, set(gt.getImgIds()), set(gt.getCatIds()), ann_file)
+    if not detections:
+        return None
+    with quiet:
         dt = gt.loadRes([dict(d, bbox=[float(v) for v in d["bbox"]]) for d in detections])
         evaluator = COCOeval(gt, dt, iouType="bbox")
         evaluator.evaluate()

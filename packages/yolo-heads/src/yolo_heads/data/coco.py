@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -57,6 +59,13 @@ class CocoDetection(DetectionDataset):
                 )
         if not data["images"]:
             raise ValueError(f"ann_file={str(ann_file)!r} lists no images; the dataset is empty")
+        for i, im in enumerate(data["images"]):
+            if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
+                keys = sorted(im) if isinstance(im, dict) else type(im).__name__
+                raise ValueError(
+                    f"ann_file={str(ann_file)!r} images[{i}] has {keys}; every image needs 'id' "
+                    "and 'file_name'"
+                )
         self.ann_file = ann_file
         self.images = sorted(data["images"], key=lambda im: im["id"])
         self.categories = sorted(data["categories"], key=lambda c: c["id"])
@@ -65,6 +74,7 @@ class CocoDetection(DetectionDataset):
         category_to_label = {c: i for i, c in enumerate(self.label_to_category)}
         per_image: dict[int, list[tuple[list[float], int]]] = {im["id"]: [] for im in self.images}
         # Checked here, once, so that a bad annotation fails before training starts.
+        empty: list[Any] = []
         for ann in data["annotations"]:
             if ann.get("image_id") not in per_image:
                 raise ValueError(
@@ -86,10 +96,22 @@ class CocoDetection(DetectionDataset):
             if ann.get("iscrowd", 0):
                 continue
             x, y, w, h = bbox
-            if w <= 0 or h <= 0:  # degenerate boxes carry no object: skipped
+            if w < 0 or h < 0:
+                raise ValueError(
+                    f"ann_file annotation id={ann.get('id')} has bbox={bbox!r} with a negative "
+                    "width or height; COCO boxes are [x, y, width, height]"
+                )
+            if w == 0 or h == 0:  # a zero-area box carries no object: skipped, and said so
+                empty.append(ann.get("id"))
                 continue
             per_image[ann["image_id"]].append(
                 ([x, y, x + w, y + h], category_to_label[ann["category_id"]])
+            )
+        if empty:
+            warnings.warn(
+                f"ann_file={str(ann_file)!r}: {len(empty)} annotations with zero width or height "
+                f"skipped (ids {empty[:5]})",
+                stacklevel=2,
             )
         self.image_dir = self._find_image_dir(image_dir)
         self.records = [

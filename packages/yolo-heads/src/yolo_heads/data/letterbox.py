@@ -35,6 +35,11 @@ def letterbox(
     >>> canvas.shape, meta.scale, meta.pad_y
     ((64, 64, 3), 0.64, 16.0)
     """
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"size={size!r} is not valid; expected a positive integer (pixels)")
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or 0 in image.shape[:2]:
+        shape = getattr(image, "shape", None)
+        raise ValueError(f"image has shape {shape}; expected a non-empty [H, W, 3] array")
     h, w = image.shape[:2]
     scale = min(size / h, size / w) * min(scale_jitter, 1.0)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
