@@ -106,12 +106,26 @@ def test_fast_executor_matches_reference_forward_and_backward(layer, x, offset_b
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
+def test_float64_model_computes_attention_in_float64():
+    torch.manual_seed(0)
+    conv = kw.KWConv2d(4, 6, 3, padding=1).double().eval()
+    kw.set_temperature(conv, 0.3)
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+    pooled = x.mean(dim=(2, 3))
+    assert conv.attention(pooled).dtype == torch.float64
+    # CAF written out: tau * beta + (1 - tau) * z / (sum |z| + eps), zero cell dropped
+    z = conv.attention.logits(pooled)
+    caf = 0.3 * conv.attention.beta + 0.7 * z / (z.abs().sum(-1, keepdim=True) + 1e-3)
+    torch.testing.assert_close(conv.attention(pooled), caf[..., :-1], rtol=1e-12, atol=1e-12)
+    assert conv(x).dtype == torch.float64
+
+
 def test_kernel_at_tau_one_is_assigned_cells():
     conv = kw.KWConv2d(4, 6, 3, padding=1, bias=False)
     kw.set_temperature(conv, 1.0)
     kernel = conv.kernel(torch.randn(2, 4, 5, 5))
-    cells = conv.shared_warehouse.cells  # [9, 6, 4, 1, 1]: cell s is spatial position s
-    expected = cells[:, :, :, 0, 0].permute(1, 2, 0).reshape(6, 4, 3, 3)
+    cells = conv.shared_warehouse.cells  # [9, 6, 4] (1 x 1 cells): cell s is spatial position s
+    expected = cells.permute(1, 2, 0).reshape(6, 4, 3, 3)
     torch.testing.assert_close(kernel[0], expected)
     torch.testing.assert_close(kernel[1], expected)
     static = nn.functional.conv2d(torch.ones(1, 4, 5, 5), expected, padding=1)
@@ -177,6 +191,22 @@ def test_bad_input_errors():
         kw.KWConv2d(4, 4, 3, padding_mode="reflect")
     with pytest.raises(ValueError, match="expects a"):
         kw.KWConv2d(4, 4, 3)(torch.randn(4, 5, 5))
+    wrong_channels = r"expects a \[B, 4, 2 spatial dims\] input, got shape \(2, 5, 6, 6\)"
+    with pytest.raises(ValueError, match=wrong_channels):
+        kw.KWConv2d(4, 4, 3)(torch.randn(2, 5, 6, 6))
+    for bad in (float("inf"), float("nan"), "1x", True, 1e9):
+        with pytest.raises(ValueError, match=r"budget=.* is invalid: expected a finite number"):
+            kw.KWConv2d(4, 4, 3, budget=bad)
+        with pytest.raises(ValueError, match=r"budget=.* is invalid"):
+            kw.convert(nn.Sequential(nn.Conv2d(4, 4, 3)), budget=bad)
+    with pytest.raises(ValueError, match=r"kernel_size=0 is invalid: expected an int >= 1"):
+        kw.KWConv2d(4, 4, 0)
+    with pytest.raises(ValueError, match=r"stride=\(1, 0\) is invalid"):
+        kw.KWConv2d(4, 4, 3, stride=(1, 0))
+    with pytest.raises(ValueError, match=r"exclude=\['heed'\] is invalid: \['heed'\] match no"):
+        kw.convert(nn.Sequential(nn.Conv2d(4, 4, 3), nn.Conv2d(4, 4, 3)), exclude=["heed"])
+    with pytest.raises(TypeError, match=r"model=.* is invalid: expected a torch.nn.Module"):
+        kw.convert({"conv": nn.Conv2d(4, 4, 3)})
     mgr = kw.WarehouseManager(cell_in_ratio=0.75)
     mgr.reserve("a", nn.Conv2d(6, 6, 1), "g")
     with pytest.raises(ValueError, match=r"input channels 6 .* into cells of 4"):

@@ -20,7 +20,8 @@ __version__ = "0.1.0"
 
 
 def set_executor(model, name: str) -> int:
-    """Use executor ``name`` (``"fast"`` or ``"reference"``) in every KW layer of ``model``."""
+    """Use executor ``name`` (``"fast"``, ``"reference"`` or ``"export"``) in every KW layer of
+    ``model`` (exports use ``"export"`` whatever is set)."""
     if name not in EXECUTORS:
         raise ValueError(f"executor={name!r} is invalid: expected one of {list(EXECUTORS)}")
     count = 0

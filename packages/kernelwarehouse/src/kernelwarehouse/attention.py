@@ -236,8 +236,10 @@ class KWAttention(nn.Module):
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         """``pooled``: ``[B, C]`` -> attentions ``[B, m, n]``."""
-        # CAF in float32 even under autocast: the L1 normaliser sums n + 1 logits.
-        logits = self.logits(pooled).float()
+        # CAF in float32 or better even under autocast: the L1 normaliser sums n + 1 logits
+        logits = self.logits(pooled)
+        if logits.dtype in (torch.float16, torch.bfloat16):
+            logits = logits.float()
         return contrasting_attention(logits, self.beta, self.temperature, self.eps)
 
     def extra_repr(self) -> str:

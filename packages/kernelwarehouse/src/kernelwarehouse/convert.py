@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from torch import nn
 
 from .layers import KWLayer
 from .manager import LAYER_TYPES, PerGroup, WarehouseManager, WarehousePlan
+from .partition import check_budget
 
 __all__ = [
     "GROUPING_RULES",
@@ -203,6 +204,8 @@ def convert(
         >>> plan.params_after < plan.params_before
         True
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model={model!r} is invalid: expected a torch.nn.Module")
     if isinstance(groups, str):
         if groups not in GROUPING_RULES:
             raise ValueError(
@@ -214,12 +217,11 @@ def convert(
         rule = groups
     else:
         raise TypeError(f"groups={groups!r} is invalid: expected a rule name or a callable")
-    if isinstance(budget, int | float) and not budget > 0:
-        raise ValueError(
-            f"budget={budget!r} is invalid: expected a positive number such as 0.25, 0.5, 1, 2, 4"
-        )
+    if not (isinstance(budget, Mapping) or callable(budget)):
+        check_budget(budget)  # per-group values are checked per warehouse
     if isinstance(exclude, str):
         exclude = [exclude]
+    explicit = exclude is not None
     exclude = list(_classifier_names(model) if exclude is None else exclude)
     params_before = sum(p.numel() for p in model.parameters())
     manager = WarehouseManager(budget, **manager_kwargs)
@@ -244,6 +246,14 @@ def convert(
             kept.append(name)
             continue
         manager.reserve(name, module, group)
+    if explicit:
+        names = [n for n, _ in model.named_modules()]
+        unmatched = [p for p in exclude if not any(fnmatch.fnmatchcase(n, p) for n in names)]
+        if unmatched:
+            raise ValueError(
+                f"exclude={exclude!r} is invalid: {unmatched} match no module of the model "
+                f"(module names look like {names[1:4]})"
+            )
     plans = manager.plan()
     if not plans:
         raise ValueError("convert found no convolution or linear layer to turn into a KW layer")

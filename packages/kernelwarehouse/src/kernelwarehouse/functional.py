@@ -19,6 +19,10 @@ rounding; tested) faster on CPU:
   there (KW ResNet18 b = 1, 224 px: benchmarks/results/kernelwarehouse.md);
 * everything else, and CUDA, keeps the authors' grouped convolution.
 
+The ``"export"`` executor (:mod:`kernelwarehouse.export`) never folds the batch into a
+convolution's groups, so exported graphs keep a symbolic batch size; every KW layer uses it while
+a graph is captured for export, whatever its ``executor``.
+
 Executors are looked up by name in :data:`EXECUTORS`, so a new strategy is one registered
 function.
 """
@@ -31,6 +35,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from .export import dynamic_conv_batched
 from .partition import LayerPartition
 from .per_offset import per_offset_conv2d
 
@@ -38,6 +43,7 @@ __all__ = [
     "EXECUTORS",
     "assemble_kernel_reference",
     "dynamic_conv_reference",
+    "kw_forward_export",
     "kw_forward_fast",
     "kw_forward_reference",
     "register_executor",
@@ -181,11 +187,32 @@ def kw_forward_fast(
     return dynamic_conv_reference(x, kernel, bias, stride, padding, dilation, groups)
 
 
+def kw_forward_export(
+    x: torch.Tensor,
+    attention: torch.Tensor,
+    cells: torch.Tensor,
+    part: LayerPartition,
+    bias: torch.Tensor | None,
+    stride: Sequence[int],
+    padding: Sequence[int] | str,
+    dilation: Sequence[int],
+    groups: int,
+) -> torch.Tensor:
+    """Batch-agnostic: the authors' kernels applied by
+    :func:`kernelwarehouse.export.dynamic_conv_batched` (any batch size in an exported graph)."""
+    kernel = _assemble(attention, cells, part)
+    return dynamic_conv_batched(x, kernel, bias, stride, padding, dilation, groups)
+
+
 #: ``forward(x, attention, cells, partition, bias, stride, padding, dilation, groups) -> y``
 Executor = Callable[..., torch.Tensor]
 
 #: name -> executor
-EXECUTORS: dict[str, Executor] = {"reference": kw_forward_reference, "fast": kw_forward_fast}
+EXECUTORS: dict[str, Executor] = {
+    "reference": kw_forward_reference,
+    "fast": kw_forward_fast,
+    "export": kw_forward_export,
+}
 
 
 def register_executor(name: str, forward: Executor) -> None:

@@ -12,6 +12,7 @@ owns every warehouse it uses.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TypedDict
 
@@ -19,8 +20,15 @@ import torch
 from torch import nn
 
 from .attention import KWAttention, assign_cells
+from .export import is_exporting
 from .functional import EXECUTORS, assemble_kernel_reference
-from .partition import CellShape, LayerPartition, partition_kernel, plan_cell_shape
+from .partition import (
+    CellShape,
+    LayerPartition,
+    check_budget,
+    partition_kernel,
+    plan_cell_shape,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -31,10 +39,14 @@ __all__ = ["KWConv1d", "KWConv2d", "KWConv3d", "KWLayer", "KWLinear", "KWOptions
 class Warehouse(nn.Module):
     """``n`` kernel cells of one shape, shared by the layers of a group.
 
+    ``cells`` is stored ``[n, f_e, c_e * k_e...]`` (the cell's spatial size folded into its last
+    dimension): a 3-d tensor, so ``model.to(memory_format=torch.channels_last)`` (which converts
+    every 4-d and 5-d parameter) leaves it alone; it is only ever read as ``[n, f_e c_e k_e...]``.
+
     Example:
         >>> wh = Warehouse(56, CellShape(64, 64, (1, 1)))
         >>> wh.cells.shape
-        torch.Size([56, 64, 64, 1, 1])
+        torch.Size([56, 64, 64])
     """
 
     def __init__(self, num_cells: int, cell: CellShape, name: str = "") -> None:
@@ -43,7 +55,8 @@ class Warehouse(nn.Module):
             raise ValueError(f"num_cells={num_cells!r} is invalid: a warehouse needs >= 1 cell")
         self.cell = cell
         self.name = name
-        self.cells = nn.Parameter(torch.empty(num_cells, *cell.as_tuple()))
+        fe, ce, *k = cell.as_tuple()
+        self.cells = nn.Parameter(torch.empty(num_cells, fe, ce * math.prod(k)))
         nn.init.kaiming_normal_(self.cells, mode="fan_out", nonlinearity="relu")
 
     @property
@@ -54,15 +67,17 @@ class Warehouse(nn.Module):
         return f"name={self.name!r}, n={self.num_cells}, cell={self.cell}"
 
 
-def _tuple(value: int | Sequence[int], dims: int, name: str) -> tuple[int, ...]:
-    if isinstance(value, int):
-        return (value,) * dims
-    value = tuple(int(v) for v in value)
-    if len(value) == 1:
-        return value * dims
-    if len(value) != dims:
-        raise ValueError(f"{name}={value!r} is invalid: expected an int or {dims} ints")
-    return value
+def _tuple(value: int | Sequence[int], dims: int, name: str, minimum: int = 1) -> tuple[int, ...]:
+    values = (value,) if isinstance(value, int) else tuple(value)
+    if len(values) == 1:
+        values = values * dims
+    if len(values) != dims or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values
+    ):
+        raise ValueError(
+            f"{name}={value!r} is invalid: expected an int >= {minimum} or {dims} such ints"
+        )
+    return values
 
 
 class KWOptions(TypedDict, total=False):
@@ -97,7 +112,8 @@ class KWLayer(nn.Module):
             (:class:`kernelwarehouse.KWAttention`) [1/16, 16, 1e-3, 1.0].
         spatial_partition: 1 x 1 cells or whole-kernel cells [True].
         assignment: beta rule for b < 1, ``"diagonal"`` or ``"strided"`` ["diagonal"].
-        executor: ``"fast"`` or ``"reference"`` (see :mod:`kernelwarehouse.functional`) ["fast"].
+        executor: ``"fast"``, ``"reference"`` or ``"export"`` (see
+            :mod:`kernelwarehouse.functional`) ["fast"]; exports always use ``"export"``.
         name: layer name used in error messages [""].
         attention_norm: ``"batchnorm"`` (paper) or ``"layernorm"`` (authors' ConvNeXt).
     """
@@ -135,16 +151,13 @@ class KWLayer(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.executor = executor
+        budget = check_budget(budget)
         if warehouse is None:
-            if not budget > 0:
-                raise ValueError(f"budget={budget!r} is invalid: expected a positive number")
             ratio = 1.0 if budget >= 1 else 0.5
             cell = plan_cell_shape([kernel_shape], ratio, ratio, spatial_partition)
             m = partition_kernel(kernel_shape, cell, name or type(self).__name__).num_mixtures
             warehouse = Warehouse(max(int(m * budget), 1), cell, name=name)
             owner = True
-        elif not budget > 0:
-            raise ValueError(f"budget={budget!r} is invalid: expected a positive number")
         cells_per_mixture = budget
         self.partition: LayerPartition = partition_kernel(
             kernel_shape, warehouse.cell, name or type(self).__name__
@@ -192,7 +205,9 @@ class KWLayer(nn.Module):
 
     def _run(self, x: torch.Tensor, attention_input: torch.Tensor, *conv_args) -> torch.Tensor:
         attention = self.attention(self._pool(attention_input))
-        forward = EXECUTORS[self.executor]
+        # the other executors pick strategies per shape or fold the batch into conv groups,
+        # which bakes the batch size into an exported graph
+        forward = EXECUTORS["export" if is_exporting() else self.executor]
         return forward(x, attention, self.shared_warehouse.cells, self.partition, *conv_args)
 
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
@@ -228,7 +243,11 @@ class _KWConvNd(KWLayer):
         d = self.dims
         self.kernel_size = _tuple(kernel_size, d, "kernel_size")
         self.stride = _tuple(stride, d, "stride")
-        self.padding = padding if isinstance(padding, str) else _tuple(padding, d, "padding")
+        if isinstance(padding, str) and padding not in ("same", "valid"):
+            raise ValueError(f"padding={padding!r} is invalid: expected 'same', 'valid' or ints")
+        if isinstance(padding, str) and padding == "same" and any(s != 1 for s in self.stride):
+            raise ValueError(f"padding='same' needs stride 1, got stride={stride!r}")
+        self.padding = padding if isinstance(padding, str) else _tuple(padding, d, "padding", 0)
         self.dilation = _tuple(dilation, d, "dilation")
         self.groups = groups
         kernel_shape = (out_channels, in_channels // groups, *self.kernel_size)
@@ -244,10 +263,10 @@ class _KWConvNd(KWLayer):
         return x.reshape(x.shape[0], x.shape[1], -1).mean(dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != self.dims + 2:
+        if x.dim() != self.dims + 2 or x.shape[1] != self.in_channels:
             raise ValueError(
-                f"{type(self).__name__} expects a [B, C, {self.dims} spatial dims] input, "
-                f"got shape {tuple(x.shape)}"
+                f"{type(self).__name__} expects a [B, {self.in_channels}, "
+                f"{self.dims} spatial dims] input, got shape {tuple(x.shape)}"
             )
         return self._run(x, x, self.bias, self.stride, self.padding, self.dilation, self.groups)
 

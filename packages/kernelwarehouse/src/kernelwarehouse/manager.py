@@ -16,7 +16,7 @@ from torch import nn
 
 from .attention import assign_cells
 from .layers import KWConv1d, KWConv2d, KWConv3d, KWLayer, KWLinear, Warehouse
-from .partition import CellShape, partition_kernel, plan_cell_shape
+from .partition import CellShape, check_budget, partition_kernel, plan_cell_shape
 
 __all__ = [
     "LAYER_TYPES",
@@ -88,12 +88,7 @@ class WarehousePlan:
 
 
 def _check_budget(budget: float, group: str) -> float:
-    if not isinstance(budget, int | float) or not budget > 0:
-        raise ValueError(
-            f"budget={budget!r} (warehouse group {group!r}) is invalid: expected a positive "
-            "number such as 0.25, 0.5, 1, 2 or 4"
-        )
-    return float(budget)
+    return check_budget(budget, where=f" (warehouse group {group!r})")
 
 
 class WarehouseManager:

@@ -176,3 +176,30 @@ def partition_kernel(
         in_groups=c // cell.in_channels,
         spatial_groups=spatial_groups,
     )
+
+
+#: budgets ``b`` beyond which a warehouse would hold more than this many times a layer's cells
+#: (the paper goes up to 4x): a typo such as 1e9 fails here instead of allocating
+MAX_BUDGET = 64.0
+
+
+def check_budget(value: object, name: str = "budget", where: str = "") -> float:
+    """``value`` as a float if it is a finite number in ``(0, MAX_BUDGET]``, else a ValueError
+    that names ``name``, the value and what is valid.
+
+    Example:
+        >>> check_budget(0.5)
+        0.5
+    """
+    valid = (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 < value <= MAX_BUDGET
+    )
+    if not valid:
+        raise ValueError(
+            f"{name}={value!r}{where} is invalid: expected a finite number in (0, {MAX_BUDGET:g}] "
+            "such as 0.25, 0.5, 1, 2 or 4"
+        )
+    return float(value)
