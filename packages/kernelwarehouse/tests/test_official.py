@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,3 +73,146 @@ def test_rename_key_mobilenet_layout():
     assert official.rename_key("kw_convnext_tiny", "stages.2.4.pwconv2.attention.fc2.bias") == (
         "stages.2.blocks.4.mlp.fc2.attention.fc2.bias"
     )
+
+
+# ------------------------------------------------------------------ the authors' 1/2x MobileNetV2
+# No reference outputs exist for their kw1d2x_mobilenetv2_* constructors, so the state-dict
+# layout is written out here from their code (models/kw1d2x_mobilenetv2.py and
+# modules/kernel_warehouse.py of OSVAI/KernelWarehouse): key names, shapes and the warehouse
+# sizes of their Warehouse_Manager.store(), and the loader must place every tensor.
+_HALF_RATIOS = {  # per warehouse, in their reservation order
+    "num": (1, 1, 1, 1, 1, 1, 0.5, 1, 0.5, 0.5),
+    "in": (1, 1, 1, 1, 1, 1, 0.5, 1, 0.5, 0.025),
+    "out": (1, 1, 1, 1, 1, 1, 0.5, 1, 0.5, 1),
+}
+
+
+def _make_divisible(v, divisor=8):
+    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new + divisor if new < 0.9 * v else new
+
+
+def _authors_half_mobilenetv2(width: float, num_classes: int = 1000):
+    """``(state-dict shapes, params)`` of their ``KW1d2x_MobileNetV2(width_mult=width)``."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    warehouses: dict[str, list[tuple[int, ...]]] = {}  # name -> kernel shapes, in order
+    kw_layers: list[tuple[str, str, tuple[int, ...]]] = []  # (prefix, warehouse, kernel)
+
+    def reserve(prefix, cin, cout, k, groups, warehouse, enabled=True):
+        kernel = (cout, cin // groups, k, k)
+        if not enabled:
+            shapes[prefix + ".weight"] = kernel
+            return
+        warehouses.setdefault(warehouse, []).append(kernel)
+        kw_layers.append((prefix, warehouse, kernel))
+
+    def bn(prefix, c):
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            shapes[f"{prefix}.{name}"] = (c,)
+        shapes[f"{prefix}.num_batches_tracked"] = ()
+
+    setting = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1]]
+    setting += [[6, 160, 3, 2], [6, 320, 1, 1]]
+    kw_stage, pw_enabled = [1, 2, 3, 4, 5, 6, 6], [False] * 5 + [True, True]
+    cin, last = _make_divisible(32 * width), _make_divisible(1280 * max(1.0, width))
+    reserve("features.0.0", 3, cin, 3, 1, "stage0_conv0")
+    bn("features.0.1", cin)
+    index, layer_idx = 1, 0
+    for idx, (t, c, n, _s) in enumerate(setting):
+        cout = _make_divisible(c * width)
+        for i in range(n):
+            handover = i == 0 and idx > 0 and kw_stage[idx] != kw_stage[idx - 1]
+            stage = kw_stage[idx] - 1 if handover else kw_stage[idx]
+            on = pw_enabled[stage - 1]
+            hidden, p, j = round(cin * t), f"features.{index}.conv", 0
+            if t != 1:
+                reserve(f"{p}.0.0", cin, hidden, 1, 1, f"stage{stage}_l_pwconv0", on)
+                bn(f"{p}.0.1", hidden)
+                j = 1
+            reserve(f"{p}.{j}.0", hidden, hidden, 3, hidden, f"stage{stage}_l_dwconv0")
+            bn(f"{p}.{j}.1", hidden)
+            reserve(f"{p}.{j + 1}", hidden, cout, 1, 1, f"stage{stage}_l_pwconv1", on)
+            bn(f"{p}.{j + 2}", cout)
+            cin, index, layer_idx = cout, index + 1, 0 if handover else layer_idx + 1
+    reserve(f"features.{index}.0", cin, last, 1, 1, "stage6_l_pwconv1")
+    bn(f"features.{index}.1", last)
+    # their KWLinear: a KWConv1d as ``conv``, kernel [classes, in, 1], with a bias
+    warehouses["classifier"] = [(num_classes, last, 1)]
+    kw_layers.append(("classifier.1.conv", "classifier", (num_classes, last, 1)))
+    shapes["classifier.1.conv.bias"] = (num_classes,)
+    # Warehouse_Manager.store(): gcd cells scaled by the ratios, n = int(m_t * cell_num_ratio)
+    cells = {}
+    for w, (name, kernels) in enumerate(warehouses.items()):
+        gcd_out = math.gcd(*[k[0] for k in kernels])
+        gcd_in = math.gcd(*[k[1] for k in kernels])
+        ce = max(int(gcd_in * _HALF_RATIOS["in"][w]), 1)
+        fe = max(int(gcd_out * _HALF_RATIOS["out"][w]), 1)
+        m_t = sum(k[0] // fe * k[1] // ce * math.prod(k[2:]) for k in kernels)
+        n = max(int(m_t * _HALF_RATIOS["num"][w]), 1)
+        shapes[f"warehouse_manager.weights.{w}"] = (n, fe, ce, *([1] * (len(kernels[0]) - 2)))
+        cells[name] = (n, fe, ce)
+    for prefix, name, kernel in kw_layers:  # Attention(in_planes, reduction 1/32, n, m)
+        n, fe, ce = cells[name]
+        m = kernel[0] // fe * kernel[1] // ce * math.prod(kernel[2:])
+        in_planes = kernel[0] if "dwconv" in name else kernel[1]  # depth-wise: groups = c
+        hidden = max(int(in_planes * 0.03125), 16)
+        shapes[f"{prefix}.attention.fc1.weight"] = (hidden, in_planes)
+        bn(f"{prefix}.attention.norm1", hidden)
+        shapes[f"{prefix}.attention.fc2.weight"] = ((n + 1) * m, hidden)
+        shapes[f"{prefix}.attention.fc2.bias"] = ((n + 1) * m,)
+    buffers = ("running_mean", "running_var", "num_batches_tracked")
+    params = sum(math.prod(s) for k, s in shapes.items() if not k.endswith(buffers))
+    return shapes, params
+
+
+@pytest.mark.parametrize(
+    ("arch", "width", "paper_m"),
+    [
+        ("kw1d2x_mobilenetv2_100", 1.0, 2.65),
+        ("kw1d2x_mobilenetv2_050", 0.5, 1.47),
+    ],
+)
+def test_loader_takes_the_authors_half_mobilenetv2_layout(arch, width, paper_m):
+    shapes, params = _authors_half_mobilenetv2(width)
+    assert abs(params / 1e6 - paper_m) < 0.01  # the written-out layout is the paper's model
+    gen = torch.Generator().manual_seed(0)
+    sd = {
+        k: (
+            torch.randint(0, 5, s)
+            if k.endswith("num_batches_tracked")
+            else torch.rand(s, generator=gen) + 0.5
+        )
+        for k, s in shapes.items()
+    }
+    model = official.load(arch, sd).eval()
+    assert sum(p.numel() for p in model.parameters()) == params
+    loaded = model.state_dict()
+    owners = {i: wp.layers[0].name for i, wp in enumerate(model.kw_plan.warehouses)}
+    for key, value in sd.items():
+        if key.startswith("warehouse_manager.weights."):
+            target = loaded[f"{owners[int(key.rsplit('.', 1)[1])]}.warehouse.cells"]
+        else:
+            target = loaded[official.rename_key(arch, key)]
+        torch.testing.assert_close(target.reshape(value.shape), value.to(target.dtype))
+    kw.set_temperature(model, 0.0)
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.randn(2, 3, 32, 32))).all()
+    with pytest.raises(ValueError, match="config=None is invalid for arch='kw_resnet18'"):
+        official.load("kw_resnet18", sd)
+
+
+def test_readme_checkpoint_example_runs_from_another_directory(tmp_path):
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    section = text.split("## The authors' checkpoints", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    env = {**os.environ, "KW_FIXTURES": str(FIXTURES), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", code + "\nprint(type(model).__name__)"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("ResNet")

@@ -38,8 +38,26 @@ _BASE = {
     "kw_mobilenetv2_100": "mobilenetv2_100",
     "kw_mobilenetv2_050": "mobilenetv2_050",
     "kw_convnext_tiny": "convnext_tiny",
+    "kw1d2x_mobilenetv2_100": "mobilenetv2_100",
+    "kw1d2x_mobilenetv2_050": "mobilenetv2_050",
 }
 OFFICIAL_ARCHITECTURES = tuple(_BASE)
+
+# The authors' 1/2x MobileNetV2 constructors fix their warehouse settings in code (their JSON
+# files hold only training options). Ten warehouses in reservation order: stem, the depth-wise
+# layers of stages 1-5, then stage 6's expansion, depth-wise and projection (+ head) layers, and
+# the classifier; the other point-wise layers stay static.
+_HALF_MOBILENETV2 = {
+    "reduction": 0.03125,
+    "cell_num_ratio": (1, 1, 1, 1, 1, 1, 0.5, 1, 0.5, 0.5),
+    "cell_inplane_ratio": (1, 1, 1, 1, 1, 1, 0.5, 1, 0.5, 0.025),
+    "cell_outplane_ratio": (1, 1, 1, 1, 1, 1, 0.5, 1, 0.5, 1),
+    "sharing_range": ("layer",),
+}
+_BUILTIN_CONFIGS: dict[str, Mapping[str, Any]] = {
+    "kw1d2x_mobilenetv2_100": _HALF_MOBILENETV2,
+    "kw1d2x_mobilenetv2_050": _HALF_MOBILENETV2,
+}
 _CONFIG_KEYS = ("reduction", "cell_num_ratio", "cell_inplane_ratio", "cell_outplane_ratio")
 
 
@@ -51,7 +69,9 @@ def _sharing(config: Mapping[str, Any]) -> frozenset[str]:
 
 
 def _rule_for(arch: str, sharing: frozenset[str]) -> str:
-    if arch.startswith("kw_resnet"):
+    if arch.startswith("kw1d2x_mobilenetv2"):
+        options = {frozenset({"layer"}): "mobilenetv2_half"}
+    elif arch.startswith("kw_resnet"):
         options = {frozenset({"layer", "conv"}): "resnet"}
     elif arch.startswith("kw_mobilenetv2"):
         options = {
@@ -90,7 +110,8 @@ _MBV2_INNER = {
 def _rename_mobilenetv2(key: str) -> str:
     match = re.match(r"^features\.(\d+)\.(.*)$", key)
     if match is None:
-        return re.sub(r"^classifier\.1\.", "classifier.", key)
+        # a KW classifier (1/2x) is their KWLinear, which wraps a KWConv1d as ``conv``
+        return re.sub(r"^classifier\.1\.(conv\.)?", "classifier.", key)
     index, rest = int(match[1]), match[2]
     if index == 0:
         return {"0": "conv_stem", "1": "bn1"}[rest.split(".")[0]] + rest[1:]
@@ -132,6 +153,7 @@ def _rename_convnext(key: str) -> str:
 _RENAMERS: dict[str, Callable[[str], str]] = {
     "kw_resnet": _rename_resnet,
     "kw_mobilenetv2": _rename_mobilenetv2,
+    "kw1d2x_mobilenetv2": _rename_mobilenetv2,
     "kw_convnext": _rename_convnext,
 }
 
@@ -186,7 +208,8 @@ def _authors_order(arch: str, groups: list[str]) -> list[str]:
 
 
 def _num_classes(arch: str, sd: Mapping[str, torch.Tensor]) -> int:
-    for key in ("fc.weight", "classifier.weight", "classifier.1.weight", "head.weight"):
+    keys = ("fc.weight", "classifier.weight", "classifier.1.weight", "classifier.1.conv.bias")
+    for key in (*keys, "head.weight"):
         if key in sd:
             return sd[key].shape[0]
     raise ValueError(
@@ -197,7 +220,7 @@ def _num_classes(arch: str, sd: Mapping[str, torch.Tensor]) -> int:
 def load(
     arch: str,
     state_dict: Mapping[str, Any],
-    config: Mapping[str, Any],
+    config: Mapping[str, Any] | None = None,
     **timm_kwargs: Any,
 ) -> nn.Module:
     """Build ``arch`` from the authors' ``config`` and load their ``state_dict`` into it.
@@ -208,7 +231,9 @@ def load(
             ``model``); a ``module.`` prefix is removed; tensors are cast to float32.
         config: the authors' settings: ``reduction``, ``cell_num_ratio``,
             ``cell_inplane_ratio``, ``cell_outplane_ratio``, ``sharing_range`` (optional:
-            ``nonlocal_basis_ratio``); other keys of their JSON files are ignored.
+            ``nonlocal_basis_ratio``); other keys of their JSON files are ignored. ``None``
+            for the 1/2x MobileNetV2 constructors (``kw1d2x_*``), whose settings are fixed in
+            their code; other architectures need it.
         **timm_kwargs: extra keyword arguments for timm's model (e.g. ``drop_rate``).
 
     Returns:
@@ -219,6 +244,13 @@ def load(
         raise ValueError(
             f"arch={arch!r} is invalid: expected one of {list(OFFICIAL_ARCHITECTURES)}"
         )
+    if config is None:
+        if arch not in _BUILTIN_CONFIGS:
+            raise ValueError(
+                f"config=None is invalid for arch={arch!r}: pass the authors' warehouse settings "
+                f"(only {sorted(_BUILTIN_CONFIGS)} fix them in code)"
+            )
+        config = _BUILTIN_CONFIGS[arch]
     if not isinstance(config, Mapping):
         raise TypeError(f"config must be a mapping, got {type(config).__name__}")
     sd = _unwrap(state_dict)
