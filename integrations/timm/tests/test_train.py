@@ -1,0 +1,129 @@
+"""The classification trainer on a generated image folder: a short run, resume, tau per step."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+
+import kernelwarehouse as kw
+from timm_knowledge.cli import main
+from timm_knowledge.train import TrainConfig, train
+
+CLASSES = ("red", "green", "blue")
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory) -> Path:
+    """train/ and val/ with 3 classes of 32 px images (a dominant colour plus noise)."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 4), ("val", 2)):
+        for c, name in enumerate(CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 90, (32, 32, 3))
+                pixels[..., c] += 160
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _config(root: Path, out: Path, **kwargs) -> TrainConfig:
+    base = dict(
+        model="kw_resnet18",
+        # one block per stage keeps the test fast; b = 1/2 would quadruple the attention outputs
+        model_kwargs={"budget": 1.0, "layers": [1, 1, 1, 1], "zero_init_last": False},
+        data_dir=str(root),
+        output=str(out),
+        epochs=2,
+        batch_size=4,
+        input_size=32,
+        lr=0.05,
+        warmup_epochs=0,
+        temp_epochs=1.5,
+    )
+    return TrainConfig(**{**base, **kwargs})
+
+
+def test_short_run_with_timm_recipe_pieces(image_folder, tmp_path):
+    out = tmp_path / "run"
+    cfg = _config(image_folder, out, mixup=0.2, cutmix=0.5, smoothing=0.1, model_ema=True, amp=True)
+    metrics = train(cfg)
+    epochs = _lines(out / "metrics.jsonl")
+    assert [e["epoch"] for e in epochs] == [0, 1]
+    for e in epochs:
+        assert 0 <= e["val_top1"] <= e["val_top5"] <= 100 and np.isfinite(e["train_loss"])
+        assert 0 <= e["ema_val_top1"] <= 100
+    assert metrics == epochs[-1]
+    # tau per iteration: linear from 1 to 0 over 1.5 epochs of 3 iterations (12 images / 4)
+    rows = _lines(out / "iterations.jsonl")
+    per_epoch = 12 // 4
+    assert [r["step"] for r in rows] == list(range(2 * per_epoch))
+    expected = [max(0.0, 1.0 - i / (1.5 * per_epoch)) for i in range(2 * per_epoch)]
+    np.testing.assert_allclose([r["tau"] for r in rows], expected, atol=1e-6)
+    # Hub format: timm rebuilds the KW model (budget included) and loads the weights
+    assert {p.name for p in (out / "model").iterdir()} >= {"config.json", "model.safetensors"}
+    assert (out / "model_ema" / "model.safetensors").is_file()
+    saved = torch.load(out / "last.pth", weights_only=True)["model"]
+    rebuilt = timm.create_model(f"local-dir:{out / 'model'}", pretrained=True).eval()
+    assert rebuilt.kw_plan.warehouses[0].budget == 1.0 and len(rebuilt.layer1) == 1
+    for key, value in rebuilt.state_dict().items():
+        torch.testing.assert_close(value, saved[key], msg=key)
+    assert kw.get_temperature(rebuilt) == pytest.approx(0.0)
+
+
+def test_resume_continues_the_run(image_folder, tmp_path, monkeypatch):
+    straight = tmp_path / "straight"
+    train(_config(image_folder, straight, no_aug=True))
+    # a run that dies after writing epoch 0's checkpoint ...
+    crashed = tmp_path / "crashed"
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr("timm_knowledge.train._save_hub_dir", crash)
+        with pytest.raises(KeyboardInterrupt):
+            train(_config(image_folder, crashed, no_aug=True))
+    # ... resumed from the command line finishes like the uninterrupted run
+    kwargs = json.dumps(_config(image_folder, crashed).model_kwargs)
+    main(
+        ["train", "--model", "kw_resnet18", "--model-kwargs", kwargs, "--data-dir",
+         str(image_folder), "--output", str(crashed), "--epochs", "2", "--batch-size", "4",
+         "--input-size", "32", "--lr", "0.05", "--temp-epochs", "1.5", "--no-aug",
+         "--resume", str(crashed / "last.pth")]
+    )  # fmt: skip
+    assert [e["epoch"] for e in _lines(crashed / "metrics.jsonl")] == [0, 1]
+    rows, reference = _lines(crashed / "iterations.jsonl"), _lines(straight / "iterations.jsonl")
+    assert [r["step"] for r in rows] == list(range(6))
+    for key in ("tau", "lr", "loss"):
+        np.testing.assert_allclose([r[key] for r in rows], [r[key] for r in reference], rtol=1e-4)
+    final = torch.load(crashed / "last.pth", weights_only=True)["model"]
+    for key, value in torch.load(straight / "last.pth", weights_only=True)["model"].items():
+        torch.testing.assert_close(final[key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_bad_options_are_named(image_folder, tmp_path):
+    with pytest.raises(ValueError, match="data_dir='/nonexistent' is invalid"):
+        train(_config(Path("/nonexistent"), tmp_path))
+    with pytest.raises(ValueError, match="batch_size=3 is invalid with mixup"):
+        train(_config(image_folder, tmp_path, batch_size=3, mixup=0.2))
+    with pytest.raises(ValueError, match="temp_init=2 is invalid"):
+        train(_config(image_folder, tmp_path, temp_init=2))
+
+
+def test_plain_timm_model_trains_without_a_temperature(image_folder, tmp_path):
+    cfg = _config(image_folder, tmp_path, model="resnet10t", model_kwargs={}, epochs=1)
+    metrics = train(cfg)
+    assert metrics["tau"] is None and 0 <= metrics["val_top1"] <= 100
+    assert all(r["tau"] is None for r in _lines(tmp_path / "iterations.jsonl"))
