@@ -43,13 +43,13 @@ def test_attached_after_create_publishes_and_rebuilds_through_timm(tmp_path, mon
     model.eval()
     folder = save_for_hub(model, tmp_path / "rd", model_name="me/rd-test-convnext")
     config = json.loads((folder / "config.json").read_text())
-    assert config["architecture"] == "rd_attached"
+    assert config["architecture"] == "with_rd"
     assert config["model_args"]["base_architecture"] == "test_convnext"
     assert config["model_args"]["rd_attachments"] == rd_core.attachments(model)
     assert config["knowledge"]["methods"] == ["yolo-rd"]
     assert config["pretrained_cfg"].get("license")
     card = (folder / "README.md").read_text()
-    assert "import rd_core  # registers rd_attached" in card
+    assert "import rd_core  # registers with_rd" in card
     assert rd_core.HUB_METADATA["paper_url"] in card
     assert _card_meta(card)["pipeline_tag"] == "image-classification"
 
@@ -75,10 +75,10 @@ def test_attached_after_create_publishes_and_rebuilds_through_timm(tmp_path, mon
 def test_registered_rd_architectures_keep_their_config():
     # an architecture that builds its RDs itself is left as it is (nothing to rebuild)
     model = timm.create_model(
-        "rd_attached", base_architecture="test_resnet", rd_attachments=[{"at": "layer2"}]
+        "with_rd", base_architecture="test_resnet", rd_attachments=[{"at": "layer2"}]
     )
-    config = rd_core.factory.export_config(model, {"architecture": "rd_attached"})
-    assert config["architecture"] == "rd_attached"
+    config = rd_core.factory.export_config(model, {"architecture": "with_rd"})
+    assert config["architecture"] == "with_rd"
     assert [m.tag for m in detect_methods(model)] == ["yolo-rd"]
 
 
@@ -111,5 +111,5 @@ def test_every_registered_project_pretrained_cfg_has_a_license():
         if timm.models.model_entrypoint(name).__module__.split(".")[0] in project
         for tag, cfg in timm.models.get_arch_pretrained_cfgs(name).items()
     }
-    assert "rd_attached" in cfgs
+    assert "with_rd" in cfgs
     assert not [tag for tag, cfg in cfgs.items() if not cfg.license]

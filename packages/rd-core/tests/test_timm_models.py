@@ -32,7 +32,7 @@ def test_features_only_with_out_indices_runs_the_rd(base):
     at, out_indices, args = MODELS[base]
     entry = {"at": at, "num_atoms": 16}
     model = timm.create_model(
-        "rd_attached",
+        "with_rd",
         base_architecture=base,
         rd_attachments=[entry],
         features_only=True,
@@ -96,7 +96,7 @@ def test_attach_then_publish_rebuilds_through_local_dir(tmp_path, base, at):
     save_for_hf(model, str(tmp_path), safe_serialization=True)  # timm's own writer
     path = tmp_path / "config.json"
     config = export_config(model, json.loads(path.read_text()))
-    assert config["architecture"] == "rd_attached"
+    assert config["architecture"] == "with_rd"
     assert config["model_args"]["base_architecture"] == base
     path.write_text(json.dumps(config))
 
@@ -113,17 +113,17 @@ def test_attach_then_publish_rebuilds_through_local_dir(tmp_path, base, at):
         # pretrained weights reach the wrapper, RD included: its output is not the plain one
         assert attached(features) and not torch.allclose(features(x)[0], reference(x)[0])
     # a registered architecture that builds its own RDs keeps its config
-    assert export_config(clone, {"architecture": "rd_attached", "model_args": {}})["model_args"][
+    assert export_config(clone, {"architecture": "with_rd", "model_args": {}})["model_args"][
         "rd_attachments"
     ] == attachments(model)
 
 
-def test_bad_rd_attached_arguments():
+def test_bad_with_rd_arguments():
     with pytest.raises(ValueError, match=r"base_architecture='resnet_nope' is not"):
-        timm.create_model("rd_attached", base_architecture="resnet_nope")
+        timm.create_model("with_rd", base_architecture="resnet_nope")
     with pytest.raises(ValueError, match=r"rd_attachments=.*list of dicts"):
-        timm.create_model("rd_attached", base_architecture="resnet18", rd_attachments={"at": 1})
+        timm.create_model("with_rd", base_architecture="resnet18", rd_attachments={"at": 1})
     with pytest.raises(ValueError, match=r"at='layer9' is not a module"):
         timm.create_model(
-            "rd_attached", base_architecture="resnet18", rd_attachments=[{"at": "layer9"}]
+            "with_rd", base_architecture="resnet18", rd_attachments=[{"at": "layer9"}]
         )

@@ -91,7 +91,7 @@ def model_card(
         model_args: the build arguments shown in the details table.
         task: the Hub ``pipeline_tag``; ``None`` infers it (:func:`infer_task`).
         architecture: the name ``config.json`` rebuilds the model from, when it is not the
-            model's own (e.g. ``rd_attached`` for RDs attached after ``timm.create_model``).
+            model's own (e.g. ``with_rd`` for RDs attached after ``timm.create_model``).
     """
     task = task or infer_task(model)
     architecture = architecture or architecture_of(model)

@@ -118,7 +118,7 @@ def build_config(
         raise AssertionError("timm wrote a different architecture than the model carries")
     methods = detect_methods(model)
     # A method package may rewrite the config so timm's factory rebuilds what it added to the
-    # model after timm.create_model (rd-core: RDs attached later become ``rd_attached``).
+    # model after timm.create_model (rd-core: RDs attached later become ``with_rd``).
     for method in methods:
         if method.export_config is not None:
             config = method.export_config(model, config)

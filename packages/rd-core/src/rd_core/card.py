@@ -32,6 +32,6 @@ HUB_METADATA = {
     "paper_url": "https://arxiv.org/abs/2410.15346",
     "citation": CITATION,
     "license": "apache-2.0",
-    # config.json of a model that got RDs after timm.create_model: rebuild them (rd_attached)
+    # config.json of a model that got RDs after timm.create_model: rebuild them (with_rd)
     "export_config": export_config,
 }

@@ -1,6 +1,6 @@
 """Any timm model with Retriever-Dictionaries, as one architecture in timm's factory.
 
-``rd_attached`` builds ``base_architecture`` with timm, inserts the RDs described by
+``with_rd`` builds ``base_architecture`` with timm, inserts the RDs described by
 ``rd_attachments`` (entries of :func:`~rd_core.attachments`, or short ones such as
 ``{"at": "layer3", "num_atoms": 64}`` whose channel count is found by a probing forward pass)
 and then does what timm's factory does for any model: pretrained weights (``hf-hub:`` /
@@ -9,19 +9,19 @@ architecture's own feature wrapper, with the RDs in it.
 
 :func:`export_config` is how a model that got its RDs from :func:`~rd_core.attach` after
 ``timm.create_model`` is published: it turns the model's timm ``config.json`` into one naming
-``rd_attached`` with the base architecture and the attachments as build arguments, so
+``with_rd`` with the base architecture and the attachments as build arguments, so
 ``timm.create_model("hf-hub:<repo>", pretrained=True)`` (after ``import rd_core``) rebuilds
 the attachment before it loads the weights. hub-knowledge calls it through
 :data:`rd_core.HUB_METADATA`.
 
 Example:
     >>> import timm, torch
-    >>> import rd_core  # registers rd_attached
-    >>> model = timm.create_model("rd_attached", base_architecture="resnet18",
+    >>> import rd_core  # registers with_rd
+    >>> model = timm.create_model("with_rd", base_architecture="resnet18",
     ...                           rd_attachments=[{"at": "layer3", "num_atoms": 32}])
     >>> list(rd_core.attached(model)), model(torch.randn(1, 3, 64, 64)).shape
     (['layer3'], torch.Size([1, 1000]))
-    >>> features = timm.create_model("rd_attached", base_architecture="resnet18",
+    >>> features = timm.create_model("with_rd", base_architecture="resnet18",
     ...     rd_attachments=[{"at": "layer3", "num_atoms": 32}], features_only=True,
     ...     out_indices=(2, 3))
     >>> [f.shape[1] for f in features(torch.randn(1, 3, 64, 64))]
@@ -42,9 +42,9 @@ from torch import nn
 
 from .attach import _resolve, attach, attachments, reattach
 
-__all__ = ["ARCHITECTURE", "export_config", "rd_attached"]
+__all__ = ["ARCHITECTURE", "export_config", "with_rd"]
 
-ARCHITECTURE = "rd_attached"
+ARCHITECTURE = "with_rd"
 # arguments of timm's feature wrappers, not of the base model
 _FEATURE_ARGS = ("out_indices", "feature_cls", "feature_cfg", "out_map")
 # channels do not depend on resolution: a short entry's probing pass runs at this size
@@ -139,7 +139,7 @@ def _features_state(source: Mapping[str, torch.Tensor], target: Mapping[str, Any
 
 
 @register_model
-def rd_attached(
+def with_rd(
     pretrained: bool = False,
     *,
     base_architecture: str | None = None,
@@ -159,7 +159,7 @@ def rd_attached(
     """
     if not isinstance(base_architecture, str) or not timm.is_model(base_architecture):
         raise ValueError(
-            f"rd_attached: base_architecture={base_architecture!r} is not an architecture in "
+            f"with_rd: base_architecture={base_architecture!r} is not an architecture in "
             "timm's factory (timm.list_models() lists them; import the package that registers "
             "it first)"
         )
@@ -205,7 +205,7 @@ def rd_attached(
     missing = sorted(set(wanted) - set(state))
     if missing:
         raise RuntimeError(
-            f"rd_attached: features_only=True: the wrapper's {missing[:5]} have no counterpart "
+            f"with_rd: features_only=True: the wrapper's {missing[:5]} have no counterpart "
             "in the pretrained model"
         )
     features.load_state_dict(state)
@@ -229,9 +229,9 @@ def _rebuilds_them(architecture: str, model_args: Mapping[str, Any], found: list
 def export_config(model: nn.Module, config: dict[str, Any]) -> dict[str, Any]:
     """``config`` (timm's ``config.json`` for ``model``) rewritten so it rebuilds the RDs.
 
-    A model whose architecture already builds its RDs (``rd_attached``, or e.g. a registered
+    A model whose architecture already builds its RDs (``with_rd``, or e.g. a registered
     ``rd_resnet18``) keeps its config; one that got them from :func:`~rd_core.attach` after
-    ``timm.create_model`` becomes ``rd_attached`` with ``base_architecture`` and
+    ``timm.create_model`` becomes ``with_rd`` with ``base_architecture`` and
     ``rd_attachments`` among its ``model_args``.
 
     Example:
@@ -241,7 +241,7 @@ def export_config(model: nn.Module, config: dict[str, Any]) -> dict[str, Any]:
         >>> _ = attach(model, at="layer3", num_atoms=16, input_size=(3, 32, 32))
         >>> config = export_config(model, {"architecture": "resnet18", "model_args": {}})
         >>> config["architecture"], config["model_args"]["base_architecture"]
-        ('rd_attached', 'resnet18')
+        ('with_rd', 'resnet18')
         >>> [a["at"] for a in config["model_args"]["rd_attachments"]]
         ['layer3']
     """
