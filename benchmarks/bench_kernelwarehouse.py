@@ -215,6 +215,41 @@ def equivalence(device: str, res: int) -> tuple[float, float]:
     return logits, grad / scale
 
 
+def onnx_latency(batches: tuple[int, ...], res: int, reps: int) -> dict[tuple[str, int], float]:
+    """Median onnxruntime latency (CPU, 2 intra-op threads) of plain ResNet18 and KW ResNet18
+    b = 1 (tau 0), both exported once with a dynamic batch axis by the dynamo exporter (the KW
+    model through the batch-agnostic "export" executor); runs interleaved per repetition."""
+    import onnxruntime as ort
+
+    sessions = {}
+    for variant in ("plain", "kw fast"):
+        model = build(variant, "cpu").eval()
+        batch = torch.export.Dim("batch", min=1, max=64)
+        program = torch.export.export(
+            model, (torch.randn(2, 3, res, res),), dynamic_shapes=({0: batch},)
+        )
+        onnx_program = torch.onnx.export(program, dynamo=True, optimize=False, verbose=False)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        sessions[variant] = ort.InferenceSession(
+            onnx_program.model_proto.SerializeToString(), options, ["CPUExecutionProvider"]
+        )
+    out = {}
+    for batch in batches:
+        x = {"x": torch.randn(batch, 3, res, res).numpy()}
+        times: dict[str, list[float]] = {v: [] for v in sessions}
+        for session in sessions.values():  # warm-up
+            session.run(None, x)
+        for _ in range(reps):
+            for variant, session in sessions.items():
+                start = time.perf_counter()
+                session.run(None, x)
+                times[variant].append(time.perf_counter() - start)
+        for variant, values in times.items():
+            out[(variant, batch)] = statistics.median(values)
+    return out
+
+
 def main(quick: bool = False) -> str:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     res = 224
@@ -259,8 +294,28 @@ def main(quick: bool = False) -> str:
     for mode in ("inference", "training"):
         values = [memory(v, mode, mem_batch, res) for v in VARIANTS]
         lines.append(f"| {mode} | " + " | ".join(f"{v:.0f}" for v in values) + " |")
+    lines += ["", *onnx_lines(res, reps)]
     return "\n".join(lines) + "\n"
 
 
+def onnx_lines(res: int, reps: int) -> list[str]:
+    latency = onnx_latency((1, 16), res, reps)
+    lines = [
+        f"onnxruntime (CPU, {torch.get_num_threads()} threads), both models exported with a "
+        f"dynamic batch axis (dynamo exporter), {res} px, median of {reps}:",
+        "",
+        "| batch | plain (ms) | kw b = 1 (ms) | kw / plain |",
+        "| --- | --- | --- | --- |",
+    ]
+    for batch in (1, 16):
+        p, k = latency[("plain", batch)], latency[("kw fast", batch)]
+        lines.append(f"| {batch} | {p * 1e3:.1f} | {k * 1e3:.1f} | {k / p:.2f}x |")
+    return lines
+
+
 if __name__ == "__main__":
-    print(main(quick="--quick" in sys.argv))
+    if "--onnx-only" in sys.argv:
+        torch.set_num_threads(2)
+        print("\n".join(onnx_lines(224, 3 if "--quick" in sys.argv else 7)))
+    else:
+        print(main(quick="--quick" in sys.argv))
