@@ -80,7 +80,8 @@ def _entrypoint(name: str, base: str, at: str):
             partial(_build, base, at, variant=rd_variant),
             name,
             pretrained,
-            feature_cfg=dict(flatten_sequential=True),
+            # as timm builds the base: ResNet's stages are not flattened, ConvNeXt's are
+            feature_cfg=dict(flatten_sequential=not base.startswith("resnet")),
             **kwargs,
         )
 
