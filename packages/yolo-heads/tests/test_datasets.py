@@ -247,3 +247,21 @@ def test_read_only_label_folder_puts_ann_file_in_temp(tmp_path, monkeypatch):
     assert ds.ann_file.parent.parent == Path(tempfile.gettempdir())
     assert json.loads(ds.ann_file.read_text())["annotations"][0]["bbox"] == [10.0, 8.0, 20.0, 16.0]
     ds.ann_file.unlink()  # the temp copy is this test's own
+
+
+def test_cached_images_give_the_same_items_without_the_files(tmp_path):
+    import shutil
+
+    from yolo_heads.data import CocoDetection, make_digits_detection
+
+    ann = make_digits_detection(tmp_path / "d", 6, image_size=64, show_progress=False)
+    plain = CocoDetection(ann, image_size=64, augment=True, seed=1)
+    cached = CocoDetection(ann, image_size=64, augment=True, seed=1).cache_images()
+    expected = [plain[i] for i in range(len(plain))]
+    shutil.rmtree(tmp_path / "d" / "train")  # from here on only the cache can feed the items
+    with pytest.raises(FileNotFoundError):
+        plain[0]
+    for (want_image, want), (image, got) in zip(expected, (cached[i] for i in range(6))):
+        assert torch.equal(image, want_image)
+        assert torch.equal(got["boxes"], want["boxes"])
+        assert torch.equal(got["labels"], want["labels"])

@@ -88,6 +88,7 @@ class DataConfig:
     val_images: str | None = None
     image_size: int = 64  # canvas side, multiple of 32
     num_workers: int = 0
+    cache: bool = False  # decode every image once and keep it in memory
 
 
 @dataclass

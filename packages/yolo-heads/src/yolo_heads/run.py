@@ -61,6 +61,10 @@ def build_datasets(cfg: DictConfig):
             image_size=cfg.data.image_size,
             **_image_dir(cfg.data.val_images),
         )
+    if cfg.data.cache:
+        train_set.cache_images()
+        if val_set is not None:
+            val_set.cache_images()
     return train_set, val_set
 
 

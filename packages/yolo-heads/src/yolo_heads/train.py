@@ -50,7 +50,7 @@ class YoloEMA(ModelEmaV3):
     so the average follows the model closely while it changes fast in the first updates."""
 
     def __init__(self, model: nn.Module, decay: float = 0.999, tau: float = 200.0) -> None:
-        super().__init__(model, decay=decay, foreach=False)
+        super().__init__(model, decay=decay)
         self.tau = tau
 
     def get_decay(self, step: int | None = None) -> float:

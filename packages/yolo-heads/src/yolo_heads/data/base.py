@@ -98,15 +98,26 @@ class DetectionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def load(self, index: int) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
-        """The original image (uint8 [H, W, 3]), its xyxy boxes (pixels) and labels."""
+    def cache_images(self) -> DetectionDataset:
+        """Decode every image once and keep it in memory (``data.cache`` in a run config):
+        small images otherwise cost more to decode each epoch than to train on. Returns self."""
+        self._images = [self._decode(i) for i in range(len(self.records))]
+        return self
+
+    def _decode(self, index: int) -> np.ndarray:
         record = self.records[index]
         if not record.path.is_file():
             raise FileNotFoundError(
                 f"image {str(record.path)!r} (image_id {record.image_id}) is missing"
             )
         with Image.open(record.path) as im:
-            image = np.asarray(im.convert("RGB"))
+            return np.asarray(im.convert("RGB"))
+
+    def load(self, index: int) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+        """The original image (uint8 [H, W, 3]), its xyxy boxes (pixels) and labels."""
+        record = self.records[index]
+        cached = getattr(self, "_images", None)
+        image = cached[index] if cached is not None else self._decode(index)
         return image, torch.from_numpy(record.boxes.copy()), torch.from_numpy(record.labels.copy())
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
