@@ -12,8 +12,8 @@ __version__ = "0.1.0"
 
 from .assigner import TaskAlignedAssigner
 from .backbone import PyramidBackbone, create_backbone
-from .checkpoint import load_checkpoint, save_checkpoint
 from .boxes import box_iou, complete_iou
+from .checkpoint import load_checkpoint, save_checkpoint
 from .detector import YOLODetector
 from .evaluate import evaluate_coco, evaluate_detector
 from .export import export_onnx, export_program
