@@ -111,7 +111,7 @@ def test_small_network_onnx_dynamic_batch():
 # A whole paper network: ~80 s on two busy CPU cores (tracing ~600 ops twice: export and the
 # ONNX exporter's decompositions; MobileNetV2's 52 KW layers take three times as long), so the
 # suite runs one: b < 1 (half cells, zero-cell assignments). ResNet18 b = 1 and MobileNetV2 1.0
-# b = 1 passed the same checks once (README, "Deploying").
+# at b = 1/2 and 1 passed the same checks once (benchmarks/results/kernelwarehouse_onnx.md).
 @pytest.mark.parametrize(("name", "budget"), [("kw_resnet18", 0.5)])
 def test_paper_model_exports_with_dynamic_batch(name, budget):
     torch.manual_seed(0)
