@@ -15,10 +15,9 @@ Example:
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from torch import nn
 
 from kernelwarehouse.models import KW_ARCHITECTURES, create_kw_model
@@ -59,11 +58,6 @@ _RECIPE = {
     "convnext": dict(interpolation="bicubic", crop_pct=0.875),
     "deit": dict(interpolation="bicubic", crop_pct=0.875),
 }
-# features_only: the same wrappers kernelwarehouse uses for its own architectures
-_FEATURES = {
-    "list": dict(flatten_sequential=True),
-    "getter": dict(feature_cls="getter", out_indices=3),
-}
 
 
 def budget_suffix(budget: float) -> str:
@@ -82,43 +76,16 @@ def _family(kw_name: str) -> str:
     return next(f for f in _RECIPE if kw_name.removeprefix("kw_").startswith(f))
 
 
-def _build(kw_name: str, budget: float, **kwargs: Any) -> nn.Module:
-    # weights are loaded by timm's builder afterwards, so the KW model itself starts untrained
-    return create_kw_model(kw_name, budget=budget, pretrained=False, **kwargs)
-
-
-def _drop_mismatched_head(state_dict: dict[str, Any], model: nn.Module) -> dict[str, Any]:
-    """Drop classifier tensors whose shape differs from ``model``'s (another ``num_classes``).
-
-    timm removes ``<classifier>.weight`` / ``.bias`` itself; a KW classifier (MobileNetV2's) holds
-    its kernel as warehouse cells and an attention whose size follows the class count instead.
-    """
-    head = model.pretrained_cfg.get("classifier") or ""
-    own = model.state_dict()
-    return {
-        k: v
-        for k, v in state_dict.items()
-        if not (head and k.startswith(head + ".") and k in own and own[k].shape != v.shape)
-    }
-
-
 def _entrypoint(name: str, kw_name: str, budget: float):
-    feature_cfg = _FEATURES[KW_ARCHITECTURES[kw_name][3]]
-
+    # a thin alias: kernelwarehouse builds every KW model (through timm's build_model_with_cfg);
+    # only the budget and the pretrained cfg (this name's, pointing at its Hub repository) differ
     def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
         if "budget" in kwargs:
             raise ValueError(
                 f"budget={kwargs['budget']!r}: {name!r} is the paper's b = {budget} "
                 f"configuration; for another budget use {kw_name!r} (budget=...) or another name"
             )
-        return build_model_with_cfg(
-            partial(_build, kw_name, budget),
-            name,
-            pretrained,
-            feature_cfg=dict(feature_cfg),
-            pretrained_filter_fn=_drop_mismatched_head,
-            **kwargs,
-        )
+        return create_kw_model(kw_name, budget, pretrained, variant=name, **kwargs)
 
     entrypoint.__name__ = entrypoint.__qualname__ = name
     entrypoint.__module__ = __name__

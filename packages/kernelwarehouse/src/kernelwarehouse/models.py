@@ -34,13 +34,18 @@ from typing import Any
 
 import timm
 import torch
-from timm.models import load_pretrained, register_model
-from timm.models._features import FeatureGetterNet, FeatureListNet
+from timm.models import (
+    build_model_with_cfg,
+    generate_default_cfgs,
+    register_model,
+    resolve_pretrained_cfg,
+)
 from torch import nn
 
 from .convert import ConversionPlan, GroupingRule, convert, register_grouping
+from .partition import check_budget
 
-__all__ = ["KW_ARCHITECTURES", "QKVWithKWValue", "create_kw_model"]
+__all__ = ["FEATURE_CFGS", "KW_ARCHITECTURES", "QKVWithKWValue", "create_kw_model"]
 
 # ---------------------------------------------------------------------------- grouping rules
 _RESNET = re.compile(r"^layer(\d)\.(\d+)\.(conv1|conv2|conv3|downsample\.0)$")
@@ -258,16 +263,61 @@ _Arch = tuple[str, Recipe, Callable[[nn.Module], None] | None, str]
 KW_ARCHITECTURES: dict[str, _Arch] = {
     "kw_resnet18": ("resnet18", _resnet_recipe, None, "list"),
     "kw_resnet50": ("resnet50", _resnet50_recipe, None, "list"),
-    "kw_mobilenetv2_100": ("mobilenetv2_100", _mobilenetv2_recipe, None, "list"),
-    "kw_mobilenetv2_050": ("mobilenetv2_050", _mobilenetv2_recipe, None, "list"),
-    "kw_convnext_tiny": ("convnext_tiny", _convnext_recipe, None, "list"),
+    "kw_mobilenetv2_100": ("mobilenetv2_100", _mobilenetv2_recipe, None, "flat"),
+    "kw_mobilenetv2_050": ("mobilenetv2_050", _mobilenetv2_recipe, None, "flat"),
+    "kw_convnext_tiny": ("convnext_tiny", _convnext_recipe, None, "flat"),
     "kw_deit_tiny_patch16_224": ("deit_tiny_patch16_224", _deit_recipe, _split_qkv, "getter"),
     "kw_deit_small_patch16_224": ("deit_small_patch16_224", _deit_recipe, _split_qkv, "getter"),
 }
 
-_TIMM_ONLY_KWARGS = ("pretrained_cfg_overlay", "cache_dir")
 # pretrained_cfg keys that point at weights (timm's _resolve_pretrained_source)
 _WEIGHT_SOURCES = ("hf_hub_id", "url", "file", "state_dict", "hf_hub_filename")
+# timm's features_only wrappers per architecture kind (build_model_with_cfg's feature_cfg, as
+# timm's own resnet / efficientnet / convnext / vision_transformer builders pass them)
+FEATURE_CFGS: dict[str, dict[str, Any]] = {
+    "list": {},
+    "flat": {"flatten_sequential": True},
+    "getter": {"feature_cls": "getter", "out_indices": 3},
+}
+
+
+def _base_cfg(name: str) -> dict[str, Any]:
+    # the base model's cfg describes the input and the head; its weights are not this model's
+    base = timm.models.get_pretrained_cfg(KW_ARCHITECTURES[name][0]).to_dict()
+    return {k: v for k, v in base.items() if k not in (*_WEIGHT_SOURCES, "tag", "architecture")}
+
+
+default_cfgs = generate_default_cfgs({name: _base_cfg(name) for name in KW_ARCHITECTURES})
+
+
+def _converted(
+    name: str, budget: float, grouping: str | None, kw_kwargs: dict[str, Any] | None, **kwargs
+) -> nn.Module:
+    """timm's base model, converted with the paper's grouping (``build_model_with_cfg``'s
+    model class: it gets timm's keyword arguments without the ``features_only`` ones)."""
+    base, recipe, prepare, _ = KW_ARCHITECTURES[name]
+    model = timm.create_model(base, pretrained=False, **kwargs)
+    if prepare is not None:
+        prepare(model)
+    rule, options = recipe(float(budget))
+    options = {"budget": budget, **options, **(kw_kwargs or {})}
+    model.kw_plan = convert(model, groups=grouping or rule, **options)
+    return model
+
+
+def _drop_mismatched_head(state_dict: dict[str, Any], model: nn.Module) -> dict[str, Any]:
+    """Drop classifier tensors whose shape differs from ``model``'s (another ``num_classes``).
+
+    timm removes ``<classifier>.weight`` / ``.bias`` itself; a KW classifier (MobileNetV2 1/2x)
+    holds its kernel as warehouse cells and an attention whose size follows the class count.
+    """
+    head = model.pretrained_cfg.get("classifier") or ""
+    own = model.state_dict()
+    return {
+        k: v
+        for k, v in state_dict.items()
+        if not (head and k.startswith(head + ".") and k in own and own[k].shape != v.shape)
+    }
 
 
 def create_kw_model(
@@ -276,84 +326,63 @@ def create_kw_model(
     pretrained: bool = False,
     grouping: str | None = None,
     kw_kwargs: dict[str, Any] | None = None,
+    variant: str | None = None,
     **kwargs: Any,
 ) -> nn.Module:
-    """Build ``name`` (a key of :data:`KW_ARCHITECTURES`) at ``budget``.
+    """Build ``name`` (a key of :data:`KW_ARCHITECTURES`) at ``budget``, through timm's
+    ``build_model_with_cfg`` (every KW model is built here, the paper-budget names of
+    timm-knowledge included).
 
     Args:
         budget: parameter budget b (> 0).
-        pretrained: load weights named by ``pretrained_cfg`` (what timm passes for
-            ``"hf-hub:<repo>"`` and ``"local-dir:<path>"`` models saved with
-            ``timm.models.save_for_hf``). No weights ship with the package: without such a
-            source it is an error; the authors' checkpoints come in through
-            :func:`kernelwarehouse.official.load`.
+        pretrained: load weights named by the pretrained cfg (``variant``'s, or one timm passes
+            for ``"hf-hub:<repo>"`` / ``"local-dir:<path>"`` models saved with
+            ``timm.models.save_for_hf``). Without such a source it is an error; the authors'
+            checkpoints come in through :func:`kernelwarehouse.official.load`.
         grouping: override the paper's grouping rule (a registered rule name).
         kw_kwargs: :func:`kernelwarehouse.convert` options (cell ratios, reduction, ...).
+        variant: the registered name whose pretrained cfg the model gets (default ``name``;
+            timm-knowledge's ``kw_resnet18_1x`` passes its own).
         **kwargs: timm's keyword arguments (num_classes, in_chans, drop_rate, drop_path_rate,
-            features_only, out_indices, ...).
+            features_only, out_indices, pretrained_cfg, ...).
 
     The conversion plan is kept as ``model.kw_plan``. ``model.pretrained_cfg["architecture"]`` is
-    ``name`` and timm records ``budget`` among the build arguments, so a saved model is rebuilt by
-    ``timm.create_model("hf-hub:..." / "local-dir:...", pretrained=True)``.
+    the variant and timm records ``budget`` among the build arguments, so a saved model is
+    rebuilt by ``timm.create_model("hf-hub:..." / "local-dir:...", pretrained=True)``.
     """
     if name not in KW_ARCHITECTURES:
         raise ValueError(f"name={name!r} is not a KW architecture; valid: {list(KW_ARCHITECTURES)}")
-    if not isinstance(budget, int | float) or not budget > 0:
-        raise ValueError(
-            f"budget={budget!r} is invalid: expected a positive number such as 0.25, 0.5, 1, 2, 4"
-        )
-    source_cfg = kwargs.pop("pretrained_cfg", None)
-    source_cfg = source_cfg.to_dict() if hasattr(source_cfg, "to_dict") else dict(source_cfg or {})
-    if pretrained and not any(source_cfg.get(key) for key in _WEIGHT_SOURCES):
-        raise ValueError(
-            f"pretrained=True: no pretrained weights ship for {name!r}; build it with "
-            "pretrained=False and load the authors' checkpoint with kernelwarehouse.official.load, "
-            "or create it from a saved copy ('hf-hub:<repo>' or 'local-dir:<path>')"
-        )
-    base, recipe, prepare, feature_kind = KW_ARCHITECTURES[name]
-    for key in _TIMM_ONLY_KWARGS:
-        kwargs.pop(key, None)
-    features_only = kwargs.pop("features_only", False)
-    out_indices = kwargs.pop("out_indices", None)
-    {k: kwargs.pop(k) for k in ("output_fmt", "feature_cls") if k in kwargs}
-    model = timm.create_model(base, pretrained=False, **kwargs)
-    if prepare is not None:
-        prepare(model)
-    rule, options = recipe(float(budget))
-    options = {"budget": budget, **options, **(kw_kwargs or {})}
-    plan = convert(model, groups=grouping or rule, **options)
-    model.kw_plan = plan
-    # the base model's cfg describes its input and head; its weights are not this model's
-    cfg = {k: v for k, v in model.pretrained_cfg.items() if k not in (*_WEIGHT_SOURCES, "tag")}
-    model.pretrained_cfg = model.default_cfg = {**cfg, "architecture": name}
+    budget = check_budget(budget)
+    variant = variant or name
     if pretrained:
-        load_pretrained(
-            model,
-            pretrained_cfg={**model.pretrained_cfg, **source_cfg},
-            num_classes=kwargs.get("num_classes", model.pretrained_cfg.get("num_classes", 1000)),
-            in_chans=kwargs.get("in_chans", 3),
-        )
-    if features_only:
-        model = _features(model, out_indices, feature_kind)
-        model.kw_plan = plan
+        # the cfg build_model_with_cfg will load from (a tag, a dict, or the variant's default)
+        cfg = resolve_pretrained_cfg(
+            variant, kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay")
+        ).to_dict()
+        if not any(cfg.get(key) for key in _WEIGHT_SOURCES):
+            raise ValueError(
+                f"pretrained=True: no pretrained weights ship for {variant!r}; build it with "
+                "pretrained=False and load the authors' checkpoint with "
+                "kernelwarehouse.official.load, or create it from a saved copy "
+                "('hf-hub:<repo>' or 'local-dir:<path>')"
+            )
+    plans: list[ConversionPlan] = []
+
+    def build(**timm_kwargs: Any) -> nn.Module:
+        model = _converted(name, budget, grouping, kw_kwargs, **timm_kwargs)
+        plans.append(model.kw_plan)
+        return model
+
+    model = build_model_with_cfg(
+        build,
+        variant,
+        pretrained,
+        feature_cfg=dict(FEATURE_CFGS[KW_ARCHITECTURES[name][3]]),
+        pretrained_filter_fn=_drop_mismatched_head,
+        **kwargs,
+    )
+    model.kw_plan = plans[0]  # also on timm's features_only wrapper
     return model
-
-
-def _features(model: nn.Module, out_indices: Any, kind: str) -> nn.Module:
-    num = len(model.feature_info)
-    indices = tuple(range(num)) if out_indices is None else out_indices
-    cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
-    if kind == "getter":
-        wrapped = FeatureGetterNet(model, out_indices=indices if out_indices is not None else 3)
-    else:
-        # nested feature modules (e.g. "blocks.1") need timm's flattened module list
-        flatten = any("." in info["module"] for info in model.feature_info)
-        wrapped = FeatureListNet(model, out_indices=indices, flatten_sequential=flatten)
-    for key in ("num_classes", "classifier", "first_conv"):
-        cfg.pop(key, None)
-    wrapped.pretrained_cfg = cfg
-    wrapped.default_cfg = cfg
-    return wrapped
 
 
 def _register(name: str) -> None:
