@@ -26,6 +26,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from torch import nn
 
 from yolo_heads import YOLODetector
+from yolo_heads.registry import PRETRAINED_CFG
 
 from ._registry import PAPER_MODELS, PaperModel, hub_id
 
@@ -80,16 +81,11 @@ def _entrypoint(name: str, defaults: dict[str, Any]):
 
 default_cfgs = generate_default_cfgs(
     {
+        # yolo-heads' own detector config (inputs in [0, 1], normalised inside, head as the
+        # classifier), plus the paper model's Hub repository and its ResNet stem
         f"{name}.coco": {
+            **PRETRAINED_CFG,
             "hf_hub_id": hub_id(name, "coco"),
-            "license": "apache-2.0",
-            "input_size": (3, 640, 640),
-            "fixed_input_size": False,
-            "mean": (0.0, 0.0, 0.0),  # normalised inside the detector
-            "std": (1.0, 1.0, 1.0),
-            "crop_pct": 1.0,
-            "num_classes": 80,
-            "classifier": "head",
             "first_conv": "backbone.body.conv1",
         }
         for name in DETECTORS

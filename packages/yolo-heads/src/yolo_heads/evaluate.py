@@ -6,7 +6,7 @@ import contextlib
 import io
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -156,17 +156,18 @@ def predictions_to_coco(
 
 
 @torch.no_grad()
-def evaluate_detector(
+def predict_dataset(
     model: torch.nn.Module,
     dataset,
     batch_size: int = 16,
     conf: float = 0.001,
     iou: float = 0.65,
     max_det: int = 100,
-    show_progress: bool = True,
-) -> dict[str, float]:
-    """Run ``model.predict`` over a dataset from :func:`yolo_heads.data.create_dataset` (no
-    augmentation) and score it with :func:`evaluate_coco` on the dataset's ``ann_file``."""
+    show_progress: bool = False,
+    on_batch: Callable[[torch.Tensor, list, list], None] | None = None,
+) -> list[dict[str, Any]]:
+    """``model.predict`` over every image of ``dataset`` (no augmentation, eval mode), as COCO
+    results on the original images; ``on_batch(images, targets, predictions)`` sees each batch."""
     from .data.base import collate
 
     if getattr(dataset, "augment", False):
@@ -180,6 +181,23 @@ def evaluate_detector(
         for images, targets in tqdm(loader, desc="evaluate", disable=not show_progress):
             preds = model.predict(images.to(device), conf=conf, iou=iou, max_det=max_det)
             results.extend(predictions_to_coco(preds, targets, dataset.label_to_category))
+            if on_batch is not None:
+                on_batch(images, targets, preds)
     finally:
         model.train(was_training)
-    return evaluate_coco(dataset.ann_file, results)
+    return results
+
+
+def evaluate_detector(
+    model: torch.nn.Module,
+    dataset,
+    batch_size: int = 16,
+    conf: float = 0.001,
+    iou: float = 0.65,
+    max_det: int = 100,
+    show_progress: bool = True,
+) -> dict[str, float]:
+    """Run ``model.predict`` over a dataset from :func:`yolo_heads.data.create_dataset` (no
+    augmentation) and score it with :func:`evaluate_coco` on the dataset's ``ann_file``."""
+    detections = predict_dataset(model, dataset, batch_size, conf, iou, max_det, show_progress)
+    return evaluate_coco(dataset.ann_file, detections)

@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
 from ._files import write_text_atomic
-from .evaluate import METRICS, predictions_to_coco
+from .evaluate import METRICS, predict_dataset
 
 __all__ = ["Evaluation", "Results"]
 
@@ -40,32 +39,23 @@ class Results:
         self.folder = Path(folder) if folder is not None else None
         self.num_examples = examples
 
-    @torch.no_grad()
     def validate(self, model: torch.nn.Module, dataset, batch_size: int = 16) -> Evaluation:
         """Predict on every image of ``dataset`` (conf 0.001, as COCO scoring expects)."""
-        from .data.coco import collate
         from .evaluate import coco_evaluator
 
         self.class_names = list(getattr(dataset, "class_names", []) or []) or None
-        was_training = model.training
-        model.eval()
-        device = next(model.parameters()).device
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
-        detections: list[dict[str, Any]] = []
         examples: dict[str, list[Any]] = {"images": [], "targets": [], "predictions": []}
-        try:
-            for images, targets in loader:
-                preds = model.predict(images.to(device), conf=0.001, iou=0.65, max_det=100)
-                detections.extend(predictions_to_coco(preds, targets, dataset.label_to_category))
-                room = self.num_examples - len(examples["images"])
-                if room > 0:
-                    examples["images"].extend(images[:room])
-                    examples["targets"].extend(targets[:room])
-                    examples["predictions"].extend(
-                        {k: v.cpu() for k, v in p.items()} for p in preds[:room]
-                    )
-        finally:
-            model.train(was_training)
+
+        def keep_examples(images, targets, preds) -> None:
+            room = self.num_examples - len(examples["images"])
+            if room > 0:
+                examples["images"].extend(images[:room])
+                examples["targets"].extend(targets[:room])
+                examples["predictions"].extend(
+                    {k: v.cpu() for k, v in p.items()} for p in preds[:room]
+                )
+
+        detections = predict_dataset(model, dataset, batch_size, on_batch=keep_examples)
         evaluator = coco_evaluator(dataset.ann_file, detections)
         if evaluator is None:  # no detections at all
             metrics = dict.fromkeys(METRICS, 0.0)

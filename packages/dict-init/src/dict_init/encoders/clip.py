@@ -35,6 +35,15 @@ def _transformers() -> Any:
     return transformers
 
 
+def select_tokens(tokens: torch.Tensor, which: str) -> torch.Tensor:
+    """``[B, 1 + P, D]`` tokens (class first): ``"all"``, ``"patches"`` or ``"class"``."""
+    if which == "patches":
+        return tokens[:, 1:]
+    if which == "class":
+        return tokens[:, :1]
+    return tokens
+
+
 class CLIPImageEncoder:
     """All tokens of a CLIP image encoder from transformers.
 
@@ -123,11 +132,7 @@ class CLIPImageEncoder:
         tokens = vision.post_layernorm(hidden)
         if self.project:
             tokens = self.model.visual_projection(tokens)
-        if self.tokens == "patches":
-            tokens = tokens[:, 1:]
-        elif self.tokens == "class":
-            tokens = tokens[:, :1]
-        return tokens.float()
+        return select_tokens(tokens, self.tokens).float()
 
     @property
     def dim(self) -> int:

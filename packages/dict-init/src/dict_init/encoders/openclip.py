@@ -17,7 +17,7 @@ from torch import nn
 
 from .._validation import bad_value, check_choice
 from .base import register_encoder, to_size
-from .clip import CLIP_MEAN, CLIP_STD, TOKENS
+from .clip import CLIP_MEAN, CLIP_STD, TOKENS, select_tokens
 
 
 def _open_clip() -> Any:
@@ -114,11 +114,7 @@ class OpenCLIPImageEncoder:
         tokens = self.visual.ln_post(tokens)
         if self.project:
             tokens = tokens @ self.visual.proj
-        if self.tokens == "patches":
-            tokens = tokens[:, 1:]
-        elif self.tokens == "class":
-            tokens = tokens[:, :1]
-        return tokens.float()
+        return select_tokens(tokens, self.tokens).float()
 
     @property
     def dim(self) -> int:
