@@ -222,7 +222,7 @@ def classification(
 def detection_data(root: Path, s: Settings):
     from yolo_heads.data import CocoDetection, make_digits_detection
 
-    common = dict(image_size=64, digit_size=(14, 30), show_progress=False)
+    common = dict(image_size=64, digit_size=(14, 30), progress=False)
     train_ann = make_digits_detection(root, num_images=s.det_train_images, seed=0, **common)
     val_ann = make_digits_detection(
         root, num_images=s.det_val_images, seed=1, split="val", **common
@@ -272,10 +272,10 @@ def train_detector(model: nn.Module, train_set, val_set, seed: int, s: Settings)
         batch_size=s.det_batch,
         lr=s.det_lr,
         seed=seed,
-        show_progress=False,
+        progress=False,
     )
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its summary
-        metrics = evaluate_detector(result.model, val_set, show_progress=False)
+        metrics = evaluate_detector(result.model, val_set, progress=False)
     return result.model, metrics
 
 

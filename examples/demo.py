@@ -68,7 +68,7 @@ def train_detector(name: str, out: Path, data: dict[str, str], settings: dict, e
         ],
     )
     start = time.perf_counter()
-    result = run_training(cfg, show_progress=False)
+    result = run_training(cfg, progress=False)
     seconds = time.perf_counter() - start
     best = max(result.history, key=lambda row: row.get("AP", -1))
     print(
@@ -93,7 +93,7 @@ def main() -> None:
     t0 = time.perf_counter()
 
     section("1. data: handwritten digits on 64-px canvases (COCO JSON + PNG)")
-    common = {"image_size": 64, "digit_size": (64 // 6, int(64 / 2.5)), "show_progress": False}
+    common = {"image_size": 64, "digit_size": (64 // 6, int(64 / 2.5)), "progress": False}
     data = {
         "train": str(
             make_digits_detection(out / "digits", settings["train_images"], seed=0, **common)

@@ -47,7 +47,7 @@ def run(
             batch_size=2,
             out_dir=out,
             ema=False,
-            show_progress=False,
+            progress=False,
             plots=False,
         )
         flat = torch.cat([p.detach().flatten() for p in result.model.parameters()])

@@ -27,7 +27,7 @@ def digits(tmp_path_factory):
     """A tiny digits detection set (train and val annotation paths), 64 px canvases."""
     root = tmp_path_factory.mktemp("digits")
     train = make_digits_detection(
-        root, num_images=8, seed=0, image_size=64, digit_size=(16, 28), show_progress=False
+        root, num_images=8, seed=0, image_size=64, digit_size=(16, 28), progress=False
     )
     val = make_digits_detection(
         root,
@@ -36,6 +36,6 @@ def digits(tmp_path_factory):
         image_size=64,
         digit_size=(16, 28),
         split="val",
-        show_progress=False,
+        progress=False,
     )
     return train, val

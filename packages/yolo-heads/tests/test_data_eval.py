@@ -42,7 +42,7 @@ def test_digits_generation_is_deterministic(tmp_path):
         seed=5,
         image_size=64,
         digit_size=(16, 24),
-        show_progress=False,
+        progress=False,
     )
     b = make_digits_detection(
         tmp_path / "b",
@@ -50,7 +50,7 @@ def test_digits_generation_is_deterministic(tmp_path):
         seed=5,
         image_size=64,
         digit_size=(16, 24),
-        show_progress=False,
+        progress=False,
     )
     assert json.loads(a.read_text())["annotations"] == json.loads(b.read_text())["annotations"]
     assert not list(tmp_path.rglob("*.tmp")), "no temporary files left behind"

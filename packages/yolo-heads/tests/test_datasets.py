@@ -254,7 +254,7 @@ def test_cached_images_give_the_same_items_without_the_files(tmp_path):
 
     from yolo_heads.data import CocoDetection, make_digits_detection
 
-    ann = make_digits_detection(tmp_path / "d", 6, image_size=64, show_progress=False)
+    ann = make_digits_detection(tmp_path / "d", 6, image_size=64, progress=False)
     plain = CocoDetection(ann, image_size=64, augment=True, seed=1)
     cached = CocoDetection(ann, image_size=64, augment=True, seed=1).cache_images()
     expected = [plain[i] for i in range(len(plain))]

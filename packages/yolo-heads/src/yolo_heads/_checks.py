@@ -6,10 +6,52 @@ at once rather than in the middle of training.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+import functools
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import torch
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def renamed_kwargs(**renames: str) -> Callable[[F], F]:
+    """Keep old keyword names as deprecated aliases: ``@renamed_kwargs(show_progress="progress")``.
+
+    The old name still works for one release with a ``FutureWarning``; passing both raises
+    ``TypeError`` (the project's rule for renamed arguments, issue 16).
+
+    >>> @renamed_kwargs(show_progress="progress")
+    ... def f(progress: bool = True):
+    ...     return progress
+    >>> with warnings.catch_warnings(record=True) as seen:
+    ...     warnings.simplefilter("always")
+    ...     f(show_progress=False), str(seen[0].message)
+    (False, "f: 'show_progress' is deprecated, use 'progress'")
+    """
+
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            for old, new in renames.items():
+                if old in kwargs:
+                    if new in kwargs:
+                        raise TypeError(
+                            f"{fn.__name__}: got both '{old}' (deprecated) and '{new}'; "
+                            f"pass only '{new}'"
+                        )
+                    warnings.warn(
+                        f"{fn.__name__}: '{old}' is deprecated, use '{new}'",
+                        FutureWarning,
+                        stacklevel=2,
+                    )
+                    kwargs[new] = kwargs.pop(old)
+            return fn(*args, **kwargs)
+
+        return call  # type: ignore[return-value]
+
+    return wrap
 
 
 def check_choice(name: str, value: Any, valid: Iterable[Any]) -> None:

@@ -137,7 +137,7 @@ def _train(args: argparse.Namespace) -> int:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     try:
         result = run_training(
-            cfg, resume=args.resume, show_progress=not args.no_progress, plots=not args.no_plots
+            cfg, resume=args.resume, progress=not args.no_progress, plots=not args.no_plots
         )
     finally:
         if dist.is_initialized():

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ._checks import renamed_kwargs
 from .boxes import xyxy_to_xywh
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -156,6 +157,7 @@ def predictions_to_coco(
 
 
 @torch.no_grad()
+@renamed_kwargs(show_progress="progress")
 def predict_dataset(
     model: torch.nn.Module,
     dataset,
@@ -163,7 +165,7 @@ def predict_dataset(
     conf: float = 0.001,
     iou: float = 0.65,
     max_det: int = 100,
-    show_progress: bool = False,
+    progress: bool = False,
     on_batch: Callable[[torch.Tensor, list, list], None] | None = None,
 ) -> list[dict[str, Any]]:
     """``model.predict`` over every image of ``dataset`` (no augmentation, eval mode), as COCO
@@ -178,7 +180,7 @@ def predict_dataset(
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
     results: list[dict[str, Any]] = []
     try:
-        for images, targets in tqdm(loader, desc="evaluate", disable=not show_progress):
+        for images, targets in tqdm(loader, desc="evaluate", disable=not progress):
             preds = model.predict(images.to(device), conf=conf, iou=iou, max_det=max_det)
             results.extend(predictions_to_coco(preds, targets, dataset.label_to_category))
             if on_batch is not None:
@@ -188,6 +190,7 @@ def predict_dataset(
     return results
 
 
+@renamed_kwargs(show_progress="progress")
 def evaluate_detector(
     model: torch.nn.Module,
     dataset,
@@ -195,9 +198,9 @@ def evaluate_detector(
     conf: float = 0.001,
     iou: float = 0.65,
     max_det: int = 100,
-    show_progress: bool = True,
+    progress: bool = True,
 ) -> dict[str, float]:
     """Run ``model.predict`` over a dataset from :func:`yolo_heads.data.create_dataset` (no
     augmentation) and score it with :func:`evaluate_coco` on the dataset's ``ann_file``."""
-    detections = predict_dataset(model, dataset, batch_size, conf, iou, max_det, show_progress)
+    detections = predict_dataset(model, dataset, batch_size, conf, iou, max_det, progress)
     return evaluate_coco(dataset.ann_file, detections)

@@ -14,9 +14,16 @@ NECKS: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register_neck(name: str) -> Callable:
-    """Decorator adding a neck class to :data:`NECKS` under ``name``."""
+    """Decorator adding a neck class to :data:`NECKS` under ``name`` (a name already taken
+    raises ``ValueError``: registries never overwrite silently)."""
 
     def wrap(cls: Callable) -> Callable:
+        if name in NECKS:
+            holder = NECKS[name]
+            raise ValueError(
+                f"register_neck: {name!r} is already registered in NECKS "
+                f"(by {holder.__module__}.{holder.__qualname__}); pick another name"
+            )
         NECKS[name] = cls
         return cls
 

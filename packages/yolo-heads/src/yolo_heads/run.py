@@ -9,10 +9,10 @@ Example:
     >>> from yolo_heads.config import load_config
     >>> from yolo_heads.data import make_digits_detection
     >>> root = tempfile.mkdtemp()
-    >>> train = make_digits_detection(root, num_images=8, image_size=64, show_progress=False)
+    >>> train = make_digits_detection(root, num_images=8, image_size=64, progress=False)
     >>> cfg = load_config(overrides=[f"data.train={train}", f"out={root}/run", "schedule.epochs=1",
     ...     "model.neck_channels=16", "schedule.batch_size=4", "schedule.amp=false"])
-    >>> result = run_training(cfg, show_progress=False, plots=False)
+    >>> result = run_training(cfg, progress=False, plots=False)
     >>> sorted(p.name for p in (result.last.parent.parent).iterdir())
     ['config.yaml', 'results.csv', 'weights']
 """
@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
+from ._checks import renamed_kwargs
 from .config import ConfigError, detector_kwargs, load_config, save_config
 from .data import create_dataset
 from .detector import YOLODetector
@@ -84,11 +85,12 @@ def resume_config(run_dir: str | os.PathLike, overrides: Sequence[str] = ()) -> 
     return cfg
 
 
+@renamed_kwargs(show_progress="progress")
 def run_training(
     cfg: DictConfig,
     *,
     resume: str | os.PathLike | None = None,
-    show_progress: bool = True,
+    progress: bool = True,
     plots: bool = True,
     callbacks: Sequence[Callable[[dict[str, float]], None]] = (),
 ) -> TrainResult:
@@ -112,7 +114,7 @@ def run_training(
         out_dir=out,
         resume=resume,
         plots=plots,
-        show_progress=show_progress,
+        progress=progress,
         callbacks=callbacks,
         **schedule,
     )

@@ -37,7 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm.auto import tqdm
 
-from ._checks import check_positive
+from ._checks import check_positive, renamed_kwargs
 from .checkpoint import load_checkpoint, load_trainer_state, save_checkpoint
 from .data.coco import collate
 from .results import Results
@@ -118,6 +118,7 @@ def _agree_on_skip(loss: torch.Tensor, distributed: bool) -> bool:
     return bool(bad.item())
 
 
+@renamed_kwargs(show_progress="progress")
 def train(
     model: nn.Module,
     dataset: Dataset,
@@ -142,7 +143,7 @@ def train(
     out_dir: str | Path | None = None,
     resume: str | Path | None = None,
     plots: bool = True,
-    show_progress: bool = True,
+    progress: bool = True,
     callbacks: Sequence[Callable[[dict[str, float]], None]] = (),
 ) -> TrainResult:
     """Train a :class:`~yolo_heads.YOLODetector` (anything with ``forward`` and ``loss``).
@@ -169,10 +170,10 @@ def train(
     >>> from yolo_heads import YOLODetector
     >>> from yolo_heads.data import CocoDetection, make_digits_detection
     >>> ann = make_digits_detection(tempfile.mkdtemp(), num_images=4, image_size=64,
-    ...                             digit_size=(16, 24), show_progress=False)
+    ...                             digit_size=(16, 24), progress=False)
     >>> model = YOLODetector("resnet18", num_classes=10, neck_channels=16)
     >>> result = train(model, CocoDetection(ann, image_size=64), epochs=1, batch_size=4,
-    ...                show_progress=False)
+    ...                progress=False)
     >>> sorted(result.history[0])[:4]
     ['box', 'cls', 'dfl', 'epoch']
     """
@@ -257,7 +258,7 @@ def train(
             dataset.set_epoch(epoch)
         sums: dict[str, float] = {}
         count = 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not show_progress or rank)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress or rank)
         for images, targets in bar:
             images = images.to(device)
             targets = [

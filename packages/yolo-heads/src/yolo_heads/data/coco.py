@@ -29,7 +29,7 @@ class CocoDetection(DetectionDataset):
     >>> import tempfile
     >>> from yolo_heads.data import make_digits_detection
     >>> root = tempfile.mkdtemp()
-    >>> ann = make_digits_detection(root, num_images=2, image_size=64, show_progress=False)
+    >>> ann = make_digits_detection(root, num_images=2, image_size=64, progress=False)
     >>> ds = CocoDetection(ann, image_size=64)
     >>> image, target = ds[0]
     >>> tuple(image.shape), ds.class_names[:3]

@@ -39,7 +39,7 @@ def write_yolo_txt(sources: Source | Mapping[str, Source], out_dir: str | Path) 
     >>> import tempfile
     >>> from yolo_heads.data import make_digits_detection
     >>> root = tempfile.mkdtemp()
-    >>> ann = make_digits_detection(root, num_images=2, image_size=64, show_progress=False)
+    >>> ann = make_digits_detection(root, num_images=2, image_size=64, progress=False)
     >>> data_yaml = write_yolo_txt(ann, tempfile.mkdtemp())
     >>> sorted(p.name for p in data_yaml.parent.iterdir())
     ['data.yaml', 'images', 'labels']

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .._checks import check_choice, check_positive
+from .._checks import check_choice, check_positive, renamed_kwargs
 from .._files import write_atomic
 
 
@@ -24,6 +24,7 @@ def _digit_pool(split: str) -> tuple[np.ndarray, np.ndarray]:
     return images[pick], targets[pick]
 
 
+@renamed_kwargs(show_progress="progress")
 def make_digits_detection(
     root: str | Path,
     num_images: int = 200,
@@ -32,7 +33,7 @@ def make_digits_detection(
     digits_per_image: tuple[int, int] = (1, 4),
     digit_size: tuple[int, int] = (16, 40),
     split: str = "train",
-    show_progress: bool = True,
+    progress: bool = True,
 ) -> Path:
     """Write a COCO-format detection set of handwritten digits and return the annotation path.
 
@@ -45,7 +46,7 @@ def make_digits_detection(
     Files: ``root/<split>.json`` and ``root/<split>/<id>.png``, each written atomically.
 
     >>> import tempfile
-    >>> ann = make_digits_detection(tempfile.mkdtemp(), num_images=2, show_progress=False)
+    >>> ann = make_digits_detection(tempfile.mkdtemp(), num_images=2, progress=False)
     >>> ann.name
     'train.json'
     """
@@ -69,9 +70,7 @@ def make_digits_detection(
     pool, pool_labels = _digit_pool(split)
     rng = np.random.default_rng(seed)
     images, annotations = [], []
-    for image_id in tqdm(
-        range(1, num_images + 1), desc=f"digits {split}", disable=not show_progress
-    ):
+    for image_id in tqdm(range(1, num_images + 1), desc=f"digits {split}", disable=not progress):
         tint = rng.uniform(0.6, 1.0, size=3)
         background = rng.uniform(0, 40)
         canvas = rng.normal(background, 8.0, size=(image_size, image_size, 3))

@@ -38,7 +38,7 @@ def create_dataset(
     >>> import tempfile
     >>> from yolo_heads.data import make_digits_detection, write_yolo_txt
     >>> root = tempfile.mkdtemp()
-    >>> ann = make_digits_detection(root, num_images=2, image_size=64, show_progress=False)
+    >>> ann = make_digits_detection(root, num_images=2, image_size=64, progress=False)
     >>> coco = create_dataset(ann, image_size=64)
     >>> yolo = create_dataset(write_yolo_txt(ann, tempfile.mkdtemp()), split="train", image_size=64)
     >>> type(coco).__name__, type(yolo).__name__, len(coco) == len(yolo)

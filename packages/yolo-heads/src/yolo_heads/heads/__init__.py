@@ -10,9 +10,16 @@ HEADS: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register_head(name: str) -> Callable:
-    """Decorator adding a head class to :data:`HEADS` under ``name``."""
+    """Decorator adding a head class to :data:`HEADS` under ``name`` (a name already taken
+    raises ``ValueError``: registries never overwrite silently)."""
 
     def wrap(cls: Callable) -> Callable:
+        if name in HEADS:
+            holder = HEADS[name]
+            raise ValueError(
+                f"register_head: {name!r} is already registered in HEADS "
+                f"(by {holder.__module__}.{holder.__qualname__}); pick another name"
+            )
         HEADS[name] = cls
         return cls
 
