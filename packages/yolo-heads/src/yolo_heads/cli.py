@@ -109,6 +109,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--val", type=int, default=160, help="validation images")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--size-spread",
+        action="store_true",
+        help="COCO small, medium and large digits (160 px canvases, log-uniform sides 12-150 px;"
+        " --image-size is ignored) instead of the demo's small ones",
+    )
     return parser
 
 
@@ -243,10 +249,12 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _digits(args: argparse.Namespace) -> int:
-    from .data import make_digits_detection
+    from .data import SIZE_SPREAD, make_digits_detection
 
     size = args.image_size
     common = {"image_size": size, "digit_size": (size // 6, int(size / 2.5))}
+    if args.size_spread:
+        common = dict(SIZE_SPREAD)
     train = make_digits_detection(args.out, args.train, seed=args.seed, split="train", **common)
     val = make_digits_detection(args.out, args.val, seed=args.seed + 1, split="val", **common)
     print(f"train: {train}\nval: {val}")

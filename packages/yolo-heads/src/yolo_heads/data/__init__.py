@@ -3,13 +3,14 @@
 from .base import DetectionDataset, ImageRecord, collate
 from .coco import CocoDetection
 from .convert import write_yolo_txt
-from .digits import make_digits_detection
+from .digits import SIZE_SPREAD, make_digits_detection
 from .factory import DATASET_FORMATS, create_dataset
 from .letterbox import LetterboxMeta, boxes_to_canvas, boxes_to_original, letterbox
 from .yolo import YoloTxtDetection
 
 __all__ = [
     "DATASET_FORMATS",
+    "SIZE_SPREAD",
     "CocoDetection",
     "DetectionDataset",
     "ImageRecord",
