@@ -3,22 +3,27 @@
 ``save("atoms.safetensors")`` writes ``atoms.safetensors`` (the ``atoms`` tensor, any extra
 tensors such as normalisation statistics or the projection matrix, and the metadata as a JSON
 string in the safetensors header) and ``atoms.json`` beside it (the same metadata, readable by
-people and tools). Both are written atomically. rd-core's ``RetrieverDictionary`` takes a
-``Dictionary`` directly: it reads ``.atoms``.
+people and tools). The two are written as a set: both go to temporary names first, then the
+JSON is renamed into place and the safetensors file last, so a save that is interrupted at any
+point leaves the previous safetensors file whole. The metadata inside the safetensors file is
+the authority: :meth:`Dictionary.load` checks the JSON against it and, when they differ (a save
+killed between the two renames, or a hand-edited JSON), warns and uses the embedded copy.
+rd-core's ``RetrieverDictionary`` takes a ``Dictionary`` directly: it reads ``.atoms``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
-from ._io import write_json, write_safetensors
+from ._io import atomic_write_all, json_writer, safetensors_writer
 from ._validation import bad_value, check_finite
 
 FORMAT = "dict-init/dictionary-v1"
@@ -79,35 +84,81 @@ class Dictionary:
         return f"Dictionary(num_atoms={self.num_atoms}, dim={self.dim}, encoder={name!r})"
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write ``path`` (safetensors) and its ``.json`` metadata, atomically."""
+        """Write ``path`` (safetensors) and its ``.json`` metadata as one atomic set.
+
+        Leftover temporary files of earlier saves that were killed are removed first; the
+        files get the permissions the umask allows (``0644`` by default).
+        """
         path = Path(path)
         if path.suffix != ".safetensors":
             raise bad_value("path", str(path), "a file name ending in .safetensors")
-        meta = {"format": FORMAT, **self.metadata}
+        meta = json.loads(json.dumps({"format": FORMAT, **self.metadata}, default=str))
         tensors = {ATOMS_KEY: self.atoms, **self.extras}
-        write_safetensors(path, tensors, {"format": FORMAT, "metadata": json.dumps(meta)})
-        write_json(metadata_path(path), meta)
+        header = {"format": FORMAT, "metadata": json.dumps(meta, sort_keys=True)}
+        # the safetensors file (the authority on load) is renamed last
+        atomic_write_all(
+            [(metadata_path(path), json_writer(meta)), (path, safetensors_writer(tensors, header))]
+        )
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Dictionary:
-        """Read a dictionary written by :meth:`save` (safetensors only, no pickle)."""
+        """Read a dictionary written by :meth:`save` (safetensors only, no pickle).
+
+        Raises:
+            ValueError: ``path`` is missing, is not a readable safetensors file (truncated,
+                another format), holds no ``atoms`` tensor, or its ``.json`` is not valid JSON.
+        """
         path = Path(path)
         if not path.is_file():
             raise bad_value("path", str(path), "an existing .safetensors dictionary file")
-        with safe_open(str(path), framework="pt") as f:
-            keys = list(f.keys())
-            if ATOMS_KEY not in keys:
-                raise bad_value(
-                    "path", str(path), f"a safetensors file with an '{ATOMS_KEY}' tensor"
-                )
-            tensors = {k: f.get_tensor(k) for k in keys}
-            header = f.metadata() or {}
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                keys = f.keys()  # a safe_open handle is not iterable
+                tensors = {k: f.get_tensor(k) for k in keys}
+                header = f.metadata() or {}
+        except SafetensorError as error:
+            raise ValueError(
+                f"Dictionary.load: {path} is not a readable safetensors file ({error})"
+            ) from None
+        if ATOMS_KEY not in tensors:
+            raise bad_value("path", str(path), f"a safetensors file with an '{ATOMS_KEY}' tensor")
+        meta = None
+        if "metadata" in header:
+            meta = _parse_metadata(header["metadata"], f"the metadata inside {path}")
         json_path = metadata_path(path)
         if json_path.is_file():
-            meta = json.loads(json_path.read_text())
-        else:
-            meta = json.loads(header.get("metadata", "{}"))
+            try:
+                text = json_path.read_text()
+            except (OSError, UnicodeDecodeError) as error:
+                raise ValueError(f"Dictionary.load: cannot read {json_path} ({error})") from None
+            companion = _parse_metadata(text, str(json_path), companion_of=path)
+            if meta is None:
+                meta = companion
+            elif json.dumps(companion, sort_keys=True) != json.dumps(meta, sort_keys=True):
+                warnings.warn(
+                    f"Dictionary.load: {json_path} does not match the metadata inside {path} "
+                    "(a save interrupted between its two files, or an edited JSON); using the "
+                    "metadata inside the safetensors file",
+                    stacklevel=2,
+                )
+        meta = dict(meta or {})
         meta.pop("format", None)
         atoms = tensors.pop(ATOMS_KEY)
         return cls(atoms, meta, tensors)
+
+
+def _parse_metadata(text: str, where: str, companion_of: Path | None = None) -> dict[str, Any]:
+    """``text`` as a JSON object, or a ValueError that names ``where`` it came from."""
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as error:
+        meta, reason = None, f"not valid JSON: {error}"
+    else:
+        reason = f"a JSON {type(meta).__name__}, not an object"
+    if isinstance(meta, dict):
+        return meta
+    hint = ""
+    if companion_of is not None:
+        hint = f"; restore it, or delete it to use the copy of the metadata inside {companion_of}"
+    raise ValueError(f"Dictionary.load: {where} is {reason}{hint}")
