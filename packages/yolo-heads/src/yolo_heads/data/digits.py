@@ -46,9 +46,10 @@ def make_digits_detection(
     Every canvas (``image_size`` square, dark noisy background with a random tint) holds
     ``digits_per_image`` real 8x8 digits from scikit-learn, each upscaled to a random side in
     ``digit_size`` pixels (``size_sampling="uniform"`` in pixels, or ``"log"``: uniform in log
-    side, so small and large digits are equally common) and placed without overlap. Boxes are tight around the ink. Classes are
-    the ten digits (COCO category ids 1..10, names "0".."9"). ``split="train"`` and ``"val"`` draw
-    from disjoint digit samples (every fifth sample is kept for "val"); ``"all"`` uses all.
+    side, so small and large digits are equally common) and placed without overlap. Boxes are
+    tight around the ink. Classes are the ten digits (COCO category ids 1..10, names "0".."9").
+    ``split="train"`` and ``"val"`` draw from disjoint digit samples (every fifth sample is kept
+    for "val"); ``"all"`` uses all.
 
     Files: ``root/<split>.json`` and ``root/<split>/<id>.png``, each written atomically.
 
