@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .boxes import box_iou
+from .boxes import box_iou, complete_iou
 
 
 class TaskAlignedAssigner(nn.Module):
@@ -14,8 +14,12 @@ class TaskAlignedAssigner(nn.Module):
     For every ground-truth box, the ``topk`` anchor points whose centres lie inside it and whose
     predictions align best become positives; an anchor claimed by several boxes keeps the one it
     overlaps most. Soft targets are the alignment, normalised per box so that the best anchor of
-    a box gets that box's best IoU (TOOD, eq. 10). Defaults follow YOLOv9: ``topk=10,
-    alpha=0.5, beta=6``.
+    a box gets that box's best IoU (TOOD, eq. 10). Defaults follow YOLOv8 / YOLOv9 (Ultralytics'
+    ``TaskAlignedAssigner``): ``topk=10, alpha=0.5, beta=6``, the overlap is CIoU clamped at 0
+    (``iou="ciou"``; ``"iou"`` for plain IoU), and a box side under ``min_side`` pixels is
+    widened to ``min_side`` about the box centre when choosing candidate points, so a digit
+    smaller than a stride-8 cell still has candidates (``min_side=0`` turns that off; the
+    detector's loss sets it to the middle stride, 16 for strides 8/16/32, as Ultralytics does).
 
     >>> assigner = TaskAlignedAssigner(topk=2)
     >>> points = torch.tensor([[4.0, 4.0], [12.0, 4.0], [4.0, 12.0], [12.0, 12.0]])
@@ -27,10 +31,21 @@ class TaskAlignedAssigner(nn.Module):
     """
 
     def __init__(
-        self, topk: int = 10, alpha: float = 0.5, beta: float = 6.0, eps: float = 1e-9
+        self,
+        topk: int = 10,
+        alpha: float = 0.5,
+        beta: float = 6.0,
+        eps: float = 1e-9,
+        iou: str = "ciou",
+        min_side: float = 16.0,
     ) -> None:
         super().__init__()
+        if iou not in ("iou", "ciou"):
+            raise ValueError(f"iou={iou!r} is not valid; expected 'iou' or 'ciou'")
+        if not min_side >= 0:
+            raise ValueError(f"min_side={min_side!r} is not valid; expected a number >= 0")
         self.topk, self.alpha, self.beta, self.eps = topk, alpha, beta, eps
+        self.iou, self.min_side = iou, float(min_side)
 
     class Result:
         """Targets per anchor point: labels [B, A], boxes [B, A, 4], scores [B, A, C], fg [B, A]."""
@@ -62,13 +77,21 @@ class TaskAlignedAssigner(nn.Module):
                 torch.zeros(b, a, dtype=torch.bool, device=pred_scores.device),
                 torch.zeros(b, a, dtype=torch.long, device=pred_scores.device),
             )
-        # Anchor centres strictly inside each box: [B, M, A].
-        lt = points[None, None] - gt_boxes[:, :, None, :2]
-        rb = gt_boxes[:, :, None, 2:] - points[None, None]
+        # Anchor centres strictly inside each box (sides floored at min_side): [B, M, A].
+        centre = (gt_boxes[..., :2] + gt_boxes[..., 2:]) / 2
+        half = ((gt_boxes[..., 2:] - gt_boxes[..., :2]) / 2).clamp(min=self.min_side / 2)
+        lt = points[None, None] - (centre - half)[:, :, None]
+        rb = (centre + half)[:, :, None] - points[None, None]
         inside = torch.cat((lt, rb), dim=-1).amin(-1) > self.eps
         candidate = inside & gt_mask[:, :, None]
 
-        overlaps = box_iou(gt_boxes, pred_boxes)  # [B, M, A]
+        if self.iou == "ciou":
+            # Only candidate pairs: CIoU is element-wise, and B x M x A pairs can be large.
+            overlaps = torch.zeros(candidate.shape, dtype=pred_boxes.dtype, device=points.device)
+            bi, mi, ai = candidate.nonzero(as_tuple=True)
+            overlaps[bi, mi, ai] = complete_iou(gt_boxes[bi, mi], pred_boxes[bi, ai]).clamp(min=0)
+        else:
+            overlaps = box_iou(gt_boxes, pred_boxes)  # [B, M, A]
         labels = gt_labels.clamp(min=0).long()
         cls_score = pred_scores.gather(2, labels[:, None, :].expand(b, a, m)).transpose(1, 2)
         # where, not a product: a zero-area padded box against a collapsed prediction is 0 / 0.

@@ -62,7 +62,9 @@ class AnchorFreeLoss:
 
     Returns ``(total, {"box": ..., "dfl": ..., "cls": ...})``; the parts are already weighted by
     their gains (YOLOv9 defaults: box 7.5, DFL 1.5, cls 0.5) and normalised by the sum of the soft
-    targets, so the total does not grow with the batch size.
+    targets, so the total does not grow with the batch size. ``assigner`` is a
+    :class:`~yolo_heads.TaskAlignedAssigner` or a dict of its options (e.g. ``{"iou": "iou",
+    "min_side": 0}`` for the assignment before issue 13).
     """
 
     def __init__(
@@ -71,11 +73,17 @@ class AnchorFreeLoss:
         box_gain: float = 7.5,
         dfl_gain: float = 1.5,
         cls_gain: float = 0.5,
-        assigner: TaskAlignedAssigner | None = None,
+        assigner: TaskAlignedAssigner | dict | None = None,
     ) -> None:
         self.head = head
         self.gains = {"box": box_gain, "dfl": dfl_gain, "cls": cls_gain}
-        self.assigner = assigner or TaskAlignedAssigner()
+        if not isinstance(assigner, TaskAlignedAssigner):
+            # A dict (from a run config's model.loss_kwargs.assigner) sets its options; the
+            # candidate floor defaults to the middle stride, as in Ultralytics.
+            strides = list(head.strides)
+            options = {"min_side": float(strides[len(strides) // 2]), **(assigner or {})}
+            assigner = TaskAlignedAssigner(**options)
+        self.assigner = assigner
 
     def __call__(
         self, outputs: Sequence[torch.Tensor], targets: Sequence[dict[str, torch.Tensor]]
