@@ -176,5 +176,5 @@ def test_fused_model_exports(scramble):
 
 
 def test_fuse_rejects_non_module():
-    with pytest.raises(TypeError, match=r"model must be a torch.nn.Module, got dict"):
+    with pytest.raises(TypeError, match=r"model=dict must be a torch.nn.Module"):
         fuse({})

@@ -39,9 +39,18 @@ class ImplicitFeatureAlignment(nn.ModuleList):
     def __init__(
         self, channels: Sequence[int], prior: str = "vector", prior_dim: int | None = None
     ):
+        if isinstance(channels, (str, bytes)) or not isinstance(channels, Sequence) or not channels:
+            raise ValueError(
+                f"channels={channels!r} must be a non-empty sequence of positive "
+                "integers, one per pyramid level"
+            )
         super().__init__([ImplicitAdd(c, prior=prior, prior_dim=prior_dim) for c in channels])
 
     def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        if isinstance(features, torch.Tensor) or not isinstance(features, Sequence):
+            raise TypeError(
+                f"features={type(features).__name__} must be a list of {len(self)} feature maps"
+            )
         if len(features) != len(self):
             raise ValueError(
                 f"ImplicitFeatureAlignment has {len(self)} levels "

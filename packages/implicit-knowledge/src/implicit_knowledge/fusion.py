@@ -56,6 +56,12 @@ _FOLDS: dict[tuple[type[ImplicitLayer], str], FoldFn] = {}
 
 def _register(kind: type[ImplicitLayer], position: str) -> Callable[[FoldFn], FoldFn]:
     def decorator(fn: FoldFn) -> FoldFn:
+        if (kind, position) in _FOLDS:
+            held = _FOLDS[kind, position]
+            raise ValueError(
+                f"folds registry: ({kind.__name__}, {position!r}) is already registered by "
+                f"{held.__module__}.{held.__qualname__}"
+            )
         _FOLDS[kind, position] = fn
         return fn
 
@@ -228,7 +234,9 @@ def fuse(model: nn.Module, inplace: bool = False) -> nn.Module:
     :func:`implicit_layers` for what remains. Use it on a model in eval mode, after training.
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        raise TypeError(f"model={type(model).__name__} must be a torch.nn.Module")
+    if not isinstance(inplace, bool):
+        raise TypeError(f"inplace={inplace!r} must be True or False")
     if not inplace:
         model = copy.deepcopy(model)
     return _fuse(model)
@@ -236,4 +244,6 @@ def fuse(model: nn.Module, inplace: bool = False) -> nn.Module:
 
 def implicit_layers(model: nn.Module) -> dict[str, ImplicitLayer]:
     """The implicit layers in ``model`` by qualified name (after :func:`fuse`: the unfoldable)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model={type(model).__name__} must be a torch.nn.Module")
     return {name: m for name, m in model.named_modules() if isinstance(m, ImplicitLayer)}

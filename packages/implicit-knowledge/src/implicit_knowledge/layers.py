@@ -32,7 +32,7 @@ class ImplicitLayer(nn.Module):
         self, channels: int, prior: str = "vector", prior_dim: int | None = None, dim: int = 1
     ) -> None:
         super().__init__()
-        if dim not in (1, -1):
+        if isinstance(dim, bool) or dim not in (1, -1):
             raise ValueError(f"dim={dim!r} must be 1 (channels-first maps) or -1 (channels-last)")
         self.channels = channels
         self.prior_name = prior
@@ -119,6 +119,10 @@ class ImplicitConcat(ImplicitLayer):
         dim: int = 1,
         in_channels: int | None = None,
     ) -> None:
+        if in_channels is not None and (
+            isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1
+        ):
+            raise ValueError(f"in_channels={in_channels!r} must be a positive integer or None")
         super().__init__(channels, prior=prior, prior_dim=prior_dim, dim=dim)
         self.in_channels = in_channels
 

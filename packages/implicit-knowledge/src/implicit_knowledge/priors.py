@@ -37,9 +37,36 @@ _PRIORS: dict[str, type[nn.Module]] = {}
 
 
 def register_prior(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    """Class decorator: make a prior available to implicit layers as ``prior=name``."""
+    """Class decorator: make a prior available to implicit layers as ``prior=name``.
+
+    A name can be registered once; registering it again raises ``ValueError`` naming the class
+    that holds it (never a silent overwrite).
+
+    Example:
+        >>> @register_prior("my_prior")
+        ... class MyPrior(VectorPrior):
+        ...     pass
+        >>> "my_prior" in list_priors()
+        True
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"register_prior: name={name!r} must be a non-empty string")
+    if name in _PRIORS:
+        held = _PRIORS[name]
+        raise ValueError(
+            f"priors registry: name={name!r} is already registered by "
+            f"{held.__module__}.{held.__qualname__}; choose another name"
+        )
 
     def decorator(cls: type[nn.Module]) -> type[nn.Module]:
+        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+            raise TypeError(f"register_prior({name!r}): {cls!r} must be an nn.Module subclass")
+        if name in _PRIORS:  # registered between the call and the decoration
+            held = _PRIORS[name]
+            raise ValueError(
+                f"priors registry: name={name!r} is already registered by "
+                f"{held.__module__}.{held.__qualname__}; choose another name"
+            )
         _PRIORS[name] = cls
         return cls
 
@@ -47,7 +74,29 @@ def register_prior(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
 
 
 def list_priors() -> list[str]:
+    """Names :func:`create_prior` accepts.
+
+    Example:
+        >>> list_priors()[:3]
+        ['factorized', 'network', 'vector']
+    """
     return sorted(_PRIORS)
+
+
+def _positive_int(name: str, value: object, *, none_ok: bool = False) -> None:
+    if none_ok and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        valid = "a positive integer" + (" or None" if none_ok else "")
+        raise ValueError(f"{name}={value!r} must be {valid}")
+
+
+def _finite(name: str, value: object, *, minimum: float | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}={value!r} must be a real number")
+    if not math.isfinite(value) or (minimum is not None and value < minimum):
+        bound = f" >= {minimum}" if minimum is not None else ""
+        raise ValueError(f"{name}={value!r} must be a finite number{bound}")
 
 
 def create_prior(
@@ -57,13 +106,19 @@ def create_prior(
 
     ``prior_dim`` is the dimension of the prior ``z`` (network) or the number of bases
     (factorized); it defaults to twice ``channels`` as in YOLOR's Table 6 experiments.
+    ``mean`` is any finite number, ``std`` a finite number >= 0.
+
+    Raises:
+        ValueError: an unknown ``name``, ``channels`` / ``prior_dim`` not positive integers,
+            a non-finite ``mean`` or ``std``, a negative ``std``.
+        TypeError: ``mean`` or ``std`` not a number.
     """
-    if name not in _PRIORS:
+    if not isinstance(name, str) or name not in _PRIORS:
         raise ValueError(f"prior={name!r} is not a known prior; valid: {list_priors()}")
-    if not isinstance(channels, int) or channels < 1:
-        raise ValueError(f"channels={channels!r} must be a positive integer")
-    if prior_dim is not None and (not isinstance(prior_dim, int) or prior_dim < 1):
-        raise ValueError(f"prior_dim={prior_dim!r} must be a positive integer or None")
+    _positive_int("channels", channels)
+    _positive_int("prior_dim", prior_dim, none_ok=True)
+    _finite("mean", mean)
+    _finite("std", std, minimum=0.0)
     return _PRIORS[name](channels, mean=mean, std=std, prior_dim=prior_dim or 2 * channels)
 
 
