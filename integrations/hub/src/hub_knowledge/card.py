@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -99,9 +100,15 @@ def model_card(
     lineage = dict(lineage or {})
     name = repo_id.split("/")[-1]
     metrics = dict(metrics or {})
-    bad = {k: v for k, v in metrics.items() if not isinstance(v, (int, float))}
+    bad = {
+        k: v for k, v in metrics.items() if not isinstance(v, (int, float)) or isinstance(v, bool)
+    }
     if bad:
         raise ValueError(f"metrics={bad!r}: values must be numbers")
+    # NaN / inf would go into the card's model-index as if they were results
+    bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+    if bad:
+        raise ValueError(f"metrics={bad!r}: values must be finite numbers (a failed evaluation?)")
 
     eval_results = None
     if metrics and datasets:

@@ -23,6 +23,7 @@ import struct
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import safetensors
 import safetensors.torch
@@ -35,6 +36,7 @@ __all__ = [
     "CheckpointError",
     "check_state_dict",
     "load_weights",
+    "read_json",
     "read_safetensors_metadata",
     "read_state_dict",
     "save_weights",
@@ -119,9 +121,10 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except (RuntimeError, EOFError, zipfile.BadZipFile, struct.error) as e:
             hint = "truncated or corrupt" if size else "empty"
+            # some of these errors carry no message at all (an empty file: EOFError())
+            reason = (str(e).splitlines() or [e.__class__.__name__])[0]
             raise CheckpointError(
-                f"checkpoint={str(path)!r} ({size} bytes) is {hint} and cannot be read: "
-                f"{str(e).splitlines()[0]}"
+                f"checkpoint={str(path)!r} ({size} bytes) is {hint} and cannot be read: {reason}"
             ) from None
         except Exception as e:  # pickle.UnpicklingError for objects weights_only refuses
             raise CheckpointError(
@@ -134,6 +137,29 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         f"checkpoint={str(path)!r} has an unknown suffix {path.suffix!r}; "
         f"valid: {SAFETENSORS_SUFFIX!r} or one of {TORCH_SUFFIXES}"
     )
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON object in ``path`` (a ``config.json`` or ``dictionary.json`` beside weights).
+
+    Raises:
+        CheckpointError: naming the file, when it is missing, not UTF-8, not JSON, or not an
+            object.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} does not exist") from None
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{path} is not valid JSON (not UTF-8 text: {e.reason})") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e}); was it cut short?") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(
+            f"{path} holds a JSON {type(data).__name__}, not an object with named fields"
+        )
+    return data
 
 
 def _listing(names: list[str]) -> str:

@@ -36,7 +36,7 @@ def _config(text: str) -> dict:
     try:
         return json.loads(path.read_text() if path.is_file() else text)
     except json.JSONDecodeError as e:
-        raise SystemExit(f"--config={text!r} is neither a JSON file nor JSON text ({e})") from None
+        raise ValueError(f"--config={text!r} is neither a JSON file nor JSON text ({e})") from None
 
 
 def _kw_args(p: argparse.ArgumentParser) -> None:
@@ -146,16 +146,43 @@ command("add-to-cache", "lay a folder into the Hugging Face cache (offline use)"
 )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hub-knowledge", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes (an unknown flag, a missing argument) as one line and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="hub-knowledge", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)  # subparsers are _Parser too
     for name, (help, add_arguments, _) in COMMANDS.items():
         add_arguments(sub.add_parser(name, help=help))
-    args = parser.parse_args(argv)
+    return parser
+
+
+# What a user can get wrong (a missing or unreadable file, a read-only output folder, a bad
+# value): one line on stderr and exit status 2, never a traceback. CheckpointError is a
+# ValueError; PermissionError and FileNotFoundError are OSErrors.
+USER_ERRORS = (ValueError, TypeError, OSError, ImportError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit status (2 for a user error, with one line on stderr).
+
+    Example:
+        >>> main(["add-to-cache", "/no/such/folder", "org/name"])
+        2
+    """
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2, already printed)
+        return int(e.code or 0)
     try:
         COMMANDS[args.command][2](args)
-    except (ValueError, TypeError, FileNotFoundError) as e:  # CheckpointError is a ValueError
-        print(f"hub-knowledge {args.command}: {e}", file=sys.stderr)
+    except USER_ERRORS as e:
+        message = " ".join(str(e).split()) or e.__class__.__name__
+        print(f"hub-knowledge {args.command}: {message}", file=sys.stderr)
         return 2
     return 0
 

@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import CommitInfo, ModelCard, ModelCardData
 
-from ._files import write_text_atomic
-from .checkpoint import CheckpointError, read_safetensors_metadata
+from ._files import atomic_folder, write_text_atomic
+from .checkpoint import CheckpointError, read_json, read_safetensors_metadata
 from .load import resolve_files
 from .methods import method_for
 from .push import push_folder
@@ -133,13 +132,11 @@ def save_dictionary_for_hub(
     tags: Sequence[str] = (),
     description: str | None = None,
 ) -> Path:
-    """Write ``dictionary`` and its card into ``folder`` (each file atomically); return it."""
+    """Write ``dictionary`` and its card into ``folder`` (as a whole, atomically); return it."""
     _check(dictionary)
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"folder={str(folder)!r} exists and is not a directory")
-    folder.mkdir(parents=True, exist_ok=True)
-    dictionary.save(folder / DICTIONARY_WEIGHTS)  # writes dictionary.json beside it, atomically
     card = dictionary_card(
         dictionary,
         name=name or folder.resolve().name,
@@ -148,7 +145,10 @@ def save_dictionary_for_hub(
         tags=tags,
         description=description,
     )
-    write_text_atomic(folder / "README.md", card)
+    # written as a whole: a sibling temporary folder replaces ``folder`` in one step
+    with atomic_folder(folder) as tmp:
+        dictionary.save(tmp / DICTIONARY_WEIGHTS)  # writes dictionary.json beside it
+        write_text_atomic(tmp / "README.md", card)
     return folder
 
 
@@ -203,8 +203,5 @@ def load_dictionary(
             f"{weights} is not a dict-init dictionary (format={header.get('format')!r}); "
             "a model repository? load it with hub_knowledge.load"
         )
-    try:
-        json.loads(files[DICTIONARY_METADATA].read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{files[DICTIONARY_METADATA]} is not valid JSON ({e})") from None
+    read_json(files[DICTIONARY_METADATA])  # a corrupt companion is named before dict-init reads it
     return dict_init.Dictionary.load(weights)

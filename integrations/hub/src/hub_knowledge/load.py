@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import timm
-from huggingface_hub import hf_hub_download
+from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
+from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 from torch import nn
 
-from .checkpoint import CheckpointError, load_weights
+from .checkpoint import CheckpointError, load_weights, read_json
 from .config import CONFIG_NAME
 from .save import WEIGHTS_NAME
 
@@ -73,19 +73,56 @@ def resolve_files(
         raise FileNotFoundError(
             f"source={text!r} is neither an existing folder nor a Hub repo id ('org/name')"
         )
-    return {
-        name: Path(
-            hf_hub_download(
-                text,
-                name,
-                revision=revision,
-                cache_dir=cache_dir,
-                token=token,
-                library_name="hub-knowledge",
+    local_only = constants.is_offline_mode() or not _hub_reachable(
+        text, filenames[0], revision, token
+    )
+    paths = {}
+    for name in filenames:
+        try:
+            paths[name] = Path(
+                hf_hub_download(
+                    text,
+                    name,
+                    revision=revision,
+                    cache_dir=cache_dir,
+                    token=token,
+                    library_name="hub-knowledge",
+                    local_files_only=local_only,
+                )
             )
-        )
-        for name in filenames
-    }
+        except LocalEntryNotFoundError:
+            if not local_only:
+                raise
+            cache = cache_dir if cache_dir is not None else constants.HF_HUB_CACHE
+            why = (
+                "HF_HUB_OFFLINE=1 is set"
+                if constants.is_offline_mode()
+                else f"the Hub ({constants.ENDPOINT}) cannot be reached"
+            )
+            raise FileNotFoundError(
+                f"source={text!r}: {name} is not in the local cache ({cache}) and {why}; "
+                "download it once while online, or place a saved folder in the cache with "
+                "hub_knowledge.add_to_cache (HF_HUB_OFFLINE=1 then loads it without the network)"
+            ) from None
+    return paths
+
+
+def _hub_reachable(repo_id: str, filename: str, revision: str | None, token) -> bool:
+    """One HEAD request without retries: huggingface_hub retries a failed connection with
+    backoff for ~23 s before it looks in the cache; without a network that is only a wait."""
+    url = hf_hub_url(repo_id, filename, revision=revision)
+    try:
+        get_hf_file_metadata(url, token=token, timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except HfHubHTTPError:
+        return True  # the Hub answered (even "not found"): it is reachable
+    except ValueError:
+        raise  # a malformed repo id or revision, not a network problem
+    except Exception:
+        # no connection (connect / timeout errors of the HTTP client huggingface_hub uses,
+        # whose classes changed between its versions; OfflineModeIsEnabled as well)
+        return False
+    return True
+    return True
 
 
 def _ensure_registered(architecture: str, config: dict[str, Any]) -> None:
@@ -123,10 +160,7 @@ def load(
         ValueError: an architecture timm does not know.
     """
     files = resolve_files(source, revision=revision, cache_dir=cache_dir, token=token)
-    try:
-        config = json.loads(files[CONFIG_NAME].read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{files[CONFIG_NAME]} is not valid JSON ({e})") from None
+    config = read_json(files[CONFIG_NAME])
     architecture = config.get("architecture")
     if not architecture:
         raise CheckpointError(f"{files[CONFIG_NAME]} names no 'architecture'")

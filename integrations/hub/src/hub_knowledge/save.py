@@ -20,7 +20,7 @@ from typing import Any
 import timm
 from torch import nn
 
-from ._files import write_json_atomic, write_text_atomic
+from ._files import atomic_folder, write_json_atomic, write_text_atomic
 from .card import model_card
 from .checkpoint import CheckpointError, check_state_dict, save_weights
 from .config import CONFIG_NAME, build_config
@@ -79,7 +79,9 @@ def save_for_hub(
         model: built by ``timm.create_model`` with a registered architecture; its factory
             arguments (e.g. a KernelWarehouse ``budget``) go into ``config.json`` so that
             ``timm.create_model("hf-hub:<repo>", pretrained=True)`` rebuilds it exactly.
-        folder: created if missing; each file is written to a temporary name then renamed.
+        folder: created if missing; the files are written into a sibling temporary folder
+            that then replaces ``folder`` in one step (other files already in ``folder`` are
+            kept), so a killed writer never leaves new weights beside an old config.
         model_name: the repository id (``org/name``) or name shown in the card; defaults to
             the folder's name.
         metrics, datasets, license, tags, lineage, description: model card content
@@ -120,9 +122,10 @@ def save_for_hub(
     )
     if verify:
         verify_rebuild(model, config)
-    folder.mkdir(parents=True, exist_ok=True)
-    # weights first: a folder whose config.json exists always has its weights beside it
-    save_weights(model, folder / WEIGHTS_NAME, architecture=config["architecture"])
-    write_json_atomic(folder / CONFIG_NAME, config)
-    write_text_atomic(folder / CARD_NAME, card)
+    # the three files go into a sibling temporary folder that replaces ``folder`` as a whole:
+    # a writer killed part-way leaves the old folder as it was (and loadable)
+    with atomic_folder(folder) as tmp:
+        save_weights(model, tmp / WEIGHTS_NAME, architecture=config["architecture"])
+        write_json_atomic(tmp / CONFIG_NAME, config)
+        write_text_atomic(tmp / CARD_NAME, card)
     return folder
