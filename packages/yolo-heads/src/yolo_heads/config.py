@@ -96,6 +96,13 @@ class AugmentConfig:
     enabled: bool = True
     scale: list[float] = field(default_factory=lambda: [0.6, 1.0])  # of the fitting size
     flip: float = 0.0  # horizontal flip probability (digits are not mirror-symmetric)
+    mosaic: float = 0.0  # probability of a 4-image mosaic (Ultralytics: 1.0)
+    close_mosaic: int = 10  # mosaic off for the last N epochs
+    translate: float = 0.0  # random affine translation, fraction of the image (Ultralytics: 0.1)
+    affine_scale: float = 0.0  # random affine scale 1 +- this (Ultralytics' scale: 0.5)
+    hsv_h: float = 0.0  # hue shift, fraction of the colour circle (Ultralytics: 0.015)
+    hsv_s: float = 0.0  # saturation gain 1 +- this (Ultralytics: 0.7)
+    hsv_v: float = 0.0  # value gain 1 +- this (Ultralytics: 0.4)
 
 
 @dataclass
@@ -160,8 +167,16 @@ def _check(cfg: DictConfig) -> None:
             f"augment.scale={list(cfg.augment.scale)} is not valid; expected [low, high] with "
             "0 < low <= high"
         )
-    if not 0 <= cfg.augment.flip <= 1:
-        raise ConfigError(f"augment.flip={cfg.augment.flip} is not valid; expected [0, 1]")
+    aug = cfg.augment
+    for key, top in (
+        ("flip", 1.0), ("mosaic", 1.0), ("translate", 0.5), ("affine_scale", 0.9),
+        ("hsv_h", 0.5), ("hsv_s", 1.0), ("hsv_v", 1.0),
+    ):  # fmt: skip
+        value = aug[key]
+        if not (math.isfinite(value) and 0 <= value <= top):
+            raise ConfigError(f"augment.{key}={value} is not valid; expected [0, {top}]")
+    if aug.close_mosaic < 0:
+        raise ConfigError(f"augment.close_mosaic={aug.close_mosaic} is not valid; expected >= 0")
     if s.ema_decay >= 1:
         raise ConfigError(f"schedule.ema_decay={s.ema_decay} is not valid; expected < 1")
 

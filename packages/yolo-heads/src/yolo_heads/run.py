@@ -52,6 +52,11 @@ def build_datasets(cfg: DictConfig):
         scale_range=tuple(aug.scale),
         flip=aug.flip,
         seed=cfg.schedule.seed,
+        mosaic=aug.mosaic,
+        mosaic_epochs=max(cfg.schedule.epochs - aug.close_mosaic, 0),
+        translate=aug.translate,
+        affine_scale=aug.affine_scale,
+        hsv=(aug.hsv_h, aug.hsv_s, aug.hsv_v),
         **_image_dir(cfg.data.train_images),
     )
     val_set = None

@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from .augment import affine_window, hsv_jitter, mosaic
 from .letterbox import boxes_to_canvas, letterbox
 
 
@@ -57,7 +58,17 @@ class DetectionDataset(Dataset):
     With ``augment=True``: random scale (``scale_range`` of the fitting size), random placement,
     horizontal flip with probability ``flip`` (off by default: digits are not symmetric) and
     brightness / contrast jitter. Boxes cut by the canvas are clipped; boxes left with a side
-    under ``min_box`` pixels are dropped.
+    under ``min_box`` pixels are dropped. Then, each off by default (see
+    :mod:`yolo_heads.data.augment`):
+
+    - ``mosaic``: the probability of tiling the item with three other random items (each placed
+      as above) and taking an ``S x S`` window around a random point of the middle half;
+      ``mosaic_epochs`` (None: all) is the number of epochs it is on for (Ultralytics closes
+      mosaic for the last 10).
+    - ``translate``, ``affine_scale``: a random affine map, translation up to ``translate * S``
+      per axis and scale in ``1 +- affine_scale`` (Ultralytics' ``translate`` / ``scale``).
+    - ``hsv``: ``(h, s, v)`` gains: hue shifted by up to ``h`` of the colour circle, saturation
+      and value scaled by ``1 +- s`` and ``1 +- v`` (Ultralytics' 0.015, 0.7, 0.4).
     """
 
     records: list[ImageRecord]
@@ -73,8 +84,33 @@ class DetectionDataset(Dataset):
         flip: float = 0.0,
         min_box: float = 2.0,
         seed: int = 0,
+        *,
+        mosaic: float = 0.0,
+        mosaic_epochs: int | None = None,
+        translate: float = 0.0,
+        affine_scale: float = 0.0,
+        hsv: tuple[float, float, float] = (0.0, 0.0, 0.0),
     ) -> None:
         _check_image_size(image_size)
+        for name, value, top in (
+            ("mosaic", mosaic, 1.0),
+            ("translate", translate, 0.5),
+            ("affine_scale", affine_scale, 0.9),
+        ):
+            if not 0 <= value <= top:
+                raise ValueError(f"{name}={value!r} is not valid; expected a number in [0, {top}]")
+        if mosaic_epochs is not None and (isinstance(mosaic_epochs, bool) or mosaic_epochs < 0):
+            raise ValueError(
+                f"mosaic_epochs={mosaic_epochs!r} is not valid; expected None or an integer >= 0"
+            )
+        hsv = tuple(float(v) for v in hsv)
+        if len(hsv) != 3 or not (0 <= hsv[0] <= 0.5 and 0 <= hsv[1] <= 1 and 0 <= hsv[2] <= 1):
+            raise ValueError(
+                f"hsv={hsv!r} is not valid; expected (h, s, v) gains with h in [0, 0.5] and s, v "
+                "in [0, 1]"
+            )
+        self.mosaic, self.mosaic_epochs = float(mosaic), mosaic_epochs
+        self.translate, self.affine_scale, self.hsv = float(translate), float(affine_scale), hsv
         lo, hi = scale_range
         if not (0 < lo <= hi <= 1):
             raise ValueError(
@@ -120,10 +156,13 @@ class DetectionDataset(Dataset):
         image = cached[index] if cached is not None else self._decode(index)
         return image, torch.from_numpy(record.boxes.copy()), torch.from_numpy(record.labels.copy())
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    def _placed(
+        self, index: int, rng: np.random.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]:
+        """Item ``index`` letterboxed (with the scale, placement, flip and contrast draws from
+        ``rng`` when augmenting): the image tensor, boxes, labels (before ``min_box``) and meta."""
         image, boxes, labels = self.load(index)
-        if self.augment:
-            rng = self.generator(index)
+        if rng is not None:
             # Every draw is made, used or not, so each one keeps its place in the stream.
             jitter = rng.uniform(*self.scale_range)
             offset = (float(rng.random()), float(rng.random()))
@@ -137,15 +176,47 @@ class DetectionDataset(Dataset):
         boxes = torch.minimum(boxes.clamp(min=0), torch.tensor([w, h, w, h], dtype=boxes.dtype))
         boxes = boxes_to_canvas(boxes, meta).clamp(0, self.image_size)
         tensor = torch.from_numpy(canvas.copy()).permute(2, 0, 1).float() / 255.0
-        if self.augment:
+        if rng is not None:
             if do_flip:
                 tensor = tensor.flip(-1)
                 s = self.image_size
                 boxes = torch.stack((s - boxes[:, 2], boxes[:, 1], s - boxes[:, 0], boxes[:, 3]), 1)
             tensor = ((tensor - 0.5) * float(contrast) + 0.5 + float(brightness)).clamp(0, 1)
-        keep = ((boxes[:, 2] - boxes[:, 0]) >= self.min_box) & (
-            (boxes[:, 3] - boxes[:, 1]) >= self.min_box
-        )
+        return tensor, boxes, labels, meta
+
+    def _mosaic_on(self) -> bool:
+        return self.mosaic > 0 and (self.mosaic_epochs is None or self.epoch < self.mosaic_epochs)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        rng = self.generator(index) if self.augment else None
+        tensor, boxes, labels, meta = self._placed(index, rng)
+        keep_min = self.min_box
+        if rng is not None and (self._mosaic_on() or self.translate or self.affine_scale):
+            # Drawn after the placement draws above (whose stream positions stay as they were).
+            s = self.image_size
+            use_mosaic = self._mosaic_on() and rng.random() < self.mosaic
+            if use_mosaic:
+                others = [int(k) for k in rng.integers(0, len(self), size=3)]
+                parts = [(tensor, boxes, labels)] + [
+                    self._placed(k, np.random.default_rng([self.seed, self.epoch, index, j, k]))[:3]
+                    for j, k in enumerate(others)
+                ]
+                canvas, boxes, labels = mosaic(*zip(*parts))
+                centre = tuple(float(v) for v in rng.uniform(0.5 * s, 1.5 * s, size=2))
+            else:
+                canvas, centre = tensor, (s / 2, s / 2)
+            scale = 1 + float(rng.uniform(-self.affine_scale, self.affine_scale))
+            shift = rng.uniform(-self.translate, self.translate, size=2) * s
+            tensor, boxes, keep = affine_window(
+                canvas, boxes, centre, s, scale, (float(shift[0]), float(shift[1])),
+                min_box=self.min_box,
+            )  # fmt: skip
+            labels = labels[keep]
+        if rng is not None and any(self.hsv):
+            h, sat, v = self.hsv
+            gains = rng.uniform(-1, 1, size=3) * np.array([h, sat, v])
+            tensor = hsv_jitter(tensor, float(gains[0]), 1 + float(gains[1]), 1 + float(gains[2]))
+        keep = ((boxes[:, 2] - boxes[:, 0]) >= keep_min) & ((boxes[:, 3] - boxes[:, 1]) >= keep_min)
         target = {
             "boxes": boxes[keep],
             "labels": labels[keep],

@@ -24,7 +24,8 @@ class CocoDetection(DetectionDataset):
         ann_file: COCO JSON path.
         image_dir: image folder (default: the JSON's folder, then ``<json stem>/`` and
             ``images/`` beside it; the first that holds the first image is used).
-        image_size, augment, scale_range, flip, min_box, seed: see ``DetectionDataset``.
+        image_size, augment, scale_range, flip, min_box, seed and the keyword-only
+            augmentation options (mosaic, translate, ...): see ``DetectionDataset``.
 
     >>> import tempfile
     >>> from yolo_heads.data import make_digits_detection
@@ -46,8 +47,9 @@ class CocoDetection(DetectionDataset):
         flip: float = 0.0,
         min_box: float = 2.0,
         seed: int = 0,
+        **augmentation: Any,
     ) -> None:
-        super().__init__(image_size, augment, scale_range, flip, min_box, seed)
+        super().__init__(image_size, augment, scale_range, flip, min_box, seed, **augmentation)
         ann_file = Path(ann_file)
         if not ann_file.is_file():
             raise FileNotFoundError(f"ann_file={str(ann_file)!r} does not exist")

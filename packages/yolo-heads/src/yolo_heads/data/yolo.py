@@ -157,7 +157,8 @@ class YoloTxtDetection(DetectionDataset):
     Args:
         data: the data YAML (``path``, ``train``, ``val``, ``names``).
         split: the YAML key of the image list (``"train"``, ``"val"``, ``"test"``).
-        image_size, augment, scale_range, flip, min_box, seed: see ``DetectionDataset``.
+        image_size, augment, scale_range, flip, min_box, seed and the keyword-only
+            augmentation options (mosaic, translate, ...): see ``DetectionDataset``.
     """
 
     def __init__(
@@ -170,8 +171,9 @@ class YoloTxtDetection(DetectionDataset):
         flip: float = 0.0,
         min_box: float = 2.0,
         seed: int = 0,
+        **augmentation: Any,
     ) -> None:
-        super().__init__(image_size, augment, scale_range, flip, min_box, seed)
+        super().__init__(image_size, augment, scale_range, flip, min_box, seed, **augmentation)
         self.data_yaml = Path(data)
         config = read_data_yaml(self.data_yaml)
         if not config.get(split):
