@@ -17,6 +17,7 @@ MODULES = [
     "dict_init.extract",
     "dict_init.plot",
     "dict_init.encoders.text",
+    "dict_init.encoders.base",
 ]
 
 

@@ -40,7 +40,7 @@ def test_vision_encoder_keeps_the_models_training_mode():
 
 def test_vision_encoder_default_layer_is_the_middle_stage():
     enc = VisionEncoder("resnet18", image_size=32)
-    assert enc.layer == middle_layer(enc.model) == "layer2"
+    assert enc.at == middle_layer(enc.model) == "layer2"
 
 
 def test_vision_encoder_token_layer_of_a_vit():
@@ -51,7 +51,7 @@ def test_vision_encoder_token_layer_of_a_vit():
 
 
 def test_vision_encoder_bad_layer_names_the_value_and_suggests():
-    with pytest.raises(ValueError, match=r"layer='layer22' is invalid.*resnet18.*layer2"):
+    with pytest.raises(ValueError, match=r"at='layer22' is invalid.*resnet18.*layer2"):
         VisionEncoder("resnet18", "layer22")
 
 
@@ -132,10 +132,66 @@ def test_text_encoder_rejects_a_bare_string(sentence_encoder):
 
 
 def test_create_encoder_registry():
-    enc = create_encoder("timm:resnet18", layer="layer3", image_size=32)
+    enc = create_encoder("timm:resnet18", at="layer3", image_size=32)
     assert isinstance(enc, VisionEncoder) and enc.dim == 256
     with pytest.raises(ValueError, match=r"encoder='vae:x'.*clip.*gpt.*sentence.*timm"):
         create_encoder("vae:x")
+
+
+def test_registering_an_encoder_name_twice_is_refused():
+    from dict_init.encoders import ENCODERS, register_encoder
+
+    before = ENCODERS["timm"]
+    with pytest.raises(
+        ValueError,
+        match=r"register_encoder: 'timm' is already in the encoder registry \(held by "
+        r"dict_init\.encoders\.vision\._timm_encoder\)",
+    ):
+        register_encoder("timm")(lambda model, **options: None)
+    assert ENCODERS["timm"] is before  # not overwritten
+    register_encoder("test-only-encoder")(VisionEncoder)
+    try:
+        with pytest.raises(ValueError, match="'test-only-encoder' is already"):
+            register_encoder("test-only-encoder")(VisionEncoder)
+    finally:
+        del ENCODERS["test-only-encoder"]
+
+
+@pytest.fixture(scope="module")
+def small_resnet():
+    return timm.create_model("resnet18").eval()
+
+
+def test_deprecated_layer_is_an_alias_of_at(small_resnet):
+    images = torch.rand(1, 3, 32, 32)
+    new = VisionEncoder(small_resnet, at="layer3", image_size=32)
+    with pytest.warns(FutureWarning, match=r"^VisionEncoder: 'layer' is deprecated, use 'at'$"):
+        old = VisionEncoder(small_resnet, layer="layer3", image_size=32)
+    assert old.at == "layer3"
+    torch.testing.assert_close(old.encode(images), new.encode(images), rtol=0, atol=0)
+    with pytest.warns(FutureWarning, match=r"^create_encoder: 'layer' is deprecated, use 'at'$"):
+        made = create_encoder("timm:resnet18", layer="layer3", image_size=32)
+    assert made.at == "layer3" and made.dim == 256
+    with pytest.raises(TypeError, match=r"VisionEncoder: pass 'at' only"):
+        VisionEncoder(small_resnet, at="layer3", layer="layer3")
+    with pytest.raises(TypeError, match=r"create_encoder: pass 'at' only"):
+        create_encoder("timm:resnet18", at="layer3", layer="layer3")
+
+
+@pytest.mark.parametrize("size", [0, -32, (0, 32), (32,), (32, 32, 3), 2.5, True, "32"])
+def test_vision_encoder_refuses_a_bad_image_size(small_resnet, size):
+    with pytest.raises(ValueError, match=r"image_size=.* is invalid: expected a positive int"):
+        VisionEncoder(small_resnet, "layer2", image_size=size)
+
+
+def test_clip_encoders_refuse_image_size_zero():
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    cfg = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                           num_attention_heads=2, image_size=32, patch_size=8,
+                           projection_dim=16)  # fmt: skip
+    with pytest.raises(ValueError, match=r"image_size=0 is invalid"):
+        CLIPImageEncoder(CLIPVisionModelWithProjection(cfg), image_size=0)
 
 
 def test_coco_class_names():

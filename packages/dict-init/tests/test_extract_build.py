@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -8,13 +9,14 @@ import torch
 from PIL import Image
 
 from dict_init import Dictionary, build_dictionary, coco_class_names, extract_features
+from dict_init.data import BadImageError
 from dict_init.encoders import VisionEncoder
 from dict_init.kmeans import inertia
 
 
 @pytest.fixture(scope="module")
 def encoder():
-    return VisionEncoder("resnet18", "layer2", image_size=32)
+    return VisionEncoder("resnet18", at="layer2", image_size=32)
 
 
 @pytest.fixture
@@ -116,3 +118,34 @@ def test_build_rejects_k_above_vectors_and_bad_normalisation(encoder):
         build_dictionary(encoder, images, num_atoms=40, progress=False)
     with pytest.raises(ValueError, match="normalization='zscore'"):
         build_dictionary(encoder, images, num_atoms=4, normalization="zscore", progress=False)
+
+
+def test_unreadable_images_are_named_and_can_be_skipped(encoder, image_folder, tmp_path):
+    good = extract_features(encoder, image_folder, tmp_path / "good", progress=False).load()
+    whole = (image_folder / "img0.png").read_bytes()
+    (image_folder / "cut.png").write_bytes(whole[: len(whole) // 2])  # an interrupted copy
+    (image_folder / "sub" / "notes.png").write_bytes(b"not an image at all")
+    cut = re.escape(str(image_folder / "cut.png"))
+    message = rf"^data: {cut} is not a readable image \(.+\); pass skip_bad_images=True"
+    with pytest.raises(BadImageError, match=message):
+        extract_features(encoder, image_folder, tmp_path / "a", progress=False)
+    with pytest.warns(UserWarning, match=r"skipped 2 unreadable image\(s\) of 7, first: .*cut.png"):
+        feats = extract_features(
+            encoder, image_folder, tmp_path / "b", progress=False, skip_bad_images=True
+        )
+    assert feats.metadata["num_skipped_images"] == 2 and feats.metadata["items"] == 5
+    assert sorted(feats.metadata["skipped_images"]) == sorted(
+        [str(image_folder / "cut.png"), str(image_folder / "sub" / "notes.png")]
+    )
+    torch.testing.assert_close(feats.load(), good, rtol=0, atol=0)  # the 5 good ones, as before
+
+
+def test_coco_json_listing_a_missing_file(encoder, image_folder, tmp_path):
+    coco = {"images": [{"id": 0, "file_name": "img0.png"}, {"id": 1, "file_name": "gone.png"}]}
+    (image_folder / "instances.json").write_text(json.dumps(coco))
+    with pytest.raises(BadImageError, match=r"gone.png is listed in .*instances.json but missing"):
+        extract_features(encoder, image_folder / "instances.json", tmp_path, progress=False)
+    with pytest.warns(UserWarning, match="skipped 1"):
+        d = build_dictionary(encoder, image_folder / "instances.json", num_atoms=4,
+                             progress=False, skip_bad_images=True)  # fmt: skip
+    assert d.metadata["num_skipped_images"] == 1 and d.metadata["num_items"] == 1

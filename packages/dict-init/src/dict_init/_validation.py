@@ -6,6 +6,7 @@ call without reading the source.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -73,3 +74,17 @@ def check_matrix(name: str, x: Any) -> torch.Tensor:
     if not x.is_floating_point():
         x = x.float()
     return x
+
+
+def deprecated_alias(fn: str, old: str, new: str, old_value: Any, new_value: Any) -> Any:
+    """The value of ``new`` when a caller may still pass it under its old name ``old``.
+
+    ``old_value`` is what came in under the old name (``None``: not passed). Passing both raises
+    ``TypeError``; the old name alone works with a ``FutureWarning`` (for one release).
+    """
+    if old_value is None:
+        return new_value
+    if new_value is not None:
+        raise TypeError(f"{fn}: pass '{new}' only ('{old}' is its deprecated name)")
+    warnings.warn(f"{fn}: '{old}' is deprecated, use '{new}'", FutureWarning, stacklevel=3)
+    return old_value

@@ -39,6 +39,7 @@ def build_dictionary(
     keep_features: bool = False,
     kmeans_options: dict[str, Any] | None = None,
     progress: bool = True,
+    skip_bad_images: bool = False,
     group: Any = None,
 ) -> Dictionary:
     """Build a :class:`~dict_init.dictionary.Dictionary` of ``num_atoms`` atoms from ``data``.
@@ -61,13 +62,15 @@ def build_dictionary(
         kmeans_options: extra keyword arguments for :func:`~dict_init.kmeans.kmeans`
             (``backend="faiss"``, ``algorithm="minibatch"``, ``max_iter``...).
         progress: tqdm bars for encoding and clustering.
+        skip_bad_images: leave out image files that cannot be read instead of raising;
+            ``metadata["num_skipped_images"]`` says how many (see :func:`extract_features`).
         group: torch.distributed group: extraction and k-means split over its ranks.
 
     Example:
         >>> import torch
         >>> from dict_init.encoders import VisionEncoder
         >>> images = torch.rand(8, 3, 32, 32)
-        >>> d = build_dictionary(VisionEncoder("resnet18", "layer2", image_size=32), images,
+        >>> d = build_dictionary(VisionEncoder("resnet18", at="layer2", image_size=32), images,
         ...                      num_atoms=16, seed=0, progress=False)
         >>> d.atoms.shape, d.metadata["num_features"]
         (torch.Size([16, 128]), 128)
@@ -82,7 +85,8 @@ def build_dictionary(
     try:
         features = extract_features(
             encoder, data, Path(work_dir) / "features", batch_size=batch_size,
-            positions_per_image=positions_per_image, seed=seed, progress=progress, group=group,
+            positions_per_image=positions_per_image, seed=seed, progress=progress,
+            skip_bad_images=skip_bad_images, group=group,
         )  # fmt: skip
         local = features.part(rank) if world > 1 else features
         normalizer.fit(local, group)
@@ -107,6 +111,11 @@ def build_dictionary(
         "layer": encoder.describe().get("layer"),
         "data": features.metadata.get("data"),
         "num_items": features.metadata.get("items"),
+        **{
+            key: features.metadata[key]
+            for key in ("num_skipped_images", "skipped_images")
+            if key in features.metadata
+        },
         "num_vectors": features.num_vectors,
         "positions_per_image": positions_per_image,
         "num_features": atoms.shape[1],

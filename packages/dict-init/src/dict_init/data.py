@@ -23,13 +23,35 @@ from PIL import Image
 from ._validation import bad_value
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+SKIP_HINT = "pass skip_bad_images=True (command line: --skip-bad-images) to leave such files out"
+
+
+class BadImageError(ValueError):
+    """An image file of the dataset that is missing or cannot be decoded; ``.path`` names it."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        self.path = Path(path)
+        super().__init__(f"data: {self.path} {reason}; {SKIP_HINT}")
 
 
 def load_image(path: str | os.PathLike, size: tuple[int, int]) -> torch.Tensor:
-    """An image file as ``[3, H, W]`` float in ``[0, 1]``, resized (bilinear) to ``size``."""
-    with Image.open(path) as image:
-        image = image.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
-        array = np.asarray(image, dtype=np.uint8).copy()
+    """An image file as ``[3, H, W]`` float in ``[0, 1]``, resized (bilinear) to ``size``.
+
+    Raises:
+        BadImageError: the file is missing or is not a readable image.
+    """
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
+            array = np.asarray(image, dtype=np.uint8).copy()
+    except FileNotFoundError:
+        raise BadImageError(path, "is missing") from None
+    # PIL reports a damaged file in many ways: UnidentifiedImageError, OSError ("image file is
+    # truncated"), SyntaxError and ValueError from its decoders, DecompressionBombError
+    except Exception as error:
+        raise BadImageError(
+            path, f"is not a readable image ({type(error).__name__}: {error})"
+        ) from None
     return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
 
 
@@ -101,7 +123,7 @@ class CocoImages:
 
     def load(self, index: int, size: tuple[int, int]) -> torch.Tensor:
         if not self.files[index].is_file():
-            raise FileNotFoundError(f"{self.path} lists {self.files[index]}, which is missing")
+            raise BadImageError(self.files[index], f"is listed in {self.path} but missing")
         return load_image(self.files[index], size)
 
     def describe(self) -> str:
@@ -154,15 +176,31 @@ def describe(data: Any) -> str:
 
 
 def iter_items(
-    data: Any, size: tuple[int, int] | None, rank: int = 0, world: int = 1
+    data: Any,
+    size: tuple[int, int] | None,
+    rank: int = 0,
+    world: int = 1,
+    skipped: list[str] | None = None,
 ) -> Iterator[tuple[int, Any]]:
-    """This rank's ``(index, item)`` pairs; ``size=None`` yields items unchanged (texts)."""
+    """This rank's ``(index, item)`` pairs; ``size=None`` yields items unchanged (texts).
+
+    With a ``skipped`` list, image files that cannot be read are left out and their paths
+    appended to it (indices of the others do not change); without, they raise
+    :class:`BadImageError`.
+    """
     dataset = as_dataset(data)
     if hasattr(dataset, "load"):
         n = len(dataset)
         start, stop = n * rank // world, n * (rank + 1) // world
         for index in range(start, stop):
-            yield index, dataset.load(index, size)
+            try:
+                item = dataset.load(index, size)
+            except BadImageError as error:
+                if skipped is None:
+                    raise
+                skipped.append(str(error.path))
+                continue
+            yield index, item
         return
     for index, item in enumerate(dataset):  # unknown length: round-robin over the ranks
         if index % world == rank:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from .shards import FeatureShards, ShardWriter
 
 # Large odd multiplier so (seed, index) pairs map to distinct generator seeds.
 _SEED_STRIDE = 1_000_003
+# skipped image paths kept in the metadata (the count is always complete)
+_LISTED_SKIPS = 20
 
 
 def sample_positions(num_positions: int, keep: int | None, seed: int, index: int) -> torch.Tensor:
@@ -59,6 +62,7 @@ def extract_features(
     seed: int = 0,
     shard_size: int = 65536,
     progress: bool = True,
+    skip_bad_images: bool = False,
     group: Any = None,
 ) -> FeatureShards:
     """Encode ``data`` and write its vectors as shards under ``out_dir``.
@@ -75,6 +79,10 @@ def extract_features(
         seed: seeds the position sampling.
         shard_size: rows per shard file.
         progress: show a tqdm bar (rank 0).
+        skip_bad_images: leave out image files that are missing or cannot be decoded (a
+            ``UserWarning`` says how many; ``metadata["num_skipped_images"]`` and
+            ``metadata["skipped_images"]``, the first 20 paths, record them). By default such
+            a file raises :class:`~dict_init.data.BadImageError` naming it.
         group: torch.distributed group; each rank encodes its part of the data.
 
     Returns:
@@ -83,7 +91,7 @@ def extract_features(
     Example:
         >>> import torch
         >>> from dict_init.encoders import VisionEncoder
-        >>> enc = VisionEncoder("resnet18", "layer3", image_size=32)
+        >>> enc = VisionEncoder("resnet18", at="layer3", image_size=32)
         >>> feats = extract_features(enc, torch.rand(4, 3, 32, 32), progress=False)
         >>> feats.num_vectors, feats.dim  # 2 x 2 positions per image, 256 channels
         (16, 256)
@@ -109,7 +117,9 @@ def extract_features(
         unit=kind,
     )
     seen = 0
-    for batch in _batches(data_sources.iter_items(data, size, rank, world), batch_size):
+    skipped: list[str] | None = [] if skip_bad_images else None
+    items = data_sources.iter_items(data, size, rank, world, skipped)
+    for batch in _batches(items, batch_size):
         indices = [index for index, _ in batch]
         if kind == "image":
             vectors = encoder.encode(torch.stack([item for _, item in batch]))
@@ -125,17 +135,27 @@ def extract_features(
         bar.update(len(batch))
     bar.close()
     part = writer.close()
-    counts = [seen]
+    counts, skips = [seen], [skipped or []]
     if world > 1:
         parts = [None] * world
         torch.distributed.all_gather_object(parts, part, group=group)
-        counts_list = [None] * world
-        torch.distributed.all_gather_object(counts_list, seen, group=group)
-        counts = counts_list
+        gathered: list[Any] = [None] * world
+        torch.distributed.all_gather_object(gathered, (seen, skipped or []), group=group)
+        counts, skips = [g[0] for g in gathered], [g[1] for g in gathered]
     else:
         parts = [part]
+    skipped_all = [path for rank_skips in skips for path in rank_skips]
+    if skipped_all and rank == 0:
+        warnings.warn(
+            f"extract_features: skipped {len(skipped_all)} unreadable image(s) of "
+            f"{len(skipped_all) + sum(counts)}, first: {skipped_all[0]}",
+            stacklevel=2,
+        )
     if sum(counts) == 0:
-        raise bad_value("data", data_sources.describe(data), "at least one image or text")
+        valid = "at least one image or text"
+        if skipped_all:
+            valid = f"at least one readable image (all {len(skipped_all)} were skipped)"
+        raise bad_value("data", data_sources.describe(data), valid)
     metadata = {
         "encoder": encoder.describe(),
         "data": data_sources.describe(data),
@@ -144,6 +164,9 @@ def extract_features(
         "seed": seed,
         "world_size": world,
     }
+    if skip_bad_images:
+        metadata["num_skipped_images"] = len(skipped_all)
+        metadata["skipped_images"] = skipped_all[:_LISTED_SKIPS]
     if rank == 0:
         FeatureShards.from_parts(out_dir, parts, metadata)
     barrier(group)

@@ -113,7 +113,7 @@ class CLIPImageEncoder:
         self.tokens = check_choice("tokens", tokens, TOKENS)
         self.project = project
         config = getattr(model.config, "vision_config", model.config)
-        self.image_size = to_size(image_size or config.image_size)
+        self.image_size = to_size(config.image_size if image_size is None else image_size)
         self.mean = torch.tensor(mean).view(1, -1, 1, 1)
         self.std = torch.tensor(std).view(1, -1, 1, 1)
         self._dim = model.visual_projection.out_features if project else config.hidden_size
@@ -149,5 +149,5 @@ class CLIPImageEncoder:
 
 @register_encoder("clip")
 def _clip_encoder(model: str | None, **options: Any) -> CLIPImageEncoder:
-    options.pop("layer", None)
+    options.pop("at", None)  # tokens, not a module, are what CLIP gives
     return CLIPImageEncoder(model or "openai/clip-vit-base-patch32", **options)

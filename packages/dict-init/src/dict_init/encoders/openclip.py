@@ -90,7 +90,7 @@ class OpenCLIPImageEncoder:
         self.device = torch.device(device)
         self.tokens = check_choice("tokens", tokens, TOKENS)
         self.project = project
-        self.image_size = to_size(image_size or tuple(visual.image_size))
+        self.image_size = to_size(tuple(visual.image_size) if image_size is None else image_size)
         mean = getattr(visual, "image_mean", None) or CLIP_MEAN
         std = getattr(visual, "image_std", None) or CLIP_STD
         self.mean = torch.tensor(mean).view(1, -1, 1, 1)
@@ -132,5 +132,5 @@ class OpenCLIPImageEncoder:
 
 @register_encoder("open_clip")
 def _open_clip_encoder(model: str | None, **options: Any) -> OpenCLIPImageEncoder:
-    options.pop("layer", None)
+    options.pop("at", None)  # tokens, not a module, are what CLIP gives
     return OpenCLIPImageEncoder(model or "ViT-B-32", **options)

@@ -233,13 +233,13 @@ def byte_tokenizer() -> Any:
 
 @register_encoder("sentence")
 def _sentence_encoder(model: str | None, **options: Any) -> SentenceEncoder:
-    options.pop("layer", None)
+    options.pop("at", None)
     options.pop("image_size", None)
     return SentenceEncoder(model, **options)
 
 
 @register_encoder("gpt")
 def _gpt_encoder(model: str | None, **options: Any) -> GPTTextEncoder:
-    options.pop("layer", None)
+    options.pop("at", None)
     options.pop("image_size", None)
     return GPTTextEncoder(model or "gpt2-medium", **options)

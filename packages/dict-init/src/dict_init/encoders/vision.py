@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._validation import bad_value, check_choice
+from .._validation import bad_value, check_choice, deprecated_alias
 from .base import register_encoder, to_size
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -35,7 +35,7 @@ def middle_layer(model: nn.Module) -> str:
     """
     info = getattr(model, "feature_info", None)
     if not info:
-        raise bad_value("layer", None, "a module name: this model has no feature_info")
+        raise bad_value("at", None, "a module name: this model has no feature_info")
     entries = info.get_dicts() if hasattr(info, "get_dicts") else list(info)
     return entries[(len(entries) - 1) // 2]["module"]
 
@@ -45,9 +45,11 @@ class VisionEncoder:
 
     Args:
         model: a timm model name (created with ``pretrained``) or an ``nn.Module``.
-        layer: a name from ``model.named_modules()``; ``None`` picks the middle feature stage.
+        at: a name from ``model.named_modules()``; ``None`` picks the middle feature stage.
+        layer: deprecated name of ``at`` (``FutureWarning``; passing both is a ``TypeError``).
         pretrained: load timm's pretrained weights when ``model`` is a name.
-        image_size: input size; default from the model's ``pretrained_cfg``.
+        image_size: input size, an int or ``(height, width)`` of positive ints; default from
+            the model's ``pretrained_cfg``.
         mean, std: input normalisation; default from the model's ``pretrained_cfg``.
         layout: how to read the layer output: ``"nchw"`` (``[B, C, H, W]``), ``"nhwc"``,
             ``"nlc"`` (tokens ``[B, L, C]``) or ``"auto"`` (4-D is NCHW, 3-D is NLC).
@@ -57,7 +59,7 @@ class VisionEncoder:
 
     Example:
         >>> import torch
-        >>> enc = VisionEncoder("resnet18", "layer2", image_size=64)
+        >>> enc = VisionEncoder("resnet18", at="layer2", image_size=64)
         >>> enc.encode(torch.rand(2, 3, 64, 64)).shape  # 8 x 8 positions of 128 channels
         torch.Size([2, 64, 128])
     """
@@ -68,8 +70,9 @@ class VisionEncoder:
     def __init__(
         self,
         model: str | nn.Module,
-        layer: str | None = None,
+        at: str | None = None,
         *,
+        layer: str | None = None,
         pretrained: bool = False,
         image_size: int | tuple[int, int] | None = None,
         mean: tuple[float, ...] | None = None,
@@ -78,6 +81,7 @@ class VisionEncoder:
         device: str | torch.device | None = None,
         **create_kwargs: Any,
     ) -> None:
+        at = deprecated_alias("VisionEncoder", "layer", "at", layer, at)
         if isinstance(model, str):
             import timm  # imported here: importing timm (and torchvision) costs seconds
 
@@ -93,18 +97,17 @@ class VisionEncoder:
             device = next((p.device for p in model.parameters()), torch.device("cpu"))
         self.model = model.to(device)
         self.device = torch.device(device)
-        self.layer = middle_layer(model) if layer is None else layer
+        self.at = middle_layer(model) if at is None else at
         modules = dict(model.named_modules())
-        if self.layer not in modules or self.layer == "":
-            close = difflib.get_close_matches(str(self.layer), list(modules), n=5, cutoff=0.5)
+        if not isinstance(self.at, str) or self.at not in modules or self.at == "":
+            close = difflib.get_close_matches(str(self.at), list(modules), n=5, cutoff=0.5)
             examples = close or [n for n in modules if n and "." not in n][:8]
-            raise bad_value(
-                "layer", self.layer, f"a module name of {self.model_name}, e.g. {examples}"
-            )
-        self.module = modules[self.layer]
+            raise bad_value("at", self.at, f"a module name of {self.model_name}, e.g. {examples}")
+        self.module = modules[self.at]
         self.layout = check_choice("layout", layout, LAYOUTS)
         cfg = getattr(model, "pretrained_cfg", None) or {}
-        self.image_size = to_size(image_size or tuple(cfg.get("input_size", (3, 224, 224))[1:]))
+        default_size = tuple(cfg.get("input_size", (3, 224, 224))[1:])
+        self.image_size = to_size(default_size if image_size is None else image_size)
         self.mean = torch.tensor(mean or cfg.get("mean", IMAGENET_MEAN)).view(1, -1, 1, 1)
         self.std = torch.tensor(std or cfg.get("std", IMAGENET_STD)).view(1, -1, 1, 1)
         self._dim: int | None = None
@@ -113,12 +116,14 @@ class VisionEncoder:
         if isinstance(out, (tuple, list)):
             out = out[0]
         if not isinstance(out, torch.Tensor):
-            raise TypeError(f"layer {self.layer!r} returned {type(out).__name__}, not a tensor")
+            kind = type(out).__name__
+            raise TypeError(f"at={self.at!r}: the module returned {kind}, not a tensor")
         layout = self.layout
         if layout == "auto":
             layout = {4: "nchw", 3: "nlc", 2: "nlc"}.get(out.ndim)
             if layout is None:
-                raise ValueError(f"layer {self.layer!r} output has shape {tuple(out.shape)}")
+                shape = tuple(out.shape)
+                raise ValueError(f"at={self.at!r}: the module's output has shape {shape}")
         if out.ndim == 2:
             return out.unsqueeze(1)
         if layout == "nchw":
@@ -152,7 +157,9 @@ class VisionEncoder:
             handle.remove()
             self.model.train(was_training)
         if not captured:
-            raise RuntimeError(f"layer {self.layer!r} did not run in {self.model_name}'s forward")
+            raise RuntimeError(
+                f"at={self.at!r}: the module did not run in {self.model_name}'s forward"
+            )
         vectors = self._vectors(captured[0]).float()
         self._dim = vectors.shape[-1]
         return vectors
@@ -168,7 +175,7 @@ class VisionEncoder:
         return {
             "kind": "vision",
             "model": self.model_name,
-            "layer": self.layer,
+            "layer": self.at,  # the artifact's metadata field (hub cards read it)
             "image_size": list(self.image_size),
         }
 
@@ -177,4 +184,4 @@ class VisionEncoder:
 def _timm_encoder(model: str | None, **options: Any) -> VisionEncoder:
     if not model:
         raise bad_value("encoder", "timm:", "'timm:<model name>', e.g. 'timm:resnet18'")
-    return VisionEncoder(model, options.pop("layer", None), **options)
+    return VisionEncoder(model, options.pop("at", None), **options)
