@@ -56,13 +56,43 @@ def test_loss_with_only_background_images(tiny):
 
 
 def test_classification_head(tiny):
-    model = YOLODetector(num_classes=5, head="classification", **tiny)
-    logits = model(torch.rand(3, 3, 64, 64))
+    import torch.nn.functional as F
+
+    model = YOLODetector(num_classes=5, head="classification", **tiny).eval()
+    images = torch.rand(3, 3, 64, 64)
+    logits = model(images)
     assert logits.shape == (3, 5)
-    loss, _ = model.loss(logits, torch.tensor([0, 1, 4]))
+    # Reference: YOLOv8-cls written out on the neck's stride-32 map: 1x1 conv, BatchNorm
+    # (eval statistics), SiLU, global average pool, linear.
+    conv, bn, _ = model.head.conv
+    deepest = model.features(images)[-1]
+    hidden = F.silu(
+        F.batch_norm(
+            F.conv2d(deepest, conv.weight),
+            bn.running_mean,
+            bn.running_var,
+            bn.weight,
+            bn.bias,
+            eps=bn.eps,
+        )
+    ).mean((2, 3))
+    torch.testing.assert_close(logits, F.linear(hidden, model.head.fc.weight, model.head.fc.bias))
+    labels = torch.tensor([0, 1, 4])
+    loss, parts = model.loss(logits, labels)
+    assert set(parts) == {"cls"}
+    torch.testing.assert_close(loss, F.cross_entropy(logits, labels))
+    # per-image dicts give the same loss as the label tensor
+    dict_loss, _ = model.loss(logits, [{"labels": torch.tensor([int(c)])} for c in labels])
+    torch.testing.assert_close(dict_loss, loss)
+    preds = model.predict(images)
+    for p, row in zip(preds, logits, strict=True):
+        torch.testing.assert_close(p["scores"], row.softmax(-1))
+        assert int(p["labels"]) == int(row.argmax())
+    model.train()
+    loss, _ = model.loss(model(images), labels)
     loss.backward()
-    preds = model.eval().predict(torch.rand(1, 3, 64, 64))
-    assert preds[0]["scores"].shape == (5,)
+    assert model.head.fc.weight.grad.abs().sum() > 0
+    assert model.backbone.body.conv1.weight.grad.abs().sum() > 0
 
 
 def test_full_size_resnet18_backbone_shapes():
@@ -71,9 +101,29 @@ def test_full_size_resnet18_backbone_shapes():
     assert bb.module_names == ["layer2", "layer3", "layer4"]
 
 
-def test_other_timm_family_works():
-    model = YOLODetector("test_efficientnet", num_classes=2, neck_channels=16)
-    assert len(model(torch.rand(1, 3, 64, 64))) == 3
+@pytest.mark.parametrize("name", ["test_efficientnet", "test_convnext", "test_byobnet"])
+def test_other_timm_family_is_timms_feature_pyramid(name):
+    """Any timm family with features_only: the detector's three levels are exactly timm's own
+    stride-8/16/32 feature maps (same weights), with timm's channel counts."""
+    import timm
+
+    model = YOLODetector(name, num_classes=10, neck_channels=16).eval()
+    reference = timm.create_model(name, features_only=True).eval()
+    reference.load_state_dict(model.backbone.body.state_dict())
+    info = reference.feature_info
+    deepest = {r: i for i, r in enumerate(info.reduction())}  # last index at each stride
+    assert model.backbone.channels == [info.channels()[deepest[s]] for s in (8, 16, 32)]
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = reference((images - model.mean) / model.std)
+        ours = model.backbone((images - model.mean) / model.std)
+    for level, stride in zip(ours, (8, 16, 32), strict=True):
+        torch.testing.assert_close(level, expected[deepest[stride]], rtol=0, atol=0)
+        assert level.shape[-1] == 64 // stride
+    total, _ = model.train().loss(model(images), TARGETS)
+    total.backward()
+    assert torch.isfinite(total)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters())
 
 
 class TwoLevels(nn.Module):

@@ -52,7 +52,7 @@ def test_fuse_trained_detector_gives_same_predictions(head, digits, tiny):
         batch_size=4,
         lr=1e-2,
         ema=False,
-        show_progress=False,
+        progress=False,
     ).model.eval()
     # Training moved the implicit tensors away from their initialisation: the check has teeth.
     assert (implicit_values(trained) - initial).abs().max() > 1e-3
@@ -131,7 +131,13 @@ def test_rd_dictionary_from_dict_init(tiny, digits):
     encoder = VisionEncoder(plain.backbone.body, "layer2", image_size=64)
     dictionary = build_dictionary(encoder, images, num_atoms=8, seed=0, progress=False)
     model = YOLODetector(num_classes=10, rd={"dictionary": dictionary}, **tiny)
-    assert model.backbone.body.layer2.rd.num_atoms == 8
+    rd = model.backbone.body.layer2.rd
+    assert rd.num_atoms == 8
+    # The atoms themselves arrived, not only their count: the same [N, C] directions, in
+    # order (the module uses its atoms at unit length, as the paper does).
+    expected = dictionary.atoms / dictionary.atoms.norm(dim=1, keepdim=True)
+    torch.testing.assert_close(rd.atoms, expected.to(rd.atoms.dtype))
+    assert not torch.allclose(dictionary.atoms, torch.zeros_like(dictionary.atoms))
 
 
 def test_rd_bad_arguments(tiny):
@@ -152,15 +158,37 @@ def test_checkpoint_with_rd_and_implicit_rebuilds(tiny, tmp_path):
         torch.testing.assert_close(a, b)
 
 
-def test_kernelwarehouse_backbone_unchanged():
-    """A KernelWarehouse backbone registered in timm is just another backbone name."""
-    import kernelwarehouse  # noqa: F401  (registers kw_* models with timm)
+def test_kernelwarehouse_backbone_is_timms_features_model():
+    """A KernelWarehouse backbone registered in timm is just another backbone name: the
+    detector's backbone computes exactly what timm's own features_only KW model computes."""
+    import timm
 
-    model = YOLODetector("kw_resnet18", num_classes=3, neck_channels=16, budget=0.5)
+    import kernelwarehouse  # noqa: F401  (registers kw_* models with timm)
+    from kernelwarehouse import KWConv2d, set_temperature
+
+    # zero_init_last=False: timm zero-initialises each block's last BN, which would hide every
+    # warehouse used only inside residual branches from the gradient check below at step 0
+    kwargs = {"budget": 0.5, "zero_init_last": False}
+    model = YOLODetector("kw_resnet18", num_classes=3, neck_channels=16, **kwargs).eval()
     assert model.backbone.channels == [128, 256, 512]
-    outputs = model(torch.rand(2, 3, 64, 64))
+    assert sum(isinstance(m, KWConv2d) for m in model.backbone.modules()) > 0
+    reference = timm.create_model(
+        "kw_resnet18", features_only=True, out_indices=(2, 3, 4), **kwargs
+    ).eval()
+    reference.load_state_dict(model.backbone.body.state_dict())
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        for ours, theirs in zip(model.backbone(images), reference(images), strict=True):
+            torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+    # At tau = 1 (the start of the paper's schedule) a warehouse smaller than its layers leaves
+    # some kernels at zero; at tau = 0 every kernel is assembled from the cells.
+    set_temperature(model, 0.0)
+    outputs = model.train()(images)
     total, _ = model.loss(
         outputs, [{"boxes": torch.tensor([[2.0, 2, 40, 30]]), "labels": torch.tensor([2])}] * 2
     )
     total.backward()
     assert torch.isfinite(total)
+    # the gradient reaches the warehouses, which the kernels are assembled from
+    warehouses = [p for n, p in model.backbone.named_parameters() if "warehouse" in n]
+    assert warehouses and all(p.grad is not None and p.grad.abs().sum() > 0 for p in warehouses)

@@ -46,6 +46,65 @@ def test_overfits_one_batch(digits, tiny):
     assert recall() >= 0.5
 
 
+def test_evaluate_detector_is_pycocotools_on_the_original_images(digits, tiny):
+    """evaluate_detector == COCOeval run here by hand: images read from the files with PIL,
+    predictions at the evaluator's settings, boxes mapped back through the letterbox written
+    out (the dataset is built at 96 px from 64 px originals, so the mapping matters)."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    val = CocoDetection(digits[1], image_size=96)
+    images, targets = collate([val[i] for i in range(len(val))])
+    model = YOLODetector(num_classes=10, head_kwargs={"image_size_hint": 96}, **tiny)
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    for _ in range(40):  # fit the val images so the AP compared below is far from 0
+        total, _ = model.loss(model(images), targets)
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+    model.eval()
+
+    coco = json.loads(Path(digits[1]).read_text())
+    results = []
+    for info in coco["images"]:
+        pixels = np.asarray(Image.open(val.image_dir / info["file_name"]).convert("RGB"))
+        h, w = pixels.shape[:2]
+        scale = min(96 / h, 96 / w)  # letterbox: scale the long side to 96, pad evenly
+        nh, nw = round(h * scale), round(w * scale)
+        top, left = (96 - nh) // 2, (96 - nw) // 2
+        resized = Image.fromarray(pixels).resize((nw, nh), Image.BILINEAR)
+        canvas = torch.full((3, 96, 96), 114 / 255)
+        canvas[:, top : top + nh, left : left + nw] = (
+            torch.from_numpy(np.array(resized)).permute(2, 0, 1).float() / 255
+        )
+        with torch.no_grad():
+            (pred,) = model.predict(canvas[None], conf=0.001, iou=0.65, max_det=100)
+        for box, score, label in zip(pred["boxes"], pred["scores"], pred["labels"]):
+            x1, y1, x2, y2 = ((box - torch.tensor([left, top, left, top])) / scale).tolist()
+            results.append(
+                {
+                    "image_id": info["id"],
+                    "category_id": coco["categories"][int(label)]["id"],
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "score": float(score),
+                }
+            )
+    gt = COCO(digits[1])
+    evaluator = COCOeval(gt, gt.loadRes(results), "bbox")
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    ours = evaluate_detector(model, val, progress=False)
+    assert evaluator.stats[0] > 0.1
+    assert ours["AP"] == pytest.approx(evaluator.stats[0], abs=2e-3)
+    assert ours["AP50"] == pytest.approx(evaluator.stats[1], abs=2e-3)
+
+
 def test_run_folder_records_validates_and_reloads(digits, tiny, tmp_path):
     train_set = CocoDetection(digits[0], image_size=64, augment=True)
     val_set = CocoDetection(digits[1], image_size=64)
@@ -57,7 +116,7 @@ def test_run_folder_records_validates_and_reloads(digits, tiny, tmp_path):
         batch_size=4,
         lr=4e-3,
         out_dir=tmp_path,
-        show_progress=False,
+        progress=False,
     )
     with open(tmp_path / "results.csv") as f:
         rows = list(csv.DictReader(f))
@@ -79,7 +138,7 @@ def test_run_folder_records_validates_and_reloads(digits, tiny, tmp_path):
     ]
     # The per-epoch validation is pycocotools' score of the EMA weights, as evaluate_detector
     # (its own prediction loop and evaluate_coco) computes it.
-    reference = evaluate_detector(result.model, val_set, show_progress=False)
+    reference = evaluate_detector(result.model, val_set, progress=False)
     for key in ("AP", "AP50", "APs"):
         assert float(rows[-1][key]) == pytest.approx(reference[key], abs=1e-6)
     # best and last are Hub folders; only last carries the trainer state.
@@ -115,7 +174,7 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(digits, tiny, tmp_path
             epochs=4,
             batch_size=4,
             out_dir=out,
-            show_progress=False,
+            progress=False,
             plots=False,
             warmup_steps=3,
             **kwargs,
@@ -155,7 +214,7 @@ def test_learning_rate_follows_warmup_then_cosine(digits, tiny):
         min_lr_ratio=ratio,
         warmup_steps=warmup,
         ema=False,
-        show_progress=False,
+        progress=False,
     )
     total = epochs * steps
 
@@ -189,7 +248,7 @@ def test_amp_runs_the_backbone_in_bfloat16_on_cpu(digits, tiny):
     seen = []
     model.backbone.body.conv1.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
     data = CocoDetection(digits[0], image_size=64)
-    result = train(model, data, epochs=1, batch_size=4, amp=True, show_progress=False)
+    result = train(model, data, epochs=1, batch_size=4, amp=True, progress=False)
     assert set(seen) == {torch.bfloat16}
     assert math.isfinite(result.history[0]["loss"])
     assert all(p.dtype == torch.float32 for p in result.model.parameters())
@@ -246,7 +305,7 @@ def test_bad_sample_fails_before_any_update(digits, tiny):
     model = YOLODetector(num_classes=10, **tiny)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ValueError, match=r"class indices in \[0, 10\)"):
-        train(model, bad, epochs=1, batch_size=2, show_progress=False)
+        train(model, bad, epochs=1, batch_size=2, progress=False)
     for k, v in model.state_dict().items():
         if v.dtype.is_floating_point and "running" not in k:
             torch.testing.assert_close(v, before[k])
