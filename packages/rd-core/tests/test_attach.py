@@ -37,7 +37,7 @@ def test_resnet_classifier():
     model = timm.create_model("resnet18", num_classes=7).eval()
     x = torch.randn(2, 3, 64, 64)
     reference = model(x)
-    rd = attach(model, at="layer3", num_atoms=32, input_size=(3, 64, 64))
+    rd = attach(model, at="layer3", num_atoms=32, image_size=64)
     assert isinstance(rd, RetrieverDictionary) and rd.in_channels == 256
     assert isinstance(model.layer3, RDInsertion)
     out, seen = _rd_runs(model, rd, x)
@@ -53,7 +53,7 @@ def test_resnet_features_only_keeps_every_output():
     model = timm.create_model("resnet18", features_only=True, out_indices=(1, 2, 3)).eval()
     x = torch.randn(1, 3, 64, 64)
     shapes = [f.shape for f in model(x)]
-    rd = attach(model, at="layer2", num_atoms=16, variant="authors", input_size=(3, 64, 64))
+    rd = attach(model, at="layer2", num_atoms=16, variant="authors", image_size=64)
     assert rd.in_channels == 128
     out, seen = _rd_runs(model, rd, x)
     assert [f.shape for f in out] == shapes
@@ -76,7 +76,7 @@ def test_features_only_takes_feature_info_names(name, level):
     at = model.feature_info.module_name()[level]
     x = torch.randn(1, 3, 64, 64)
     reference = [f.shape for f in model(x)]
-    rd = attach(model, at=at, num_atoms=16, input_size=(3, 64, 64))
+    rd = attach(model, at=at, num_atoms=16, image_size=64)
     assert rd.in_channels == model.feature_info.channels()[level]
     captured = []
     handle = rd.register_forward_hook(lambda m, i, o: captured.append(o))
@@ -92,7 +92,7 @@ def test_convnext_stage():
     model = timm.create_model("test_convnext", num_classes=5).eval()
     x = torch.randn(1, 3, 64, 64)
     reference_shape = model(x).shape
-    rd = attach(model, at="stages.1", num_atoms=16, input_size=(3, 64, 64))
+    rd = attach(model, at="stages.1", num_atoms=16, image_size=64)
     out, seen = _rd_runs(model, rd, x)
     assert out.shape == reference_shape
     assert len(seen) == 1 and seen[0][1] == rd.in_channels
@@ -104,7 +104,7 @@ def test_deit_tokens_reshaped_to_maps():
     ).eval()
     x = torch.randn(2, 3, 64, 64)
     reference = model(x)
-    rd = attach(model, at="blocks.0", num_atoms=16, input_size=(3, 64, 64))
+    rd = attach(model, at="blocks.0", num_atoms=16, image_size=64)
     insertion = model.blocks[0]
     assert insertion.layout == "tokens" and insertion.num_prefix_tokens == 2
     out, seen = _rd_runs(model, rd, x)
@@ -124,7 +124,7 @@ def test_deit_tokens_reshaped_to_maps():
 
 def test_nested_module_name_and_training_flag():
     model = timm.create_model("test_resnet").train()
-    rd = attach(model, at="layer2.0.conv1", num_atoms=8, input_size=(3, 32, 32))
+    rd = attach(model, at="layer2.0.conv1", num_atoms=8, image_size=32)
     assert rd.in_channels == 48 and rd.training
     assert isinstance(model.layer2[0].conv1, RDInsertion)
     model(torch.randn(2, 3, 32, 32)).sum().backward()
@@ -134,7 +134,7 @@ def test_nested_module_name_and_training_flag():
 def test_probe_leaves_batchnorm_statistics_alone():
     model = timm.create_model("test_resnet").train()
     before = model.bn1.running_mean.clone()
-    attach(model, at="layer1", num_atoms=8, input_size=(3, 32, 32))
+    attach(model, at="layer1", num_atoms=8, image_size=32)
     torch.testing.assert_close(model.bn1.running_mean, before)
     assert model.training
 
@@ -142,30 +142,30 @@ def test_probe_leaves_batchnorm_statistics_alone():
 def test_unknown_module_lists_close_matches():
     model = timm.create_model("test_resnet")
     with pytest.raises(ValueError, match=r"at='layr3'.*close matches: \['layer3'"):
-        attach(model, at="layr3", input_size=(3, 32, 32))
+        attach(model, at="layr3", image_size=32)
     with pytest.raises(ValueError, match="is not a module"):
-        attach(model, at="", input_size=(3, 32, 32))
+        attach(model, at="", image_size=32)
 
 
 def test_attach_twice_and_bad_layout():
     model = timm.create_model("test_resnet")
-    attach(model, at="layer1", num_atoms=8, input_size=(3, 32, 32))
+    attach(model, at="layer1", num_atoms=8, image_size=32)
     with pytest.raises(ValueError, match="already"):
-        attach(model, at="layer1", num_atoms=8, input_size=(3, 32, 32))
+        attach(model, at="layer1", num_atoms=8, image_size=32)
     with pytest.raises(ValueError, match="unknown layout 'nchwx'"):
-        attach(model, at="layer2", layout="nchwx", input_size=(3, 32, 32))
+        attach(model, at="layer2", layout="nchwx", image_size=32)
 
 
 def test_non_map_output_is_rejected():
     model = timm.create_model("test_resnet", num_classes=3)
     with pytest.raises(ValueError, match=r"output of 'fc' has shape \(1, 3\)"):
-        attach(model, at="fc", input_size=(3, 32, 32))
+        attach(model, at="fc", image_size=32)
 
 
 def test_state_dict_keeps_the_plain_model_keys():
     plain = timm.create_model("test_resnet", num_classes=3).eval()
     model = timm.create_model("test_resnet", num_classes=3).eval()  # different random weights
-    rd = attach(model, at="layer3", num_atoms=8, input_size=(3, 32, 32))
+    rd = attach(model, at="layer3", num_atoms=8, image_size=32)
     keys = set(model.state_dict())
     rd_keys = {k for k in keys if k.startswith("layer3.rd.")}
     assert keys - rd_keys == set(plain.state_dict())
@@ -179,14 +179,14 @@ def test_state_dict_keeps_the_plain_model_keys():
     # ... and a checkpoint with an RD round-trips strictly, RD included.
     model.layer3 = RDInsertion(model.layer3, detached)
     other = timm.create_model("test_resnet", num_classes=3).eval()
-    attach(other, at="layer3", num_atoms=8, input_size=(3, 32, 32))
+    attach(other, at="layer3", num_atoms=8, image_size=32)
     other.load_state_dict(model.state_dict())
     torch.testing.assert_close(other(x), model(x))
 
 
 def test_attachments_rebuild_the_architecture_for_a_checkpoint():
     source = timm.create_model("deit_tiny_patch16_224", img_size=32, depth=2, num_classes=3)
-    attach(source, at="blocks.1", num_atoms=8, variant="authors", input_size=(3, 32, 32))
+    attach(source, at="blocks.1", num_atoms=8, variant="authors", image_size=32)
     config = attachments(source)
     assert json.loads(json.dumps(config)) == config
     target = timm.create_model("deit_tiny_patch16_224", img_size=32, depth=2, num_classes=3)

@@ -116,7 +116,7 @@ def test_student_inherits_the_kept_atoms_and_channels(variant):
 
 def _trained_teacher_model():
     model = timm.create_model("test_resnet", num_classes=4).eval()
-    rd = attach(model, at="layer2", num_atoms=32, input_size=(3, 32, 32))
+    rd = attach(model, at="layer2", num_atoms=32, image_size=32)
     with torch.no_grad():  # stand-in for a trained RD: strongly varied atoms and coefficients
         for p in rd.parameters():
             p.normal_(0, 1)

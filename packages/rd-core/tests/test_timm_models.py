@@ -64,7 +64,7 @@ def test_features_only_with_out_indices_runs_the_rd(base):
 )
 def test_gradient_checkpointing_through_an_insertion(base, at, args, counted):
     model = timm.create_model(base, num_classes=4, **args)
-    attach(model, at=at, num_atoms=8, input_size=(3, 32, 32))
+    attach(model, at=at, num_atoms=8, image_size=32)
     insertion = attached(model)[at]
     calls = []
     # a pre-hook: recomputation may stop early, inside the module, once it has what it needs
@@ -91,7 +91,7 @@ def test_gradient_checkpointing_through_an_insertion(base, at, args, counted):
 @pytest.mark.parametrize(("base", "at"), [("test_convnext", "stages.1"), ("test_vit", "blocks.0")])
 def test_attach_then_publish_rebuilds_through_local_dir(tmp_path, base, at):
     model = timm.create_model(base, num_classes=3)
-    attach(model, at=at, num_atoms=8, variant="authors", input_size=(3, 32, 32))
+    attach(model, at=at, num_atoms=8, variant="authors", image_size=32)
     model.eval()
     save_for_hf(model, str(tmp_path), safe_serialization=True)  # timm's own writer
     path = tmp_path / "config.json"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,7 +50,24 @@ LAYOUTS: dict[str, Layout] = {}
 
 
 def register_layout(layout: Layout) -> Layout:
-    """Make ``layout`` available to :func:`attach` under ``layout.name``."""
+    """Make ``layout`` available to :func:`attach` under ``layout.name``.
+
+    A name is registered once: registering it again raises ``ValueError``.
+
+    Example:
+        >>> register_layout(Layout("nchw", lambda s: s[1], None, None))
+        Traceback (most recent call last):
+        ...
+        ValueError: register_layout: 'nchw' is already in the layout registry (held by ...
+    """
+    if not isinstance(layout, Layout):
+        raise TypeError(f"register_layout: layout must be a Layout, got {type(layout).__name__}")
+    if layout.name in LAYOUTS:
+        held = LAYOUTS[layout.name]
+        raise ValueError(
+            f"register_layout: {layout.name!r} is already in the layout registry (held by "
+            f"{held!r}); pick another name"
+        )
     LAYOUTS[layout.name] = layout
     return layout
 
@@ -64,7 +82,7 @@ def _tokens_to_map(y: torch.Tensor, insertion: RDInsertion) -> tuple[torch.Tenso
         if side * side != patches:
             raise ValueError(
                 f"attach: cannot lay {patches} patch tokens (of {t}, {prefix} prefix) on a grid; "
-                f"pass grid_size=(H, W) to attach()"
+                "pass grid_size=(H, W) to attach()"
             )
         grid = (side, side)
     feature_map = y[:, prefix:].transpose(1, 2).reshape(b, c, grid[0], grid[1])
@@ -214,13 +232,54 @@ def _resolve(model: nn.Module, name: str) -> tuple[nn.Module, str, nn.Module]:
     return modules[parent_name] if parent_name else model, child, modules[name]
 
 
-def _probe_output(
-    model: nn.Module, target: nn.Module, input_size: tuple[int, ...] | None
-) -> torch.Tensor:
-    """Run one dummy forward (eval mode, no grad) and return ``target``'s output."""
-    if input_size is None:
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _probe_shape(
+    model: nn.Module,
+    image_size: int | tuple[int, int] | None,
+    in_chans: int,
+    input_size: tuple[int, int, int] | None,
+) -> tuple[int, int, int]:
+    """``(C, H, W)`` of the probing input, from ``image_size`` / ``in_chans`` (checked), the
+    deprecated ``input_size``, or the model's ``pretrained_cfg``."""
+    if input_size is not None:
+        if image_size is not None:
+            raise TypeError("attach: pass 'image_size' only ('input_size' is its deprecated name)")
+        warnings.warn("attach: 'input_size' is deprecated, use 'image_size'", FutureWarning, 3)
+        if not (
+            isinstance(input_size, (tuple, list))
+            and len(input_size) == 3
+            and all(_positive_int(v) for v in input_size)
+        ):
+            raise ValueError(
+                f"attach: input_size={input_size!r} is invalid: expected (C, H, W) of positive "
+                "ints (or, better, image_size=(H, W) and in_chans=C)"
+            )
+        if in_chans not in (3, input_size[0]):
+            raise TypeError(
+                f"attach: in_chans={in_chans} contradicts input_size={tuple(input_size)}"
+            )
+        in_chans, image_size = input_size[0], (input_size[1], input_size[2])
+    if not _positive_int(in_chans):
+        raise ValueError(f"attach: in_chans={in_chans!r} is invalid: expected a positive int")
+    if image_size is None:
         cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
-        input_size = tuple(cfg.get("input_size", (3, 224, 224)))
+        image_size = tuple(cfg.get("input_size", (3, 224, 224)))[1:]
+    pair = image_size if isinstance(image_size, (tuple, list)) else (image_size, image_size)
+    if len(pair) != 2 or not all(_positive_int(v) for v in pair):
+        raise ValueError(
+            f"attach: image_size={image_size!r} is invalid: expected a positive int or "
+            "(height, width) of positive ints"
+        )
+    return in_chans, int(pair[0]), int(pair[1])
+
+
+def _probe_output(
+    model: nn.Module, target: nn.Module, input_size: tuple[int, int, int]
+) -> torch.Tensor:
+    """Run one dummy forward (eval mode, no grad) at ``(C, H, W)``; return ``target``'s output."""
     try:
         param = next(model.parameters())
         device, dtype = param.device, param.dtype
@@ -244,9 +303,10 @@ def _probe_output(
     except _Stop:
         pass
     except Exception as error:
+        c, h, w = input_size
         raise RuntimeError(
-            f"attach: probing the model with an input of size {tuple(input_size)} failed "
-            f"({error}); pass input_size=(C, H, W) that the model accepts"
+            f"attach: probing the model with an input of in_chans={c}, image_size={(h, w)} "
+            f"failed ({error}); pass image_size=(H, W) and in_chans=C that the model accepts"
         ) from error
     finally:
         handle.remove()
@@ -267,33 +327,39 @@ def attach(
     at: str = "layer3",
     *,
     layout: str = "auto",
-    input_size: tuple[int, int, int] | None = None,
+    image_size: int | tuple[int, int] | None = None,
+    in_chans: int = 3,
     num_prefix_tokens: int | None = None,
     grid_size: tuple[int, int] | None = None,
+    input_size: tuple[int, int, int] | None = None,
     **rd_kwargs: Any,
 ) -> RetrieverDictionary:
     """Insert a :class:`RetrieverDictionary` after the module named ``at``; return the RD.
 
     Works for classification models, ``features_only`` models, ConvNeXt stages, ViT/DeiT blocks
     and anything else with a named module that returns a feature tensor. The channel count
-    (``in_channels``) and layout are found with one dummy forward pass in eval mode at
-    ``input_size`` (default: the model's ``pretrained_cfg`` input size).
+    (``in_channels``) and layout are found with one dummy forward pass in eval mode of an
+    ``in_chans x image_size`` input (default: the model's ``pretrained_cfg`` input size).
 
     Args:
         model: any ``nn.Module`` (typically from ``timm.create_model``); changed in place.
         at: name of the module to follow, as in ``model.named_modules()``.
         layout: ``"auto"``, or one of :data:`LAYOUTS` (``"nchw"``, ``"nhwc"``, ``"tokens"``).
-        input_size: ``(C, H, W)`` of the dummy input used to find the output shape.
+        image_size: ``(H, W)`` (or one int) of the dummy input used to find the output shape;
+            default from the model's ``pretrained_cfg``.
+        in_chans: channels of the dummy input (timm's name), default 3.
         num_prefix_tokens: tokens layout: leading tokens that are not patches (class and
             distillation tokens); default ``model.num_prefix_tokens`` or 0.
         grid_size: tokens layout: the patch grid ``(H, W)``; default from ``model.patch_embed``.
+        input_size: deprecated: ``(C, H, W)``, now ``in_chans=C, image_size=(H, W)``
+            (``FutureWarning``; passing it with ``image_size`` is a ``TypeError``).
         **rd_kwargs: passed to :class:`RetrieverDictionary` (``num_atoms``, ``dictionary``,
             ``variant``, ...).
 
     Example:
         >>> import timm, torch
         >>> model = timm.create_model("resnet18", num_classes=10)
-        >>> rd = attach(model, at="layer3", num_atoms=32, input_size=(3, 64, 64))
+        >>> rd = attach(model, at="layer3", num_atoms=32, image_size=64)
         >>> rd.in_channels, model(torch.randn(1, 3, 64, 64)).shape
         (256, torch.Size([1, 10]))
     """
@@ -301,6 +367,7 @@ def attach(
         raise TypeError(f"attach: model must be an nn.Module, got {type(model).__name__}")
     if not isinstance(at, str):
         raise TypeError(f"attach: at must be a module name (str), got {type(at).__name__}")
+    probe = _probe_shape(model, image_size, in_chans, input_size)
     if layout != "auto" and layout not in LAYOUTS:
         valid = ["auto", *sorted(LAYOUTS)]
         raise ValueError(f"attach: unknown layout {layout!r}; valid layouts are {valid}")
@@ -310,7 +377,7 @@ def attach(
     if isinstance(target, (RDInsertion, RetrieverDictionary)):
         raise ValueError(f"attach: {at!r} already is a Retriever-Dictionary insertion")
 
-    output = _probe_output(model, target, input_size)
+    output = _probe_output(model, target, probe)
     if layout == "auto":
         if output.dim() == 3:
             layout = "tokens"
@@ -348,7 +415,7 @@ def attached(model: nn.Module) -> dict[str, RDInsertion]:
     Example:
         >>> import timm
         >>> model = timm.create_model("resnet18")
-        >>> _ = attach(model, at="layer2", num_atoms=16, input_size=(3, 32, 32))
+        >>> _ = attach(model, at="layer2", num_atoms=16, image_size=32)
         >>> list(attached(model))
         ['layer2']
     """
@@ -377,7 +444,7 @@ def attachments(model: nn.Module) -> list[dict[str, Any]]:
     Example:
         >>> import timm
         >>> model = timm.create_model("resnet18")
-        >>> _ = attach(model, at="layer2", num_atoms=16, input_size=(3, 32, 32))
+        >>> _ = attach(model, at="layer2", num_atoms=16, image_size=32)
         >>> [(a["at"], a["in_channels"], a["num_atoms"]) for a in attachments(model)]
         [('layer2', 128, 16)]
     """
@@ -399,7 +466,7 @@ def reattach(model: nn.Module, config: list[dict[str, Any]]) -> dict[str, Retrie
     Example:
         >>> import timm, torch
         >>> source = timm.create_model("resnet18")
-        >>> _ = attach(source, at="layer3", num_atoms=16, input_size=(3, 32, 32))
+        >>> _ = attach(source, at="layer3", num_atoms=16, image_size=32)
         >>> target = timm.create_model("resnet18")
         >>> _ = reattach(target, attachments(source))
         >>> _ = target.load_state_dict(source.state_dict())

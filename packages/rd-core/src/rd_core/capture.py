@@ -57,7 +57,7 @@ def rd_inputs(model: nn.Module, rd: nn.Module, images: torch.Tensor) -> torch.Te
         >>> import timm, torch
         >>> from rd_core import attach
         >>> model = timm.create_model("resnet18")
-        >>> rd = attach(model, at="layer2", num_atoms=8, input_size=(3, 32, 32))
+        >>> rd = attach(model, at="layer2", num_atoms=8, image_size=32)
         >>> rd_inputs(model, rd, torch.randn(2, 3, 32, 32)).shape
         torch.Size([2, 128, 4, 4])
     """

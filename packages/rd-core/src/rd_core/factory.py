@@ -102,7 +102,7 @@ def _insert(model: nn.Module, entries: list[dict[str, Any]], in_chans: int) -> N
             embed = getattr(model, "patch_embed", None) or getattr(owner, "patch_embed", None)
             size = getattr(embed, "img_size", None)
             size = (_PROBE_SIZE, _PROBE_SIZE) if size is None else tuple(size)
-            attach(model, at=at, input_size=(in_chans, *size), **options)
+            attach(model, at=at, image_size=size, in_chans=in_chans, **options)
 
 
 def _build(base_architecture: str, entries: list[dict[str, Any]], **kwargs: Any) -> nn.Module:
@@ -238,7 +238,7 @@ def export_config(model: nn.Module, config: dict[str, Any]) -> dict[str, Any]:
         >>> import timm
         >>> from rd_core import attach
         >>> model = timm.create_model("resnet18")
-        >>> _ = attach(model, at="layer3", num_atoms=16, input_size=(3, 32, 32))
+        >>> _ = attach(model, at="layer3", num_atoms=16, image_size=32)
         >>> config = export_config(model, {"architecture": "resnet18", "model_args": {}})
         >>> config["architecture"], config["model_args"]["base_architecture"]
         ('with_rd', 'resnet18')

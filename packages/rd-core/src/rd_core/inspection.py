@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._files import atomic_write
 from .capture import iter_rd_inputs, rd_inputs
 from .module import RetrieverDictionary
 
@@ -167,15 +167,8 @@ def atom_usage(
 
 # --------------------------------------------------------------------------- plot
 def _atomic_savefig(figure: Any, path: Path, **kwargs: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        figure.savefig(tmp, format=path.suffix.lstrip(".") or "png", **kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    fmt = path.suffix.lstrip(".") or "png"
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format=fmt, **kwargs))
 
 
 def plot_coefficients(

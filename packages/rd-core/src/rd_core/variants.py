@@ -57,10 +57,26 @@ class VariantSpec:
 _VARIANTS: dict[str, VariantSpec] = {}
 
 
-def register_variant(spec: VariantSpec, *, overwrite: bool = False) -> VariantSpec:
-    """Add ``spec`` to the registry under ``spec.name`` and return it."""
-    if spec.name in _VARIANTS and not overwrite:
-        raise ValueError(f"register_variant: variant {spec.name!r} is already registered")
+def register_variant(spec: VariantSpec) -> VariantSpec:
+    """Add ``spec`` to the registry under ``spec.name`` and return it.
+
+    A name is registered once: registering it again raises ``ValueError`` (a variant that
+    changes how ``"paper"`` computes would silently change every model built with it).
+
+    Example:
+        >>> register_variant(VariantSpec("paper", None, None, None, None))
+        Traceback (most recent call last):
+        ...
+        ValueError: register_variant: 'paper' is already in the variant registry (held by ...
+    """
+    if not isinstance(spec, VariantSpec):
+        raise TypeError(f"register_variant: spec must be a VariantSpec, got {type(spec).__name__}")
+    if spec.name in _VARIANTS:
+        held = _VARIANTS[spec.name]
+        raise ValueError(
+            f"register_variant: {spec.name!r} is already in the variant registry (held by "
+            f"VariantSpec({held.name!r}): {held.description}); pick another name"
+        )
     _VARIANTS[spec.name] = spec
     return spec
 
