@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import numpy as np
 import pytest
 import torch
@@ -73,7 +76,13 @@ def trained(digits, tiny):
 def onnx_path(trained, tmp_path_factory):
     model, _, (conf, iou) = trained
     path = tmp_path_factory.mktemp("onnx") / "detector.onnx"
-    return export_onnx(model, path, image_size=64, conf=conf, iou=iou, max_det=MAX_DET)
+    stale = path.parent / ".detector.onnx.12345-dead.tmp"  # what a killed export leaves
+    stale.write_bytes(b"half a model")
+    old = os.umask(0o022)
+    try:
+        return export_onnx(model, path, image_size=64, conf=conf, iou=iou, max_det=MAX_DET)
+    finally:
+        os.umask(old)
 
 
 def _rows(predictions, batch_index: int) -> np.ndarray:
@@ -140,7 +149,8 @@ def test_onnx_graph_has_nms_and_no_batchnorm(onnx_path):
         ops |= {node.op_type for node in function.node}
     assert "NonMaxSuppression" in ops
     assert "BatchNormalization" not in ops
-    assert not list(onnx_path.parent.glob(".*"))  # no temporary file left behind
+    assert not list(onnx_path.parent.glob(".*"))  # no temporary file left, the stale one gone
+    assert stat.S_IMODE(onnx_path.stat().st_mode) == 0o644  # the umask's, not mkstemp's 0600
 
 
 @pytest.mark.parametrize("head", ["anchor_free", "anchor_based"])

@@ -28,7 +28,6 @@ Where ONNX Runtime and torchvision can disagree:
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -36,6 +35,7 @@ import torchvision
 from torch import nn
 
 from ._checks import check_fraction, check_positive
+from ._files import write_atomic
 from .fuse import fuse_for_inference
 
 __all__ = ["DetectionGraph", "export_onnx", "export_program", "multiclass_nms"]
@@ -221,26 +221,18 @@ def export_onnx(
         raise ValueError(f"path={str(path)!r} is not valid; expected a file name ending in .onnx")
     example = _example(model, image_size, batch=2)
     graph = DetectionGraph(fuse_for_inference(model, example), conf, iou, max_det).eval()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx", dir=path.parent)
-    os.close(fd)
-    try:
-        program = torch.onnx.export(
-            graph,
-            (example,),
-            input_names=["images"],
-            output_names=["detections"],
-            dynamic_shapes=(_batch_dim(),),
-            custom_translation_table={
-                torch.ops.yolo_heads.multiclass_nms.default: _onnx_multiclass_nms
-            },
-            opset_version=opset,
-            dynamo=True,
-            verbose=False,
-        )
-        program.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    program = torch.onnx.export(
+        graph,
+        (example,),
+        input_names=["images"],
+        output_names=["detections"],
+        dynamic_shapes=(_batch_dim(),),
+        custom_translation_table={
+            torch.ops.yolo_heads.multiclass_nms.default: _onnx_multiclass_nms
+        },
+        opset_version=opset,
+        dynamo=True,
+        verbose=False,
+    )
+    # the model proto is saved whole (no external data: detectors here are far below 2 GB)
+    return write_atomic(path, lambda tmp: program.save(str(tmp)))
