@@ -72,8 +72,22 @@ def test_rd_classifier_build_arguments():
     assert model._model_args["num_atoms"] == 64  # what hub-knowledge records in config.json
     with torch.no_grad():
         assert model.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 5)
-    elsewhere = timm.create_model("rd_resnet18", num_atoms=16, rd_at="layer2")
+    elsewhere = timm.create_model("rd_resnet18", num_atoms=16, at="layer2")
     assert elsewhere.layer2.rd.in_channels == 128 and not hasattr(elsewhere.layer3, "rd")
+
+
+def test_rd_at_is_a_deprecated_alias_of_at():
+    torch.manual_seed(0)
+    new = timm.create_model("rd_resnet18", num_atoms=8, at="layer2").eval()
+    torch.manual_seed(0)
+    with pytest.warns(FutureWarning, match=r"rd_resnet18: 'rd_at' is deprecated, use 'at'"):
+        old = timm.create_model("rd_resnet18", num_atoms=8, rd_at="layer2").eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(old(x), new(x))
+    assert old.state_dict().keys() == new.state_dict().keys()
+    with pytest.raises(TypeError, match=r"rd_resnet18: pass at= only"):
+        timm.create_model("rd_resnet18", at="layer2", rd_at="layer2")
 
 
 def test_rd_dictionary_initialisation_is_used():
@@ -88,7 +102,7 @@ def test_bad_input_names_the_argument():
     with pytest.raises(ValueError, match=r"budget=2.*'kw_resnet18_1x' is the paper's b = 1.0"):
         timm.create_model("kw_resnet18_1x", budget=2)
     with pytest.raises(ValueError, match=r"at='layer9'"):
-        timm.create_model("rd_resnet18", rd_at="layer9")
+        timm.create_model("rd_resnet18", at="layer9")
     with pytest.raises(ValueError, match=r"method='kw'"):
         list_paper_models("kw")
 

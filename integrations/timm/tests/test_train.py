@@ -47,7 +47,7 @@ def _config(root: Path, out: Path, **kwargs) -> TrainConfig:
         output=str(out),
         epochs=2,
         batch_size=4,
-        input_size=32,
+        image_size=32,
         lr=0.05,
         warmup_epochs=0,
         temp_epochs=1.5,
@@ -100,7 +100,7 @@ def test_resume_continues_the_run(image_folder, tmp_path, monkeypatch):
     main(
         ["train", "--model", "kw_resnet18", "--model-kwargs", kwargs, "--data-dir",
          str(image_folder), "--output", str(crashed), "--epochs", "2", "--batch-size", "4",
-         "--input-size", "32", "--lr", "0.05", "--temp-epochs", "1.5", "--no-aug",
+         "--image-size", "32", "--lr", "0.05", "--temp-epochs", "1.5", "--no-aug",
          "--resume", str(crashed / "last.pth")]
     )  # fmt: skip
     assert [e["epoch"] for e in _lines(crashed / "metrics.jsonl")] == [0, 1]
@@ -127,3 +127,72 @@ def test_plain_timm_model_trains_without_a_temperature(image_folder, tmp_path):
     metrics = train(cfg)
     assert metrics["tau"] is None and 0 <= metrics["val_top1"] <= 100
     assert all(r["tau"] is None for r in _lines(tmp_path / "iterations.jsonl"))
+
+
+def test_input_size_is_a_deprecated_alias_of_image_size(tmp_path):
+    base = dict(model="resnet10t", data_dir=str(tmp_path), output=str(tmp_path / "o"))
+    with pytest.warns(
+        FutureWarning, match=r"TrainConfig: 'input_size' is deprecated, use 'image_size'"
+    ):
+        old = TrainConfig(**base, input_size=48)
+    assert old == TrainConfig(**base, image_size=48) and old.image_hw == (48, 48)
+    with pytest.raises(TypeError, match=r"image_size only"):
+        TrainConfig(**base, image_size=48, input_size=48)
+    flags = ["train", "--model", "resnet10t", "--data-dir", str(tmp_path), "--output", "o"]
+    with pytest.warns(FutureWarning, match="'input_size' is deprecated"):
+        by_old_flag = _cli_config([*flags, "--input-size", "40"])
+    assert by_old_flag == _cli_config([*flags, "--image-size", "40"])
+    assert _cli_config([*flags, "--image-size", "40,56"]).image_hw == (40, 56)
+
+
+def _cli_config(argv: list[str]) -> TrainConfig:
+    from timm_knowledge.cli import _parser
+
+    args = vars(_parser().parse_args(argv))
+    args.pop("command")
+    return TrainConfig(**args)
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("lr", float("nan"), r"lr=nan is invalid: expected a finite number > 0"),
+        ("lr", float("inf"), r"lr=inf is invalid"),
+        ("lr", 0, r"lr=0 is invalid"),
+        ("momentum", -0.1, r"momentum=-0.1 is invalid: expected a finite number >= 0 and <= 1"),
+        ("weight_decay", float("nan"), r"weight_decay=nan is invalid"),
+        ("smoothing", 1.5, r"smoothing=1.5 is invalid"),
+        ("model_ema_decay", 1.5, r"model_ema_decay=1.5 is invalid"),
+        ("min_lr", -1, r"min_lr=-1 is invalid"),
+        ("mixup", "0.2", r"mixup='0.2' is invalid"),
+        ("temp_epochs", float("nan"), r"temp_epochs=nan is invalid"),
+        ("epochs", True, r"epochs=True is invalid: expected a positive integer"),
+        ("epochs", 0, r"epochs=0 is invalid"),
+        ("batch_size", None, r"batch_size=None is invalid"),
+        ("workers", -1, r"workers=-1 is invalid: expected an integer >= 0"),
+        ("image_size", 0, r"image_size=0 is invalid: expected a positive integer or \(H, W\)"),
+        ("image_size", (32, 0), r"image_size=\(32, 0\) is invalid"),
+        ("model", "", r"model='' is invalid: expected a non-empty string"),
+        ("model", "no_such_model", r"model='no_such_model' is not registered"),
+        ("output", None, r"output=None is invalid"),
+        ("device", "gpu:x", r"device='gpu:x' is invalid"),
+        ("model_kwargs", [1], r"model_kwargs=\[1\] must be a dict"),
+        ("amp_dtype", "int8", r"amp_dtype='int8' is invalid"),
+    ],
+)
+def test_bad_trainer_values_are_named_before_anything_runs(
+    image_folder, tmp_path, option, value, message
+):
+    with pytest.raises((ValueError, TypeError), match=message):
+        train(_config(image_folder, tmp_path / "run", **{option: value}))
+    assert not (tmp_path / "run").exists()
+
+
+def test_command_line_bad_values_are_one_line_and_exit_2(image_folder, capsys):
+    base = ["train", "--model", "resnet10t", "--data-dir", str(image_folder), "--output", "o"]
+    assert main([*base, "--lr", "nan"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["timm-knowledge train: lr=nan is invalid: expected a finite number > 0"]
+    assert main([*base, "--no-such-flag"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "--no-such-flag" in line

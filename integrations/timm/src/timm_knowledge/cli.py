@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import typing
 from collections.abc import Sequence
 
@@ -18,8 +19,31 @@ from .train import TrainConfig, train
 __all__ = ["main"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes (an unknown flag, a bad number) as one line and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _image_size(text: str) -> int | tuple[int, int]:
+    """``224`` or ``224,192`` (H, W)."""
+    parts = [int(p) for p in text.split(",")]
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"{text!r} is not SIZE or H,W")
+    return parts[0] if len(parts) == 1 else (parts[0], parts[1])
+
+
+# flags whose value is not a plain int / float / str
+_SPECIAL = {
+    "model_kwargs": dict(type=json.loads, default={}, help="JSON build arguments"),
+    "image_size": dict(type=_image_size, default=None, help="SIZE or H,W (default: 224)"),
+    "input_size": dict(type=int, default=None, help="deprecated: use --image-size"),
+}
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="timm-knowledge")
+    parser = _Parser(prog="timm-knowledge")
     commands = parser.add_subparsers(dest="command", required=True)
     sub = commands.add_parser("train", help="train a classifier with timm's recipe pieces")
     hints = typing.get_type_hints(TrainConfig)
@@ -29,8 +53,8 @@ def _parser() -> argparse.ArgumentParser:
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         if hint is bool:
             sub.add_argument(flag, action="store_true", help=f"(default: {f.default})")
-        elif f.name == "model_kwargs":
-            sub.add_argument(flag, type=json.loads, default={}, help="JSON build arguments")
+        elif f.name in _SPECIAL:
+            sub.add_argument(flag, **_SPECIAL[f.name])
         else:
             kind = {int: int, float: float}.get(hint, str)
             default = None if required else f.default
@@ -41,9 +65,24 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = vars(_parser().parse_args(argv))
-    args.pop("command")
-    train(TrainConfig(**args))
+    """Run a command; a bad option prints one line on stderr and returns 2.
+
+    Example:
+        >>> main(["train", "--model", "resnet10t", "--data-dir", "/no/such", "--output", "x"])
+        2
+    """
+    try:
+        args = vars(_parser().parse_args(argv))
+    except SystemExit as e:  # --help (0) or a usage error (2, already printed)
+        return int(e.code or 0)
+    command = args.pop("command")
+    try:
+        cfg = TrainConfig(**args)
+        cfg.check()
+    except (ValueError, TypeError) as e:
+        print(f"timm-knowledge {command}: {e}", file=sys.stderr)
+        return 2
+    train(cfg)
     return 0
 
 

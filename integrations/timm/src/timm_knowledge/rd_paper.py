@@ -6,7 +6,8 @@ classifiers this package places it after the third stage, where a ResNet-50 back
 features to Faster R-CNN's FPN. N = 512 atoms, paper variant, unless told otherwise.
 
 Build arguments (all recorded in ``config.json`` when published): ``num_atoms``, ``variant``
-(``"paper"`` or ``"authors"``), ``rd_at`` (another module name), ``kernel_size``, ``residual``,
+(``"paper"`` or ``"authors"``), ``at`` (another module name; ``rd_at`` is its deprecated
+name), ``kernel_size``, ``residual``,
 ``trainable_dictionary``, ``fused_retriever``; ``dictionary`` takes initial atoms
 (a tensor ``[N, C]`` or a dict-init artifact), whose values end up in the weights.
 
@@ -19,6 +20,8 @@ Example:
 
 from __future__ import annotations
 
+import inspect
+import warnings
 from functools import partial
 from typing import Any
 
@@ -42,13 +45,21 @@ RD_ARCHITECTURES: dict[str, tuple[str, str]] = {
 _PROBE_SIZE = 64
 
 
+def _probe_size(in_chans: int) -> dict[str, Any]:
+    # rd-core's vocabulary is image_size= / in_chans= (input_size=(C, H, W) is its deprecated
+    # alias); an rd-core that predates them only takes input_size
+    if "image_size" in inspect.signature(attach).parameters:
+        return {"image_size": _PROBE_SIZE, "in_chans": in_chans}
+    return {"input_size": (in_chans, _PROBE_SIZE, _PROBE_SIZE)}
+
+
 def _build(
     base: str,
     default_at: str,
     *,
     num_atoms: int = 512,
     variant: str = "paper",
-    rd_at: str | None = None,
+    at: str | None = None,
     dictionary: Any = None,
     kernel_size: int = 5,
     residual: float = 0.8,
@@ -59,8 +70,8 @@ def _build(
     model = timm.create_model(base, pretrained=False, **kwargs)
     attach(
         model,
-        at=rd_at or default_at,
-        input_size=(kwargs.get("in_chans", 3), _PROBE_SIZE, _PROBE_SIZE),
+        at=at or default_at,
+        **_probe_size(kwargs.get("in_chans", 3)),
         num_atoms=num_atoms,
         variant=variant,
         dictionary=dictionary,  # atoms [N, C] or anything with .atoms (dict-init)
@@ -72,10 +83,21 @@ def _build(
     return model
 
 
+def _deprecated_rd_at(name: str, kwargs: dict[str, Any]) -> None:
+    """``rd_at=`` is the old name of ``at=`` (one release; FutureWarning)."""
+    if "rd_at" not in kwargs:
+        return
+    if "at" in kwargs:
+        raise TypeError(f"{name}: pass at= only ('rd_at' is its deprecated name)")
+    warnings.warn(f"{name}: 'rd_at' is deprecated, use 'at'", FutureWarning, stacklevel=4)
+    kwargs["at"] = kwargs.pop("rd_at")
+
+
 def _entrypoint(name: str, base: str, at: str):
     def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
         # "variant" is also build_model_with_cfg's name for the architecture: bind it here
         rd_variant = kwargs.pop("variant", "paper")
+        _deprecated_rd_at(name, kwargs)
         return build_model_with_cfg(
             partial(_build, base, at, variant=rd_variant),
             name,
@@ -108,6 +130,6 @@ for _name, (_base, _at) in RD_ARCHITECTURES.items():
         name=_name,
         base=_base,
         method="yolo-rd",
-        build_args={"rd_at": _at, "num_atoms": 512, "variant": "paper"},
+        build_args={"at": _at, "num_atoms": 512, "variant": "paper"},
         source="YOLO-RD (ICLR 2025), section 3; placement after the backbone's third stage",
     )

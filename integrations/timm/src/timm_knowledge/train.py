@@ -29,7 +29,6 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,71 +45,9 @@ from torch import nn
 
 import kernelwarehouse as kw
 
+from ._train_config import AMP_DTYPES, TrainConfig
+
 __all__ = ["TrainConfig", "train"]
-
-_AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-@dataclass
-class TrainConfig:
-    """Options of :func:`train` (the command line ``timm-knowledge train`` has one flag each)."""
-
-    model: str
-    data_dir: str
-    output: str
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    train_split: str = "train"
-    val_split: str = "validation"
-    epochs: int = 100
-    batch_size: int = 64
-    input_size: int = 224
-    opt: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    sched: str = "cosine"
-    warmup_epochs: int = 0
-    min_lr: float = 0.0
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    smoothing: float = 0.0
-    no_aug: bool = False
-    model_ema: bool = False
-    model_ema_decay: float = 0.9998
-    amp: bool = False
-    amp_dtype: str = "bfloat16"
-    channels_last: bool = False
-    temp_epochs: float = 10.0
-    temp_init: float = 1.0
-    resume: str | None = None
-    workers: int = 0
-    seed: int = 0
-    device: str = "cpu"
-
-    def check(self) -> None:
-        positive = ("epochs", "batch_size", "input_size")
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} is invalid: expected a positive integer")
-        if not self.lr > 0:
-            raise ValueError(f"lr={self.lr!r} is invalid: expected a positive number")
-        if not self.temp_epochs >= 0:
-            raise ValueError(f"temp_epochs={self.temp_epochs!r} is invalid: expected >= 0")
-        if not 0.0 <= self.temp_init <= 1.0:
-            raise ValueError(f"temp_init={self.temp_init!r} is invalid: tau lies in [0, 1]")
-        if self.amp_dtype not in _AMP_DTYPES:
-            raise ValueError(
-                f"amp_dtype={self.amp_dtype!r} is invalid: expected one of {list(_AMP_DTYPES)}"
-            )
-        if not Path(self.data_dir).is_dir():
-            raise ValueError(f"data_dir={self.data_dir!r} is invalid: not a directory")
-        if self.resume is not None and not Path(self.resume).is_file():
-            raise ValueError(f"resume={self.resume!r} is invalid: no such checkpoint file")
-        if (self.mixup > 0 or self.cutmix > 0) and self.batch_size % 2:
-            raise ValueError(
-                f"batch_size={self.batch_size} is invalid with mixup/cutmix: it must be even"
-            )
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -210,6 +147,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     ``metrics.jsonl`` (one line per epoch: losses, top-1 / top-5, lr, tau) and
     ``iterations.jsonl`` (one line per iteration: step, lr, tau, loss).
     """
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"cfg={type(cfg).__name__} must be a TrainConfig")
     cfg.check()
     rank, world = _rank_world()
     device = torch.device(cfg.device)
@@ -227,7 +166,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     data_cfg = resolve_data_config(model=model)
-    data_cfg["input_size"] = (3, cfg.input_size, cfg.input_size)
+    data_cfg["input_size"] = (3, *cfg.image_hw)
     common = dict(
         input_size=data_cfg["input_size"],
         batch_size=cfg.batch_size,
@@ -294,7 +233,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     net = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model)
-    amp_dtype = _AMP_DTYPES[cfg.amp_dtype]
+    amp_dtype = AMP_DTYPES[cfg.amp_dtype]
 
     def amp():
         if not cfg.amp:

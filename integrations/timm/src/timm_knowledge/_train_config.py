@@ -1,0 +1,168 @@
+"""The trainer's options and their checks: every bad value is named before anything runs.
+
+Example:
+    >>> cfg = TrainConfig(model="resnet10t", data_dir=".", output="runs/x", image_size=64)
+    >>> cfg.image_hw
+    (64, 64)
+    >>> TrainConfig(model="resnet10t", data_dir=".", output="x", lr=float("nan")).check()
+    Traceback (most recent call last):
+    ...
+    ValueError: lr=nan is invalid: expected a finite number > 0
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+
+__all__ = ["AMP_DTYPES", "TrainConfig"]
+
+AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+# name -> (lowest, highest, lowest allowed itself?): finite numbers within a range
+_RANGES: dict[str, tuple[float, float, bool]] = {
+    "lr": (0.0, math.inf, False),
+    "momentum": (0.0, 1.0, True),
+    "weight_decay": (0.0, math.inf, True),
+    "warmup_epochs": (0.0, math.inf, True),
+    "min_lr": (0.0, math.inf, True),
+    "mixup": (0.0, math.inf, True),
+    "cutmix": (0.0, math.inf, True),
+    "smoothing": (0.0, 1.0, True),
+    "model_ema_decay": (0.0, 1.0, False),
+    "temp_epochs": (0.0, math.inf, True),
+    "temp_init": (0.0, 1.0, True),
+}
+_POSITIVE_INTS = ("epochs", "batch_size")
+_NON_NEGATIVE_INTS = ("workers", "seed")
+_NAMES = ("model", "data_dir", "output", "train_split", "val_split", "opt", "sched", "device")
+
+
+@dataclass
+class TrainConfig:
+    """Options of :func:`train` (the command line ``timm-knowledge train`` has one flag each).
+
+    ``image_size`` is the training and validation resolution, an int or ``(H, W)`` (default
+    224). ``input_size`` is its deprecated name (one release; ``FutureWarning``).
+    """
+
+    model: str
+    data_dir: str
+    output: str
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    train_split: str = "train"
+    val_split: str = "validation"
+    epochs: int = 100
+    batch_size: int = 64
+    image_size: int | tuple[int, int] | None = None
+    opt: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    sched: str = "cosine"
+    warmup_epochs: int = 0
+    min_lr: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    smoothing: float = 0.0
+    no_aug: bool = False
+    model_ema: bool = False
+    model_ema_decay: float = 0.9998
+    amp: bool = False
+    amp_dtype: str = "bfloat16"
+    channels_last: bool = False
+    temp_epochs: float = 10.0
+    temp_init: float = 1.0
+    resume: str | None = None
+    workers: int = 0
+    seed: int = 0
+    device: str = "cpu"
+    input_size: int | None = None  # deprecated: image_size
+
+    def __post_init__(self) -> None:
+        if self.input_size is not None:
+            if self.image_size is not None:
+                raise TypeError(
+                    "TrainConfig: pass image_size only ('input_size' is its deprecated name)"
+                )
+            warnings.warn(
+                "TrainConfig: 'input_size' is deprecated, use 'image_size'",
+                FutureWarning,
+                stacklevel=3,
+            )
+            self.image_size, self.input_size = self.input_size, None
+        if self.image_size is None:
+            self.image_size = 224
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        """``image_size`` as ``(H, W)``."""
+        size = self.image_size
+        return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+    def check(self) -> None:
+        """Raise ``ValueError`` / ``TypeError`` naming the first bad option, its value and what
+        is valid."""
+        for name in _NAMES:
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{name}={value!r} is invalid: expected a non-empty string")
+        for name in _POSITIVE_INTS + _NON_NEGATIVE_INTS:
+            value, low = getattr(self, name), 1 if name in _POSITIVE_INTS else 0
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                kind = "a positive integer" if low else "an integer >= 0"
+                raise ValueError(f"{name}={value!r} is invalid: expected {kind}")
+        self._check_image_size()
+        for name, (low, high, low_ok) in _RANGES.items():
+            value = getattr(self, name)
+            bad_type = isinstance(value, bool) or not isinstance(value, (int, float))
+            if bad_type or not math.isfinite(value) or value > high or value < low:
+                bad = True
+            else:
+                bad = value == low and not low_ok
+            if bad:
+                bounds = f"> {low:g}" if not low_ok else f">= {low:g}"
+                if high != math.inf:
+                    bounds += f" and <= {high:g}"
+                raise ValueError(f"{name}={value!r} is invalid: expected a finite number {bounds}")
+        if not isinstance(self.model_kwargs, dict):
+            raise TypeError(f"model_kwargs={self.model_kwargs!r} must be a dict of build arguments")
+        if ":" not in self.model and not timm.is_model(self.model):  # hf-hub:, local-dir: pass
+            raise ValueError(
+                f"model={self.model!r} is not registered in timm's factory "
+                "(timm.list_models() names them; project models need their package imported)"
+            )
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError) as e:
+            raise ValueError(f"device={self.device!r} is invalid: {e}") from None
+        if self.amp_dtype not in AMP_DTYPES:
+            raise ValueError(
+                f"amp_dtype={self.amp_dtype!r} is invalid: expected one of {list(AMP_DTYPES)}"
+            )
+        if not Path(self.data_dir).is_dir():
+            raise ValueError(f"data_dir={self.data_dir!r} is invalid: not a directory")
+        if self.resume is not None and (
+            not isinstance(self.resume, str) or not Path(self.resume).is_file()
+        ):
+            raise ValueError(f"resume={self.resume!r} is invalid: no such checkpoint file")
+        if (self.mixup > 0 or self.cutmix > 0) and self.batch_size % 2:
+            raise ValueError(
+                f"batch_size={self.batch_size} is invalid with mixup/cutmix: it must be even"
+            )
+
+    def _check_image_size(self) -> None:
+        size = self.image_size
+        pair = size if isinstance(size, (tuple, list)) else (size,)
+        if len(pair) not in (1, 2) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair
+        ):
+            raise ValueError(
+                f"image_size={size!r} is invalid: expected a positive integer or (H, W)"
+            )
