@@ -33,9 +33,21 @@ GROUPING_RULES: dict[str, GroupingRule] = {}
 
 
 def register_grouping(name: str) -> Callable[[GroupingRule], GroupingRule]:
-    """Decorator registering a grouping rule under ``name``."""
+    """Decorator registering a grouping rule under ``name`` (a name already taken raises
+    ``ValueError``: registries never overwrite silently)."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"register_grouping: name={name!r} must be a non-empty string")
 
     def wrap(fn: GroupingRule) -> GroupingRule:
+        if not callable(fn):
+            raise TypeError(f"register_grouping({name!r}): {fn!r} is not callable")
+        if name in GROUPING_RULES:
+            held = GROUPING_RULES[name]
+            raise ValueError(
+                f"register_grouping: {name!r} is already in the grouping registry (held by "
+                f"{getattr(held, '__module__', '?')}.{getattr(held, '__qualname__', held)!s}); "
+                "pick another name"
+            )
         GROUPING_RULES[name] = fn
         return fn
 
