@@ -197,3 +197,69 @@ def test_attachments_rebuild_the_architecture_for_a_checkpoint():
     torch.testing.assert_close(target.eval()(x), source.eval()(x))
     with pytest.raises(ValueError, match="already"):
         reattach(target, config)
+
+
+def test_deprecated_input_size_is_an_alias_of_image_size_and_in_chans():
+    torch.manual_seed(0)
+    new_model = timm.create_model("test_resnet", in_chans=1).eval()
+    old_model = timm.create_model("test_resnet", in_chans=1).eval()
+    old_model.load_state_dict(new_model.state_dict())
+    torch.manual_seed(1)
+    new = attach(new_model, at="layer2", num_atoms=8, image_size=(32, 48), in_chans=1)
+    torch.manual_seed(1)
+    with pytest.warns(
+        FutureWarning, match=r"^attach: 'input_size' is deprecated, use 'image_size'$"
+    ):
+        old = attach(old_model, at="layer2", num_atoms=8, input_size=(1, 32, 48))
+    assert attachments(old_model) == attachments(new_model)
+    x = torch.randn(2, 1, 32, 48)
+    torch.testing.assert_close(old_model(x), new_model(x), rtol=0, atol=0)
+    assert old.in_channels == new.in_channels
+    model = timm.create_model("test_resnet")
+    with pytest.raises(TypeError, match=r"attach: pass 'image_size' only \('input_size' is its"):
+        attach(model, at="layer2", image_size=32, input_size=(3, 32, 32))
+    with pytest.raises(TypeError, match=r"in_chans=1 contradicts input_size=\(3, 32, 32\)"):
+        attach(model, at="layer2", in_chans=1, input_size=(3, 32, 32))
+    with pytest.raises(ValueError, match=r"input_size=\(32, 32\) is invalid: expected \(C, H, W\)"):
+        attach(model, at="layer2", input_size=(32, 32))
+    assert not attached(model)
+
+
+def test_image_size_int_and_pair_and_the_models_default():
+    for size in (32, (32, 32), [32, 32], None):
+        model = timm.create_model("test_resnet")
+        assert attach(model, at="layer3", num_atoms=8, image_size=size).in_channels == 192
+
+
+def test_probe_failure_names_the_sizes():
+    model = timm.create_model("test_resnet")
+    with pytest.raises(RuntimeError, match=r"in_chans=1, image_size=\(32, 32\) failed"):
+        attach(model, at="layer3", num_atoms=8, image_size=32, in_chans=1)
+
+
+def test_registering_a_layout_or_variant_twice_is_refused():
+    from rd_core import LAYOUTS, get_variant, register_layout, register_variant
+    from rd_core.attach import Layout
+    from rd_core.variants import _VARIANTS, VariantSpec
+
+    before = LAYOUTS["nchw"]
+    held = (
+        r"register_layout: 'nchw' is already in the layout registry \(held by Layout\(name='nchw'"
+    )
+    with pytest.raises(ValueError, match=held):
+        register_layout(Layout("nchw", lambda s: s[1], None, None))
+    assert LAYOUTS["nchw"] is before
+    paper = get_variant("paper")
+    held = r"register_variant: 'paper' is already in the variant registry \(held by VariantSpec\("
+    with pytest.raises(ValueError, match=held + r"'paper'\): YOLO-RD paper"):
+        register_variant(VariantSpec("paper", None, None, None, None))
+    assert get_variant("paper") is paper
+    parts = ("build_retriever", "build_norm", "build_dictionary", "mix")
+    spec = VariantSpec("test-only", *[getattr(paper, f) for f in parts])
+    register_variant(spec)
+    try:
+        with pytest.raises(ValueError, match="'test-only' is already"):
+            register_variant(spec)
+        assert RetrieverDictionary(8, num_atoms=4, variant="test-only").variant == "test-only"
+    finally:
+        del _VARIANTS["test-only"]

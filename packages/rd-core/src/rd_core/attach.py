@@ -247,7 +247,6 @@ def _probe_shape(
     if input_size is not None:
         if image_size is not None:
             raise TypeError("attach: pass 'image_size' only ('input_size' is its deprecated name)")
-        warnings.warn("attach: 'input_size' is deprecated, use 'image_size'", FutureWarning, 3)
         if not (
             isinstance(input_size, (tuple, list))
             and len(input_size) == 3
@@ -261,6 +260,7 @@ def _probe_shape(
             raise TypeError(
                 f"attach: in_chans={in_chans} contradicts input_size={tuple(input_size)}"
             )
+        warnings.warn("attach: 'input_size' is deprecated, use 'image_size'", FutureWarning, 3)
         in_chans, image_size = input_size[0], (input_size[1], input_size[2])
     if not _positive_int(in_chans):
         raise ValueError(f"attach: in_chans={in_chans!r} is invalid: expected a positive int")
@@ -424,6 +424,10 @@ def attached(model: nn.Module) -> dict[str, RDInsertion]:
 
 def detach(model: nn.Module, at: str) -> RetrieverDictionary:
     """Remove the RD inserted after ``at``, put the original module back, return the RD."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"detach: model must be an nn.Module, got {type(model).__name__}")
+    if not isinstance(at, str):
+        raise TypeError(f"detach: at must be a module name (str), got {type(at).__name__}")
     found = attached(model)
     if at not in found:
         at = _feature_wrapper_name(dict(model.named_modules()), at) or at
@@ -471,9 +475,21 @@ def reattach(model: nn.Module, config: list[dict[str, Any]]) -> dict[str, Retrie
         >>> _ = reattach(target, attachments(source))
         >>> _ = target.load_state_dict(source.state_dict())
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"reattach: model must be an nn.Module, got {type(model).__name__}")
+    if isinstance(config, (str, dict)) or not isinstance(config, (list, tuple)):
+        raise ValueError(
+            f"reattach: config={config!r} is invalid: expected a list of dicts, the output of "
+            "attachments(model)"
+        )
     inserted: dict[str, RetrieverDictionary] = {}
     param = next(model.parameters(), None)
-    for entry in config:
+    for i, entry in enumerate(config):
+        if not isinstance(entry, dict) or not isinstance(entry.get("at"), str):
+            raise ValueError(
+                f"reattach: config[{i}]={entry!r} is invalid: expected a dict with an 'at' "
+                "module name (an entry of attachments(model))"
+            )
         entry = dict(entry)
         at = entry.pop("at")
         layout = entry.pop("layout", "nchw")
@@ -482,7 +498,10 @@ def reattach(model: nn.Module, config: list[dict[str, Any]]) -> dict[str, Retrie
         parent, child, target = _resolve(model, at)
         if isinstance(target, RDInsertion):
             raise ValueError(f"reattach: {at!r} already is a Retriever-Dictionary insertion")
-        rd = RetrieverDictionary(**entry)
+        try:
+            rd = RetrieverDictionary(**entry)
+        except TypeError as error:  # a key RetrieverDictionary does not take
+            raise ValueError(f"reattach: config[{i}] for at={at!r}: {error}") from None
         if param is not None:
             rd = rd.to(device=param.device, dtype=param.dtype)
         rd.train(model.training)

@@ -19,8 +19,9 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 
+from ._checks import check_bool, check_float, check_int, check_rd, check_tensor
 from .capture import find_parent, iter_rd_inputs
-from .inspection import AtomUsage, atom_usage
+from .inspection import USAGE_SCORES, AtomUsage, atom_usage
 from .module import RetrieverDictionary
 from .retriever import ConvNormAct, FusedRetriever, SplitRetriever
 
@@ -84,6 +85,10 @@ def distillation_loss(
         >>> bool(same < distillation_loss(torch.randn_like(t), t, 0.1))
         True
     """
+    check_tensor("distillation_loss", "student", student, (2, 4))
+    check_tensor("distillation_loss", "teacher", teacher, (2, 4))
+    check_int("distillation_loss", "max_positions", max_positions, 2, optional=True)
+    check_int("distillation_loss", "chunk_size", chunk_size, 1, optional=True)
     if student.shape != teacher.shape:
         raise ValueError(
             f"distillation_loss: student shape {tuple(student.shape)} != teacher shape "
@@ -152,6 +157,7 @@ def student_from_teacher(
         >>> torch.allclose(student.atoms, teacher.atoms[:4])
         True
     """
+    check_rd("student_from_teacher", teacher, "teacher")
     index = torch.as_tensor(index, dtype=torch.long).flatten().cpu()
     if index.numel() < 2 or len(set(index.tolist())) != index.numel():
         raise ValueError("student_from_teacher: index must hold at least 2 distinct atom indices")
@@ -363,8 +369,7 @@ def compress(
         >>> report.student.num_atoms
         8
     """
-    if not isinstance(rd, RetrieverDictionary):
-        raise TypeError(f"compress: rd must be a RetrieverDictionary, got {type(rd).__name__}")
+    check_rd("compress", rd)
     if (
         isinstance(num_atoms, bool)
         or not isinstance(num_atoms, int)
@@ -374,8 +379,24 @@ def compress(
             f"compress: num_atoms must be an int in [2, {rd.num_atoms}) (fewer than the "
             f"teacher's {rd.num_atoms} atoms), got {num_atoms!r}"
         )
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"compress: epochs must be an int >= 1, got {epochs!r}")
+    check_int("compress", "epochs", epochs, 1)
+    check_float("compress", "lr", lr)
+    check_float("compress", "weight_decay", weight_decay, positive=False)
+    check_float("compress", "temperature", temperature)
+    check_int("compress", "max_positions", max_positions, 2, optional=True)
+    check_int("compress", "max_batches", max_batches, 1, optional=True)
+    check_int("compress", "seed", seed, 0)
+    for name, flag in (("inherit_retriever", inherit_retriever), ("progress", progress)):
+        check_bool("compress", name, flag)
+    if freeze_batchnorm is not None:
+        check_bool("compress", "freeze_batchnorm", freeze_batchnorm)
+    if usage_score not in USAGE_SCORES:
+        raise ValueError(
+            f"compress: usage_score={usage_score!r} is invalid: expected one of "
+            f"{sorted(USAGE_SCORES)}"
+        )
+    if model is not None and not isinstance(model, nn.Module):
+        raise TypeError(f"compress: model must be an nn.Module or None, got {type(model).__name__}")
     location = find_parent(model, rd) if model is not None else None
     modules: list[nn.Module] = [model] if model is not None else [rd]
     saved_flags = [(p, p.requires_grad) for m in modules for p in m.parameters()]

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._checks import check_int
+
 __all__ = ["ConvBNDictionary", "NormalizedDictionary", "as_atoms"]
 
 
@@ -122,6 +124,8 @@ class NormalizedDictionary(nn.Module):
         eps: float = 1e-12,
     ) -> None:
         super().__init__()
+        check_int("NormalizedDictionary", "num_atoms", num_atoms, 1)
+        check_int("NormalizedDictionary", "dim", dim, 1)
         self.num_atoms, self.dim, self.eps = num_atoms, dim, eps
         init = (
             _random_unit_atoms(num_atoms, dim)
@@ -181,6 +185,8 @@ class ConvBNDictionary(nn.Module):
         bn_momentum: float = 3e-2,
     ) -> None:
         super().__init__()
+        check_int("ConvBNDictionary", "num_atoms", num_atoms, 1)
+        check_int("ConvBNDictionary", "dim", dim, 1)
         self.num_atoms, self.dim = num_atoms, dim
         self.conv = nn.Conv2d(num_atoms, dim, 1, bias=False)
         self.bn = nn.BatchNorm2d(dim, eps=bn_eps, momentum=bn_momentum)

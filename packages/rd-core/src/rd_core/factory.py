@@ -245,6 +245,13 @@ def export_config(model: nn.Module, config: dict[str, Any]) -> dict[str, Any]:
         >>> [a["at"] for a in config["model_args"]["rd_attachments"]]
         ['layer3']
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"export_config: model must be an nn.Module, got {type(model).__name__}")
+    if not isinstance(config, dict) or not isinstance(config.get("architecture"), str):
+        raise ValueError(
+            f"export_config: config={config!r} is invalid: expected timm's config.json as a "
+            "dict with an 'architecture' name"
+        )
     found = attachments(model)
     if not found:
         return config

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._checks import check_int, check_rd, check_tensor
 from ._files import atomic_write
 from .capture import iter_rd_inputs, rd_inputs
 from .module import RetrieverDictionary
@@ -63,6 +64,8 @@ def coefficient_maps(
         >>> maps.coefficients.shape, maps.input_correlation.shape
         (torch.Size([2, 16, 5, 5]), torch.Size([2, 5, 5]))
     """
+    check_rd("coefficient_maps", rd)
+    check_tensor("coefficient_maps", "features", features, (4,))
     if model is not None:
         features = rd_inputs(model, rd, features)
     coefficients = rd.coefficients(features).float()
@@ -139,6 +142,8 @@ def atom_usage(
         >>> usage.num_positions, usage.mean_abs.shape
         (100, torch.Size([16]))
     """
+    check_rd("atom_usage", rd)
+    check_int("atom_usage", "max_batches", max_batches, 1, optional=True)
     abs_sum = torch.zeros(rd.num_atoms, dtype=torch.float64)
     top1 = torch.zeros(rd.num_atoms, dtype=torch.float64)
     positions = torch.zeros((), dtype=torch.float64)
@@ -205,8 +210,10 @@ def plot_coefficients(
         raise ImportError(
             "plot_coefficients needs matplotlib: pip install rd-core[plot]"
         ) from error
-    if features.dim() != 4:
-        raise ValueError(f"features: expected [B, f, H, W], got shape {tuple(features.shape)}")
+    check_rd("plot_coefficients", rd)
+    check_tensor("plot_coefficients", "features", features, (4,))
+    check_int("plot_coefficients", "dpi", dpi, 1)
+    check_int("plot_coefficients", "sample", sample, 0)
     if not 0 <= sample < features.shape[0]:
         raise ValueError(f"sample: must be in [0, {features.shape[0]}), got {sample}")
     path = Path(path)

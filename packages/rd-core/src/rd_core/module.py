@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._checks import check_bool, check_float
 from .dictionary import as_atoms
 from .retriever import FusedRetriever, SplitRetriever, fuse_retriever
 from .variants import get_variant
@@ -85,6 +86,9 @@ class RetrieverDictionary(nn.Module):
             )
         if not 0.0 <= float(residual) <= 1.0:
             raise ValueError(f"RetrieverDictionary: residual must be in [0, 1], got {residual!r}")
+        check_bool("RetrieverDictionary", "trainable_dictionary", trainable_dictionary)
+        check_bool("RetrieverDictionary", "fused_retriever", fused_retriever)
+        check_float("RetrieverDictionary", "eps", eps)
         spec = get_variant(variant)
         if dictionary is not None:
             dictionary = as_atoms(dictionary, num_atoms=num_atoms, dim=in_channels)

@@ -75,9 +75,20 @@ def read_checkpoint(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, 
         if not path.is_file():
             raise FileNotFoundError(f"state_dict_or_path={str(path)!r}: no such file")
         if path.suffix == ".safetensors":
+            from safetensors import SafetensorError
             from safetensors.torch import load_file
 
-            source = load_file(str(path))
+            try:
+                source = load_file(str(path))
+            except SafetensorError as error:
+                raise ValueError(
+                    f"official.read_checkpoint: {path} is not a readable safetensors file ({error})"
+                ) from None
+        elif path.stat().st_size == 0:
+            raise ValueError(
+                f"state_dict_or_path={str(path)!r} is an empty file (0 bytes); an interrupted "
+                "download or copy? fetch it again"
+            )
         else:
             try:
                 source = torch.load(path, map_location="cpu", weights_only=True)
@@ -165,6 +176,8 @@ def load(
         ValueError: no RD module, several without a ``prefix``, or tensors that do not form
             their module (missing, extra or wrongly shaped).
     """
+    if prefix is not None and not isinstance(prefix, str):
+        raise TypeError(f"official.load: prefix must be a str or None, got {type(prefix).__name__}")
     for fixed in ("in_channels", "num_atoms", "kernel_size", "variant"):
         if fixed in rd_kwargs:
             raise TypeError(f"official.load: {fixed} comes from the weights; do not pass it")

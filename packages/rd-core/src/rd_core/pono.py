@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._checks import check_bool, check_float, check_tensor
+
 __all__ = ["PONO_FORMS", "PositionalNorm", "positional_norm"]
 
 PONO_FORMS = ("variance", "std")
@@ -37,10 +39,9 @@ def positional_norm(x: torch.Tensor, eps: float = 1e-5, form: str = "variance") 
         >>> bool(torch.allclose(y.mean(1), torch.zeros(2, 3, 3), atol=1e-5))
         True
     """
-    if x.dim() < 2:
-        raise ValueError(
-            f"positional_norm: x must have a channel axis (dim >= 2), got shape {tuple(x.shape)}"
-        )
+    if not isinstance(x, torch.Tensor) or x.dim() < 2:
+        check_tensor("positional_norm", "x (with a channel axis)", x, (2, 3, 4, 5))
+    check_float("positional_norm", "eps", eps)
     if form not in PONO_FORMS:
         raise ValueError(f"positional_norm: form={form!r} is not one of {PONO_FORMS}")
     # Two explicit passes instead of torch.var_mean(dim=1): on CPU the fused reduction over the
@@ -83,6 +84,8 @@ class PositionalNorm(nn.Module):
             )
         if form not in PONO_FORMS:
             raise ValueError(f"PositionalNorm: form={form!r} is not one of {PONO_FORMS}")
+        check_float("PositionalNorm", "eps", eps)
+        check_bool("PositionalNorm", "affine", affine)
         self.num_channels = num_channels
         self.eps = float(eps)
         self.form = form

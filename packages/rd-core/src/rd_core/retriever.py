@@ -15,6 +15,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from ._checks import bad, check_int
+
 __all__ = ["ConvNormAct", "FusedRetriever", "SplitRetriever", "fuse_retriever"]
 
 
@@ -38,6 +40,9 @@ class ConvNormAct(nn.Sequential):
         bn_eps: float = 1e-3,
         bn_momentum: float = 3e-2,
     ) -> None:
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
+                            ("kernel_size", kernel_size), ("groups", groups)):  # fmt: skip
+            check_int("ConvNormAct", name, value, 1)
         layers: OrderedDict[str, nn.Module] = OrderedDict(
             {
                 "conv": nn.Conv2d(
@@ -61,6 +66,14 @@ class ConvNormAct(nn.Sequential):
     def is_linear(self) -> bool:
         """True when the block is a bare convolution (no norm, no activation)."""
         return len(self) == 1
+
+
+def _check_sizes(fn: str, in_channels: int, num_atoms: int, kernel_size: int) -> None:
+    check_int(fn, "in_channels", in_channels, 1)
+    check_int(fn, "num_atoms", num_atoms, 1)
+    check_int(fn, "kernel_size", kernel_size, 1)
+    if kernel_size % 2 == 0:
+        raise bad(fn, "kernel_size", kernel_size, "an odd int, so the map keeps its size")
 
 
 class SplitRetriever(nn.Module):
@@ -89,6 +102,7 @@ class SplitRetriever(nn.Module):
         exchanger_norm: bool = False,
     ) -> None:
         super().__init__()
+        _check_sizes("SplitRetriever", in_channels, num_atoms, kernel_size)
         self.in_channels, self.num_atoms, self.kernel_size = in_channels, num_atoms, kernel_size
         self.generator = ConvNormAct(
             in_channels, num_atoms, 1, norm=generator_norm, act=generator_act
@@ -119,6 +133,7 @@ class FusedRetriever(nn.Module):
         act: bool = False,
     ) -> None:
         super().__init__()
+        _check_sizes("FusedRetriever", in_channels, num_atoms, kernel_size)
         self.in_channels, self.num_atoms, self.kernel_size = in_channels, num_atoms, kernel_size
         self.conv = ConvNormAct(in_channels, num_atoms, kernel_size, norm=norm, act=act)
 

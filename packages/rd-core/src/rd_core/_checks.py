@@ -1,0 +1,55 @@
+"""Argument checks for the public entry points: each error names the function, the argument,
+the value it got and what would be valid, e.g.
+``compress: lr=nan is invalid: expected a finite float > 0``."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+
+def bad(fn: str, name: str, value: Any, valid: str) -> ValueError:
+    shown = repr(value)
+    if len(shown) > 200:
+        shown = shown[:200] + "..."
+    return ValueError(f"{fn}: {name}={shown} is invalid: expected {valid}")
+
+
+def check_int(fn: str, name: str, value: Any, minimum: int, *, optional: bool = False) -> Any:
+    if optional and value is None:
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise bad(fn, name, value, f"an int >= {minimum}" + (" or None" if optional else ""))
+    return value
+
+
+def check_float(fn: str, name: str, value: Any, *, positive: bool = True) -> float:
+    """A finite real number, > 0 (``positive``) or >= 0."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and math.isfinite(value) and (value > 0 if positive else value >= 0):
+        return float(value)
+    raise bad(fn, name, value, f"a finite float {'>' if positive else '>='} 0")
+
+
+def check_bool(fn: str, name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise bad(fn, name, value, "True or False")
+    return value
+
+
+def check_tensor(fn: str, name: str, value: Any, dims: tuple[int, ...]) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor) or value.dim() not in dims:
+        got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        wanted = " or ".join(f"{d}-D" for d in dims)
+        raise ValueError(f"{fn}: {name} must be a {wanted} tensor, got {got}")
+    return value
+
+
+def check_rd(fn: str, rd: Any, name: str = "rd") -> Any:
+    from .module import RetrieverDictionary  # here: module imports these checks
+
+    if not isinstance(rd, RetrieverDictionary):
+        raise TypeError(f"{fn}: {name} must be a RetrieverDictionary, got {type(rd).__name__}")
+    return rd
