@@ -77,6 +77,10 @@ def test_assign_cells_rules():
         (lambda: kw.KWConv3d(4, 8, 3, padding=1, budget=2.0), torch.randn(3, 4, 5, 5, 5)),
         (lambda: kw.KWLinear(16, 24, budget=4.0), torch.randn(3, 5, 16)),
         (lambda: kw.KWLinear(16, 24), torch.randn(3, 16)),
+        # one sample: the assembled kernel in a plain convolution
+        (lambda: kw.KWConv2d(8, 8, 3, stride=2, padding=1), torch.randn(1, 8, 20, 20)),
+        (lambda: kw.KWConv2d(16, 16, 3, padding=1, groups=4), torch.randn(1, 16, 9, 9)),
+        (lambda: kw.KWLinear(16, 24, budget=0.5), torch.randn(1, 5, 16)),
     ],
 )
 @pytest.mark.parametrize("offset_block", [1 << 22, 1], ids=["offsets-together", "offset-by-offset"])

@@ -5,6 +5,7 @@ run one grouped convolution over the batch (``groups = groups * batch``). That i
 ``"reference"`` executor here. The ``"fast"`` executor gives the same numbers (to float32
 rounding; tested) faster on CPU:
 
+* a batch of one sample runs its single assembled kernel as a plain convolution;
 * point-wise kernels (1 x ... x 1, stride 1, no padding) and linear layers run as one batched
   matrix product;
 * 2-d k x k kernels on small CPU feature maps (at most :data:`UNFOLD_MAX_POSITIONS` output
@@ -159,6 +160,11 @@ def kw_forward_fast(
 ) -> torch.Tensor:
     """Same result as :func:`kw_forward_reference`, faster on CPU (see module docstring)."""
     batch = x.shape[0]
+    if batch == 1:
+        # one sample, one kernel: a plain convolution (bias fused) is the fastest path, forward
+        # and backward; the per-offset products below only pay off when kernels differ per sample
+        kernel = _assemble(attention, cells, part)
+        return _CONV[x.dim() - 2](x, kernel[0], bias, stride, padding, dilation, groups)
     kernel_size = part.kernel_shape[2:]
     small_cpu_map = False
     if not x.is_cuda and x.dim() == 4 and groups == 1 and not isinstance(padding, str):
@@ -178,7 +184,7 @@ def kw_forward_fast(
                 bias.reshape(1, -1, 1).expand(batch, -1, flat.shape[2]), weight, flat
             )
         return out.reshape(batch, kernel.shape[1], *x.shape[2:])
-    if small_cpu_map and batch > 1:  # one sample: the plain convolution is as fast
+    if small_cpu_map:
         cols = F.unfold(x, kernel_size, dilation, padding, stride)  # [B, c*k*k, L]
         out = torch.bmm(kernel.reshape(batch, kernel.shape[1], -1), cols)
         if bias is not None:
