@@ -5,7 +5,8 @@ A dictionary repository holds the two files ``Dictionary.save`` writes,
 ``dictionary.json`` (the same metadata, for people and tools), plus a README card listing how
 the atoms were made (encoder, layer, data, N, normalisation, seed, feature count).
 
-Needs the ``dict-init`` package (``pip install hub-knowledge[dictionaries]``).
+Needs the ``dict-init`` package (the ``dictionaries`` extra; from a checkout
+``pip install ./packages/dict-init "./integrations/hub[dictionaries]"``).
 
 Example:
     >>> import tempfile, torch
@@ -56,7 +57,8 @@ def _dict_init():
         import dict_init
     except ImportError:
         raise ImportError(
-            "dictionaries need the dict-init package: pip install 'hub-knowledge[dictionaries]'"
+            "dictionaries need the dict-init package (the hub-knowledge[dictionaries] extra; "
+            "from a checkout: pip install ./packages/dict-init)"
         ) from None
     return dict_init
 

@@ -1,6 +1,6 @@
 """YOLO detectors from ``yolo-heads`` as named models in timm's factory.
 
-Registered only when ``yolo-heads`` is installed (``pip install timm-knowledge[detection]``).
+Registered only when ``yolo-heads`` is installed (the ``detection`` extra).
 The detectors take images in [0, 1] and normalise them inside with their backbone's statistics,
 so their ``pretrained_cfg`` says mean 0 / std 1: timm's data pipeline must not normalise twice.
 ``features_only`` does not apply (a detector's outputs are per-level predictions).

@@ -51,7 +51,8 @@ def _kernelwarehouse():
     except ImportError:
         raise ImportError(
             "converting KernelWarehouse checkpoints needs the kernelwarehouse package: "
-            "pip install 'hub-knowledge[kernelwarehouse]'"
+            "the hub-knowledge[kernelwarehouse] extra (from a checkout: "
+            "pip install ./packages/kernelwarehouse)"
         ) from None
 
 
