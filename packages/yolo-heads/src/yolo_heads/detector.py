@@ -157,7 +157,7 @@ class YOLODetector(nn.Module):
                         "stride-8 stage; give rd={'at': '<module name>', ...}"
                     )
             attach_retriever_dictionary(
-                self.backbone.body, at, input_size=(in_chans, 64, 64), **rd_kwargs
+                self.backbone.body, at, image_size=64, in_chans=in_chans, **rd_kwargs
             )
             self.rd_at = at
         self.neck = NECKS[neck](self.backbone.channels, channels=neck_channels, depth=neck_depth)
