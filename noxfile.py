@@ -108,4 +108,5 @@ def bench(session: nox.Session) -> None:
     """Benchmarks; ``-- --quick`` for a cut-down set. Results land in benchmarks/results/."""
     _install(session, list(MEMBERS))
     session.install("matplotlib>=3.7")  # the plots beside the tables
+    session.install("ultralytics>=8.3")  # the peer of bench_detection (benchmark-only, offline)
     session.run("python", "benchmarks/run.py", *session.posargs)
