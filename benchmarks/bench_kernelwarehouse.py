@@ -19,6 +19,7 @@ sampled every 2 ms during a step above its level after a warm-up step (CPU), or
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -257,23 +258,30 @@ def main(quick: bool = False) -> str:
     rows = []
     for mode in ("inference", "training"):
         for batch in (1, 16):
+            before = os.getloadavg()[0]
             t = time_all(batch, res, mode, reps, device)
-            rows.append((mode, batch, t))
+            rows.append((mode, batch, t, (before + os.getloadavg()[0]) / 2))
             print(mode, batch, {k: round(v, 4) for k, v in t.items()}, flush=True)
     lines = [
         f"Device: {device}; input {res} x {res}; median of {reps} interleaved repetitions, "
         "order rotated; tau = 0; KW ResNet18 at b = 1 (11.93M parameters vs 11.69M).",
         "",
         "| mode | batch | plain (ms) | kw fast (ms) | kw reference (ms) | fast / plain | "
-        "reference / plain | reference / fast |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "reference / plain | reference / fast | 1-min load |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for mode, batch, t in rows:
+    for mode, batch, t, load in rows:
         p, f, r = t["plain"], t["kw fast"], t["kw reference"]
         lines.append(
             f"| {mode} | {batch} | {p * 1e3:.1f} | {f * 1e3:.1f} | {r * 1e3:.1f} | "
-            f"{f / p:.2f}x | {r / p:.2f}x | {r / f:.2f}x |"
+            f"{f / p:.2f}x | {r / p:.2f}x | {r / f:.2f}x | {load:.1f} |"
         )
+    lines += [
+        "",
+        f"1-min load average of the machine ({os.cpu_count()} cores) while each row ran "
+        "(mean of before and after); above the core count the times are inflated and noisy, "
+        "the ratios less so.",
+    ]
     logits, grads = equivalence(device, res)
     lines += [
         "",
