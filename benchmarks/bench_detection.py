@@ -446,6 +446,43 @@ def _fmt(values: list[float], digits: int = 3) -> str:
     return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+COMPARE = [  # (row, against): the questions the table answers
+    ("yh_matched", "ultra_matched"),
+    ("yh_matched", "yh_matched_before"),
+    ("yh_matched_assigner", "yh_matched_before"),
+    ("yh_matched_mosaic", "yh_matched_assigner"),
+    ("yh_matched_affine", "yh_matched_assigner"),
+    ("yh_matched_hsv", "yh_matched_assigner"),
+    ("yh_demo", "yh_demo_before"),
+    ("yh_matched_rd_random", "yh_matched"),
+    ("yh_matched_rd_vision", "yh_matched"),
+    ("yh_matched_implicit", "yh_matched"),
+    ("spread_yh_matched", "spread_ultra_matched"),
+]
+
+
+def _comparisons(results: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """One line per comparison: the AP difference of the means and whether it is beyond the
+    seed spread (|difference| > the larger sd), or why it cannot be said."""
+    lines = ["AP differences (mean of the seeds measured):", ""]
+    for row, other in COMPARE:
+        a = [r["metrics"]["AP"] for r in results[row]]
+        b = [r["metrics"]["AP"] for r in results[other]]
+        name = f"{ROWS[row][0]} vs {ROWS[other][0]}"
+        if not a or not b:
+            lines.append(f"- {name}: not measured yet")
+            continue
+        diff = statistics.fmean(a) - statistics.fmean(b)
+        if len(a) > 1 and len(b) > 1:
+            spread = max(statistics.stdev(a), statistics.stdev(b))
+            verdict = "beyond the seed spread" if abs(diff) > spread else "within the seed spread"
+            verdict += f" (largest sd {spread:.3f})"
+        else:
+            verdict = f"{len(a)} and {len(b)} seed(s): no spread to compare with yet"
+        lines.append(f"- {name}: {diff:+.3f} AP, {verdict}")
+    return lines
+
+
 def report(quick: bool, timing: bool = True) -> str:
     from _common import markdown_table, plotting, save_figure
 
@@ -494,6 +531,8 @@ def report(quick: bool, timing: bool = True) -> str:
         "are -1 on the demo set (no medium or large digits). 'not measured': the run did not "
         "finish before this report was written."
     )
+    lines.append("")
+    lines.extend(_comparisons(results))
     with contextlib.suppress(ImportError):
         _ultralytics_env(quick)
         agree = assigner_agreement()
@@ -540,6 +579,7 @@ def _cli() -> int:
     parser.add_argument("--only", nargs="*", help="rows the worker runs")
     parser.add_argument("--max-jobs", type=int, help="the worker stops after this many")
     parser.add_argument("--report", action="store_true", help="write results/detection.md")
+    parser.add_argument("--no-timing", action="store_true", help="report without ms/img")
     args = parser.parse_args()
     if args.job:
         run_job(args.job, args.seed, args.quick)
@@ -548,7 +588,7 @@ def _cli() -> int:
     else:
         import run  # the header every result states
 
-        body = report(args.quick) if args.report else main(args.quick)
+        body = report(args.quick, not args.no_timing) if args.report else main(args.quick)
         out = RESULTS / ("detection_quick.md" if args.quick else "detection.md")
         argv = ["--only", "detection"] + (["--quick"] if args.quick else [])
         tmp = out.with_suffix(".md.tmp")
