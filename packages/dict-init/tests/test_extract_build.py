@@ -149,3 +149,19 @@ def test_coco_json_listing_a_missing_file(encoder, image_folder, tmp_path):
         d = build_dictionary(encoder, image_folder / "instances.json", num_atoms=4,
                              progress=False, skip_bad_images=True)  # fmt: skip
     assert d.metadata["num_skipped_images"] == 1 and d.metadata["num_items"] == 1
+
+
+def test_damaged_feature_shards_are_named(encoder, tmp_path):
+    from dict_init import FeatureShards
+
+    feats = extract_features(encoder, torch.rand(2, 3, 32, 32), tmp_path / "f", progress=False)
+    shard = feats.root / feats.shards[0]["file"]
+    shard.write_bytes(shard.read_bytes()[:100])  # an interrupted copy of the folder
+    unreadable = rf"FeatureShards: {re.escape(str(shard))} is not a readable safetensors file"
+    with pytest.raises(ValueError, match=unreadable):
+        feats.load()
+    (feats.root / "manifest.json").write_text('{"dim": 128')
+    with pytest.raises(
+        ValueError, match=r"FeatureShards: .*manifest.json is not a feature manifest"
+    ):
+        FeatureShards(feats.root)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from ._io import write_json, write_safetensors
 from ._validation import bad_value
@@ -93,7 +93,15 @@ class FeatureShards:
             raise bad_value(
                 "root", str(root), f"a folder holding {MANIFEST} (from extract_features)"
             )
-        self.manifest = json.loads(manifest_path.read_text())
+        try:
+            self.manifest = json.loads(manifest_path.read_text())
+            if not isinstance(self.manifest, dict) or not {"shards", "dim"} <= set(self.manifest):
+                raise KeyError("'shards' and 'dim'")
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError) as error:
+            raise ValueError(
+                f"FeatureShards: {manifest_path} is not a feature manifest ({error!r}); "
+                "extract the features again"
+            ) from None
         self.shards = self.manifest["shards"] if shards is None else shards
         self._dim = int(self.manifest["dim"])
         self._starts = [0]
@@ -146,8 +154,15 @@ class FeatureShards:
         return f"FeatureShards({str(self.root)!r}, num_vectors={self.num_vectors}, dim={self.dim})"
 
     def _read(self, shard: dict[str, Any], key: str = "features") -> torch.Tensor:
-        with safe_open(str(self.root / shard["file"]), framework="pt") as f:
-            return f.get_tensor(key)
+        path = self.root / shard["file"]
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return f.get_tensor(key)
+        except (SafetensorError, FileNotFoundError) as error:
+            raise ValueError(
+                f"FeatureShards: {path} is not a readable safetensors file ({error}); "
+                "extract the features again"
+            ) from None
 
     def iter_shards(self) -> Iterator[torch.Tensor]:
         for shard in self.shards:
