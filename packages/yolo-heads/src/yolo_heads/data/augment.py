@@ -22,8 +22,10 @@ Example:
     >>> canvas.shape, b[3].tolist(), lab.tolist()
     (torch.Size([3, 64, 64]), [40.0, 40.0, 56.0, 56.0], [0, 1, 2, 3])
     >>> out, kept, keep = affine_window(canvas, b, (32.0, 32.0), 32, scale=1.0)
-    >>> kept.tolist(), keep.tolist()  # the window [16, 48) cuts every box in half
+    >>> kept.tolist()  # the window [16, 48) keeps a quarter of every box
     [[0.0, 0.0, 8.0, 8.0], [24.0, 0.0, 32.0, 8.0], [0.0, 24.0, 8.0, 32.0], [24.0, 24.0, 32.0, 32.0]]
+    >>> keep.tolist()
+    [True, True, True, True]
 """
 
 from __future__ import annotations
