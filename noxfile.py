@@ -7,11 +7,14 @@ Members are discovered from ``packages/*`` and ``integrations/*`` (any folder wi
     python -m nox -s demo                # the end-to-end demo
     python -m nox -s "tests(member='implicit-knowledge')"
     python -m nox -s bench -- --quick
+    python -m nox -s release             # every wheel + sdist, each wheel installed alone
 """
 
 from __future__ import annotations
 
 import re
+import shutil
+import time
 from pathlib import Path
 
 import nox
@@ -110,3 +113,60 @@ def bench(session: nox.Session) -> None:
     session.install("matplotlib>=3.7")  # the plots beside the tables
     session.install("ultralytics>=8.3")  # the peer of bench_detection (benchmark-only, offline)
     session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+def _runtime_siblings(member: str) -> list[str]:
+    """The members ``member`` needs at run time (its dependencies, not extras), transitively."""
+    found: list[str] = []
+    for requirement in _project(MEMBERS[member]).get("dependencies", []):
+        name = _requirement_name(requirement)
+        if name in MEMBERS and name not in found:
+            found.append(name)
+            found.extend(s for s in _runtime_siblings(name) if s not in found)
+    return found
+
+
+def _import_name(member: str) -> str:
+    pyproject = tomllib.loads((MEMBERS[member] / "pyproject.toml").read_text())
+    return Path(pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"][0]).name
+
+
+@nox.session(venv_backend="none")
+def release(session: nox.Session) -> None:
+    """Build every member's wheel and sdist into ``dist/release/``, then install each wheel in a
+    fresh environment with only the sibling wheels it depends on (given as files: a sibling is
+    never looked up on an index; third-party dependencies come from PyPI) and import it.
+
+    Publishing is then ``uv publish dist/release/*`` (see README.md, "Releasing").
+    """
+    began = time.perf_counter()
+    out = ROOT / "dist" / "release"
+    shutil.rmtree(out, ignore_errors=True)
+    for path in MEMBERS.values():
+        session.run("uv", "build", "--quiet", "--no-sources", "--out-dir", str(out), str(path),
+                    external=True)  # fmt: skip
+    wheels = {}
+    for member in MEMBERS:
+        stem = member.replace("-", "_")
+        found = sorted(out.glob(f"{stem}-*.whl"))
+        sdists = sorted(out.glob(f"{stem}-*.tar.gz"))
+        if len(found) != 1 or len(sdists) != 1:
+            session.error(
+                f"{member}: expected one wheel and one sdist in {out}, found {found} {sdists}"
+            )
+        wheels[member] = found[0]
+    envs = Path(session.create_tmp()) / "release-envs"
+    shutil.rmtree(envs, ignore_errors=True)
+    for member, wheel in wheels.items():
+        env = envs / member
+        siblings = [str(wheels[s]) for s in _runtime_siblings(member)]
+        session.run("uv", "venv", "--quiet", str(env), external=True)
+        session.run("uv", "pip", "install", "--quiet", "--python", str(env), "--no-sources",
+                    str(wheel), *siblings, external=True)  # fmt: skip
+        name = _import_name(member)
+        code = (
+            f"import {name}; print('{member}', {name}.__version__, 'imports from', {name}.__file__)"
+        )
+        session.run(str(env / "bin" / "python"), "-c", code, external=True, env=TEST_ENV)
+    session.log(f"release: {len(wheels)} wheels + sdists in {out}, each installed alone and "
+                f"imported, in {time.perf_counter() - began:.0f} s")  # fmt: skip
