@@ -166,7 +166,8 @@ class _LargestNewTensor(TorchDispatchMode):
 @pytest.mark.parametrize("algorithm", ["lloyd", "minibatch"])
 def test_memory_is_bounded_by_the_chunk_not_by_n_times_k(init_sample_size, algorithm):
     # Every tensor k-means creates must be at most chunk x max(k, d), the seeding sample
-    # (32 k x d), or n long (the row permutation); never n x k (2M here) nor a copy of x.
+    # (SEED_ROWS_PER_CENTER k x d), or n long (the row permutation); never n x k (2M here)
+    # nor a copy of x.
     # Seeding on all rows (init_sample_size=None) holds n x (2 + ln k) candidate distances.
     from dict_init.kmeans import SEED_ROWS_PER_CENTER
 
