@@ -36,7 +36,7 @@ from implicit_knowledge.priors import VectorPrior
         ({"channels": 2.0}, ValueError, r"channels=2.0 must be"),
         ({"prior_dim": -3}, ValueError, r"prior_dim=-3 must be"),
         ({"name": ["vector"]}, ValueError, r"prior=\['vector'\] is not a known prior"),
-        ({"name": ""}, ValueError, r"prior='' is not a known prior; valid: \['factorized'"),
+        ({"name": ""}, ValueError, r"prior='' is not a known prior name; valid: \['factorized'"),
     ],
 )
 def test_create_prior_refuses_bad_values(kwargs, error, message):

@@ -91,7 +91,7 @@ def test_bad_input_is_named(make, x, match):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"channels": 4, "prior": "mlp"}, r"prior='mlp' is not a known prior; valid: \["),
+        ({"channels": 4, "prior": "mlp"}, r"prior='mlp' is not a known prior name; valid: \["),
         ({"channels": 0}, r"channels=0 must be a positive integer"),
         ({"channels": 4, "dim": 2}, r"dim=2 must be 1"),
         ({"channels": 4, "prior": "network", "prior_dim": -1}, r"prior_dim=-1"),

@@ -24,6 +24,7 @@ from pathlib import Path
 from huggingface_hub import constants
 from huggingface_hub.file_download import repo_folder_name
 
+from ._checks import as_path, check_text
 from ._files import atomic_path, write_text_atomic
 
 __all__ = ["add_to_cache"]
@@ -63,7 +64,12 @@ def add_to_cache(
     The commit id is derived from the content (sha1 over paths and sha256 digests), so the same
     folder always maps to the same snapshot. Returns the snapshot folder.
     """
-    folder = Path(folder)
+    folder = as_path("folder", folder)
+    check_text("repo_id", repo_id)
+    check_text("revision", revision)
+    check_text("repo_type", repo_type)
+    if cache_dir is not None:
+        cache_dir = as_path("cache_dir", cache_dir)
     if not folder.is_dir():
         raise ValueError(f"folder={str(folder)!r} is not a directory")
     if "/" not in repo_id or repo_id.count("/") != 1 or not all(repo_id.split("/")):

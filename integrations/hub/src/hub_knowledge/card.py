@@ -23,6 +23,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from timm.models import model_entrypoint
 from torch import nn
 
+from ._checks import check_mapping, check_module, check_names, check_text
 from .config import architecture_of
 from .methods import detect_methods
 
@@ -94,6 +95,13 @@ def model_card(
         architecture: the name ``config.json`` rebuilds the model from, when it is not the
             model's own (e.g. ``with_rd`` for RDs attached after ``timm.create_model``).
     """
+    check_module("model", model)
+    check_text("repo_id", repo_id)
+    check_text("license", license)
+    check_mapping("metrics", metrics)
+    check_mapping("lineage", lineage)
+    check_names("datasets", datasets)
+    check_names("tags", tags)
     task = task or infer_task(model)
     architecture = architecture or architecture_of(model)
     methods = detect_methods(model)

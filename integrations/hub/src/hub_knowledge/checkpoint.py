@@ -30,6 +30,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from ._checks import as_path, check_module, check_text
 from ._files import write_atomic
 
 __all__ = [
@@ -107,7 +108,7 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     Raises:
         CheckpointError: missing, truncated or unreadable file, or one that needs pickle.
     """
-    path = Path(path)
+    path = as_path("path", path)
     if path.suffix == SAFETENSORS_SUFFIX:
         header = _safetensors_header(path)
         try:
@@ -221,9 +222,12 @@ def load_weights(
 
     Returns ``model`` for chaining.
     """
+    check_module("model", model)
+    check_text("architecture", architecture, optional=True)
     if isinstance(checkpoint, Mapping):
         state_dict, metadata, source = dict(checkpoint), {}, "state_dict"
     else:
+        as_path("checkpoint", checkpoint)
         state_dict, metadata = read_state_dict(checkpoint)
         source = f"checkpoint={str(checkpoint)!r}"
     check_state_dict(
@@ -262,7 +266,12 @@ def save_weights(
 
     ``architecture`` is stored in the header so that a later load into another model names both.
     """
-    path = Path(path)
+    path = as_path("path", path)
+    if not isinstance(weights, (nn.Module, Mapping)):
+        raise TypeError(
+            f"weights={type(weights).__name__} must be a torch.nn.Module or a state dict"
+        )
+    check_text("architecture", architecture, optional=True)
     if path.suffix != SAFETENSORS_SUFFIX:
         raise ValueError(f"path={str(path)!r} must end in {SAFETENSORS_SUFFIX!r}")
     state_dict = weights.state_dict() if isinstance(weights, nn.Module) else weights

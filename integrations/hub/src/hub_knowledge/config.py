@@ -25,6 +25,7 @@ from timm.models import model_entrypoint
 from timm.models._hub import save_config_for_hf
 from torch import nn
 
+from ._checks import check_mapping, check_module, check_names
 from .methods import detect_methods
 
 __all__ = ["CONFIG_NAME", "architecture_of", "build_config"]
@@ -81,6 +82,11 @@ def build_config(
 
     architecture = architecture_of(model)
     model_config: dict[str, Any] = {}
+    check_module("model", model)
+    check_mapping("model_args", model_args)
+    check_mapping("data_config", data_config)
+    check_mapping("lineage", lineage)
+    check_names("label_names", label_names)
     if label_names is not None:
         if len(label_names) != getattr(model, "num_classes", len(label_names)):
             raise ValueError(

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import CommitInfo, ModelCard, ModelCardData
 
+from ._checks import as_path, check_text
 from ._files import atomic_folder, write_text_atomic
 from .checkpoint import CheckpointError, read_json, read_safetensors_metadata
 from .load import resolve_files
@@ -136,7 +137,8 @@ def save_dictionary_for_hub(
 ) -> Path:
     """Write ``dictionary`` and its card into ``folder`` (as a whole, atomically); return it."""
     _check(dictionary)
-    folder = Path(folder)
+    folder = as_path("folder", folder)
+    check_text("name", name, optional=True)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"folder={str(folder)!r} exists and is not a directory")
     card = dictionary_card(

@@ -29,6 +29,7 @@ from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 from torch import nn
 
+from ._checks import as_path, check_text
 from .checkpoint import CheckpointError, load_weights, read_json
 from .config import CONFIG_NAME
 from .save import WEIGHTS_NAME
@@ -57,7 +58,10 @@ def resolve_files(
     filenames: tuple[str, ...] = (CONFIG_NAME, WEIGHTS_NAME),
 ) -> dict[str, Path]:
     """Local paths of ``filenames`` for a folder, or a Hub repo id (downloaded / from cache)."""
-    text = os.fspath(source)
+    text = os.fspath(as_path("source", source))
+    check_text("revision", revision, optional=True)
+    if cache_dir is not None:
+        as_path("cache_dir", cache_dir)
     if text.startswith(HUB_PREFIX):
         text = text[len(HUB_PREFIX) :]
     elif Path(text).exists():

@@ -20,6 +20,7 @@ from typing import Any
 import timm
 from torch import nn
 
+from ._checks import as_path, check_mapping, check_text
 from ._files import atomic_folder, write_json_atomic, write_text_atomic
 from .card import model_card
 from .checkpoint import CheckpointError, check_state_dict, save_weights
@@ -97,9 +98,11 @@ def save_for_hub(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model={type(model).__name__} must be a torch.nn.Module")
-    folder = Path(folder)
+    folder = as_path("folder", folder)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"folder={str(folder)!r} exists and is not a directory")
+    check_text("model_name", model_name, optional=True)
+    check_mapping("metrics", metrics)
     config = build_config(
         model,
         model_args=model_args,

@@ -114,7 +114,7 @@ def create_prior(
         TypeError: ``mean`` or ``std`` not a number.
     """
     if not isinstance(name, str) or name not in _PRIORS:
-        raise ValueError(f"prior={name!r} is not a known prior; valid: {list_priors()}")
+        raise ValueError(f"prior={name!r} is not a known prior name; valid: {list_priors()}")
     _positive_int("channels", channels)
     _positive_int("prior_dim", prior_dim, none_ok=True)
     _finite("mean", mean)
