@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import timm_knowledge
-from timm_knowledge import KW_PAPER_BUDGETS, PAPER_MODELS, list_paper_models
+from timm_knowledge import KW_PAPER_BUDGETS, PAPER_MODELS, budget_suffix, list_paper_models
 
 
 def _params(model: torch.nn.Module) -> int:
@@ -105,6 +105,9 @@ def test_bad_input_names_the_argument():
         timm.create_model("rd_resnet18", at="layer9")
     with pytest.raises(ValueError, match=r"method='kw'"):
         list_paper_models("kw")
+    for bad in (None, float("nan"), float("inf"), 0, "1"):
+        with pytest.raises(ValueError, match=r"budget=.* is invalid: expected a finite number > 0"):
+            budget_suffix(bad)
 
 
 def test_detectors_build_predict_and_round_trip_through_hub_knowledge(tmp_path):

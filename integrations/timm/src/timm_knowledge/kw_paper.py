@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from timm.models import generate_default_cfgs, register_model
@@ -67,6 +68,10 @@ def budget_suffix(budget: float) -> str:
         >>> [budget_suffix(b) for b in (0.25, 0.5, 1, 4)]
         ['025x', '050x', '1x', '4x']
     """
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0:
+        raise ValueError(f"budget={budget!r} is invalid: expected a finite number > 0")
+    if not math.isfinite(budget):
+        raise ValueError(f"budget={budget!r} is invalid: expected a finite number > 0")
     if budget >= 1 and float(budget).is_integer():
         return f"{int(budget)}x"
     return f"{round(budget * 100):03d}x"
