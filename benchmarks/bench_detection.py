@@ -438,9 +438,21 @@ def assigner_agreement(trials: int = 20) -> dict[str, float]:
     }
 
 
+def _peer_versions() -> str:
+    from importlib import metadata
+
+    found = []
+    for name in ("ultralytics", "pycocotools", "torchvision"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found.append(f"{name} {metadata.version(name)}")
+    return ", ".join(found) or "unknown"
+
+
 def _fmt(values: list[float], digits: int = 3) -> str:
     if not values:
         return "not measured"
+    if all(v == -1 for v in values):
+        return "-1"  # pycocotools: no ground truth in that size range
     if len(values) == 1:
         return f"{values[0]:.{digits}f} (1 seed)"
     return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
@@ -505,6 +517,11 @@ def report(quick: bool, timing: bool = True) -> str:
             "from predictions at conf 0.001, IoU 0.7, max 300 per image (the same call for every "
             "row), mean ± sd over the seeds measured.\n"
         ),
+        "",
+        f"Versions: {_peer_versions()}. The 2 CPU cores were shared with other work while these "
+        "runs trained (load average 6-12 on 2 cores), so training seconds are noisy: the same "
+        "row took 890 s and 1538 s on two seeds. Rows are run in priority order; rows marked "
+        "'not measured' did not fit before the deadline of this report.",
         "",
     ]
     header = ["row", "params (M)", "seeds", "AP", "AP50", "APs", "APm", "APl", "train s", "ms/img"]
