@@ -470,8 +470,8 @@ def _previous_detection() -> str:
         if end in body[1:]:
             body = body[: body.index(end, 1)]
     note = (
-        f"_Detection kept from the report of {date}, not re-run here (`--report cls`); "
-        "nothing it depends on changed._\n"
+        f"_Detection kept from the report of {date}, not re-run here (`--report cls`): it "
+        "describes the detection code of that date._\n"
     )
     if body.startswith(_DET_HEADING + " (kept"):
         return body.rstrip() + "\n"
@@ -571,7 +571,8 @@ def main(quick: bool = False, parts: tuple[str, ...] = ("cls", "det")) -> str:
         "; at full width its counts match the paper, see params.md), reported as measured. "
         f"The annealing lasts {TEMP_FRACTION:.0%} of a {s.cls_epochs}-epoch run, the paper's "
         "proportion of a 100-epoch one; the tau = 1 row is the same network kept static "
-        "(each mixture uses only its initially assigned cell). Per-run times were taken while "
+        "(each mixture uses only its initially assigned cell), so its difference to the b = 1 "
+        "row is what annealing to tau = 0 does in a run this short. Per-run times were taken while "
         "the shared CPU was heavily loaded (several processes per core) and only indicate "
         "relative cost.\n",
     ]
