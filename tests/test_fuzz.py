@@ -290,7 +290,7 @@ def _entries(tmp) -> dict[str, Entry]:
             "model": _conv_model(),
             "at": "0",
             "layout": "auto",
-            "input_size": (4, 8, 8),
+            **_probe(),
             "num_atoms": 4,
         },
     )
@@ -985,53 +985,6 @@ KNOWN: dict[tuple[str, str], str] = {  # values -> the unclear error they give
         "kernelwarehouse.set_temperature",
         "tau",
     ): "None, wrong type, empty string -> TypeError, ValueError",
-    ("rd_core.as_atoms", "dim"): "-1, 0, nan, inf, wrong type, empty string, huge -> ValueError",
-    ("rd_core.atom_usage", "data"): "None, -1, 0, nan, inf, wrong type, huge -> TypeError",
-    ("rd_core.attach", "input_size"): "None -> RuntimeError",
-    (
-        "rd_core.attached",
-        "model",
-    ): "None, -1, 0, nan, inf, wrong type, empty string, huge -> AttributeError",
-    (
-        "rd_core.attachments",
-        "model",
-    ): "None, -1, 0, nan, inf, wrong type, empty string, huge -> AttributeError",
-    ("rd_core.compress", "data"): "None, -1, 0, nan, inf, wrong type, huge -> TypeError",
-    ("rd_core.distillation_loss", "temperature"): "None, wrong type, empty string -> TypeError",
-    (
-        "rd_core.get_variant",
-        "name",
-    ): "None, -1, 0, nan, inf, wrong type, empty string, huge -> ValueError",
-    ("rd_core.iter_rd_inputs", "data"): "None, -1, 0, nan, inf, wrong type, huge -> TypeError",
-    ("rd_core.iter_rd_inputs", "max_batches"): "wrong type, empty string -> TypeError",
-    (
-        "rd_core.iter_rd_inputs",
-        "model",
-    ): "-1, 0, nan, inf, wrong type, empty string, huge -> AttributeError",
-    (
-        "rd_core.iter_rd_inputs",
-        "rd",
-    ): "None, -1, 0, nan, inf, wrong type, empty string, huge -> AttributeError",
-    (
-        "rd_core.plot_coefficients",
-        "path",
-    ): "None, -1, 0, nan, inf, wrong type, empty string, huge -> OSError, TypeError",
-    (
-        "rd_core.rd_inputs",
-        "images",
-    ): "None, -1, 0, nan, inf, wrong type, empty string, huge -> AttributeError",
-    (
-        "rd_core.rd_inputs",
-        "model",
-    ): "None, -1, 0, nan, inf, wrong type, empty string, huge -> AttributeError",
-    (
-        "rd_core.rd_inputs",
-        "rd",
-    ): "None, -1, 0, nan, inf, wrong type, empty string, huge -> AttributeError",
-    (
-        "rd_core.student_from_teacher",
-        "index",
-    ): "None, nan, inf, wrong type, empty string -> RuntimeError, TypeError",
     (
         "yolo_heads.AnchorBasedHead",
         "in_channels",
