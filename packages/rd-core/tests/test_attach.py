@@ -233,7 +233,7 @@ def test_image_size_int_and_pair_and_the_models_default():
 
 def test_probe_failure_names_the_sizes():
     model = timm.create_model("test_resnet")
-    with pytest.raises(RuntimeError, match=r"in_chans=1, image_size=\(32, 32\) failed"):
+    with pytest.raises(ValueError, match=r"in_chans=1, image_size=\(32, 32\) failed"):
         attach(model, at="layer3", num_atoms=8, image_size=32, in_chans=1)
 
 

@@ -95,8 +95,12 @@ def test_sampled_loss_on_a_large_map_builds_only_the_sampled_matrix(monkeypatch)
 def test_loss_errors():
     with pytest.raises(ValueError, match="student shape"):
         distillation_loss(torch.randn(1, 4, 2, 2), torch.randn(1, 4, 2, 3))
-    with pytest.raises(ValueError, match="temperature must be > 0"):
+    with pytest.raises(
+        ValueError, match=r"temperature=0.0 is invalid: expected a finite float > 0"
+    ):
         distillation_loss(torch.randn(1, 4, 2, 2), torch.randn(1, 4, 2, 2), 0.0)
+    with pytest.raises(ValueError, match=r"temperature=None is invalid"):
+        distillation_loss(torch.randn(1, 4, 2, 2), torch.randn(1, 4, 2, 2), None)
 
 
 @pytest.mark.parametrize("variant", ["paper", "authors"])

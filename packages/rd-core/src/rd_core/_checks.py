@@ -5,9 +5,13 @@ the value it got and what would be valid, e.g.
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 
 def bad(fn: str, name: str, value: Any, valid: str) -> ValueError:
@@ -53,3 +57,33 @@ def check_rd(fn: str, rd: Any, name: str = "rd") -> Any:
     if not isinstance(rd, RetrieverDictionary):
         raise TypeError(f"{fn}: {name} must be a RetrieverDictionary, got {type(rd).__name__}")
     return rd
+
+
+def check_module(fn: str, value: Any, name: str = "model", *, optional: bool = False) -> Any:
+    if optional and value is None:
+        return value
+    if not isinstance(value, nn.Module):
+        valid = "an nn.Module" + (" or None" if optional else "")
+        raise TypeError(f"{fn}: {name} must be {valid}, got {type(value).__name__}")
+    return value
+
+
+def check_data(fn: str, data: Any, name: str = "data") -> Any:
+    """A tensor (one batch) or an iterable of batches (a list, a DataLoader)."""
+    if not isinstance(data, (torch.Tensor, Iterable)) or isinstance(data, (str, bytes)):
+        raise TypeError(
+            f"{fn}: {name} must be a tensor or an iterable of batches (list, DataLoader), "
+            f"got {type(data).__name__}"
+        )
+    return data
+
+
+def check_path(fn: str, name: str, value: Any) -> Path:
+    """A file path (``str`` or ``os.PathLike``), not ``""`` (that would mean the current folder)."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(
+            f"{fn}: {name} must be a file path (str or os.PathLike), got {type(value).__name__}"
+        )
+    if not os.fspath(value):
+        raise bad(fn, name, value, "a non-empty file path")
+    return Path(value)

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._checks import check_module
 from .module import RetrieverDictionary
 
 __all__ = [
@@ -304,9 +305,10 @@ def _probe_output(
         pass
     except Exception as error:
         c, h, w = input_size
-        raise RuntimeError(
+        raise ValueError(
             f"attach: probing the model with an input of in_chans={c}, image_size={(h, w)} "
-            f"failed ({error}); pass image_size=(H, W) and in_chans=C that the model accepts"
+            f"failed ({error}); pass image_size=(H, W) and in_chans=C that the model accepts "
+            "(or the deprecated input_size=(C, H, W))"
         ) from error
     finally:
         handle.remove()
@@ -419,6 +421,7 @@ def attached(model: nn.Module) -> dict[str, RDInsertion]:
         >>> list(attached(model))
         ['layer2']
     """
+    check_module("attached", model)
     return {name: m for name, m in model.named_modules() if isinstance(m, RDInsertion)}
 
 
@@ -452,6 +455,7 @@ def attachments(model: nn.Module) -> list[dict[str, Any]]:
         >>> [(a["at"], a["in_channels"], a["num_atoms"]) for a in attachments(model)]
         [('layer2', 128, 16)]
     """
+    check_module("attachments", model)
     return [
         {
             "at": name,

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._checks import check_data, check_int, check_module, check_tensor
+
 __all__ = ["batch_images", "find_parent", "iter_rd_inputs", "rd_inputs"]
 
 _IMAGE_KEYS = ("image", "images", "pixel_values", "input", "inputs")
@@ -61,6 +63,9 @@ def rd_inputs(model: nn.Module, rd: nn.Module, images: torch.Tensor) -> torch.Te
         >>> rd_inputs(model, rd, torch.randn(2, 3, 32, 32)).shape
         torch.Size([2, 128, 4, 4])
     """
+    check_module("rd_inputs", model)
+    check_module("rd_inputs", rd, "rd")
+    check_tensor("rd_inputs", "images", images, (4,))
     captured: list[torch.Tensor] = []
 
     def hook(_module: nn.Module, inputs: tuple[Any, ...]) -> None:
@@ -86,6 +91,20 @@ def iter_rd_inputs(
     max_batches: int | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yield RD inputs for each batch of ``data`` (model inputs, or RD inputs when no model)."""
+    # checked here, not on the first ``next``: a bad argument fails at the call
+    check_module("iter_rd_inputs", model, optional=True)
+    check_module("iter_rd_inputs", rd, "rd")
+    check_data("iter_rd_inputs", data)
+    check_int("iter_rd_inputs", "max_batches", max_batches, 1, optional=True)
+    return _iter_rd_inputs(model, rd, data, max_batches)
+
+
+def _iter_rd_inputs(
+    model: nn.Module | None,
+    rd: nn.Module,
+    data: Iterable[Any] | torch.Tensor,
+    max_batches: int | None,
+) -> Iterator[torch.Tensor]:
     if isinstance(data, torch.Tensor):
         data = [data]
     for i, batch in enumerate(data):

@@ -19,7 +19,15 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 
-from ._checks import check_bool, check_float, check_int, check_rd, check_tensor
+from ._checks import (
+    check_bool,
+    check_data,
+    check_float,
+    check_int,
+    check_module,
+    check_rd,
+    check_tensor,
+)
 from .capture import find_parent, iter_rd_inputs
 from .inspection import USAGE_SCORES, AtomUsage, atom_usage
 from .module import RetrieverDictionary
@@ -94,8 +102,7 @@ def distillation_loss(
             f"distillation_loss: student shape {tuple(student.shape)} != teacher shape "
             f"{tuple(teacher.shape)}"
         )
-    if not temperature > 0:
-        raise ValueError(f"distillation_loss: temperature must be > 0, got {temperature!r}")
+    check_float("distillation_loss", "temperature", temperature)
     if student.dim() not in (2, 4):
         _positions(student, "student")  # raises the shape error
     m = student.numel() // student.shape[1] if student.dim() == 4 else student.shape[0]
@@ -158,7 +165,15 @@ def student_from_teacher(
         True
     """
     check_rd("student_from_teacher", teacher, "teacher")
-    index = torch.as_tensor(index, dtype=torch.long).flatten().cpu()
+    if isinstance(index, torch.Tensor) and (index.is_floating_point() or index.is_complex()):
+        raise TypeError(f"student_from_teacher: index must hold integers, got {index.dtype}")
+    try:
+        index = torch.as_tensor(index, dtype=torch.long).flatten().cpu()
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(
+            f"student_from_teacher: index must be a tensor or sequence of atom indices, got "
+            f"{type(index).__name__}"
+        ) from error
     if index.numel() < 2 or len(set(index.tolist())) != index.numel():
         raise ValueError("student_from_teacher: index must hold at least 2 distinct atom indices")
     if int(index.min()) < 0 or int(index.max()) >= teacher.num_atoms:
@@ -370,6 +385,7 @@ def compress(
         8
     """
     check_rd("compress", rd)
+    check_data("compress", data)
     if (
         isinstance(num_atoms, bool)
         or not isinstance(num_atoms, int)
@@ -395,8 +411,7 @@ def compress(
             f"compress: usage_score={usage_score!r} is invalid: expected one of "
             f"{sorted(USAGE_SCORES)}"
         )
-    if model is not None and not isinstance(model, nn.Module):
-        raise TypeError(f"compress: model must be an nn.Module or None, got {type(model).__name__}")
+    check_module("compress", model, optional=True)
     location = find_parent(model, rd) if model is not None else None
     modules: list[nn.Module] = [model] if model is not None else [rd]
     saved_flags = [(p, p.requires_grad) for m in modules for p in m.parameters()]

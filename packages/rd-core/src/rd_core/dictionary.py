@@ -45,6 +45,8 @@ def as_atoms(
         >>> as_atoms(torch.ones(4, 8), num_atoms=4, dim=8).shape
         torch.Size([4, 8])
     """
+    check_int("as_atoms", "num_atoms", num_atoms, 1, optional=True)
+    check_int("as_atoms", "dim", dim, 1, optional=True)
     source = dictionary
     if not isinstance(dictionary, torch.Tensor) and hasattr(dictionary, "atoms"):
         source = dictionary.atoms
@@ -70,8 +72,8 @@ def as_atoms(
     if dim is not None and f != dim:
         raise ValueError(
             f"{arg}: atoms have dimension {f} but the features have {dim} channels "
-            f"(in_channels={dim}); build the dictionary from a layer with {dim} channels or map "
-            f"its atoms to {dim} dimensions first (see dict-init)"
+            f"(dim=in_channels={dim}); build the dictionary from a layer with {dim} channels or "
+            f"map its atoms to {dim} dimensions first (see dict-init)"
         )
     if not torch.isfinite(atoms).all():
         bad = int((~torch.isfinite(atoms)).any(dim=1).sum())

@@ -22,7 +22,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_int, check_rd, check_tensor
+from ._checks import (
+    check_data,
+    check_int,
+    check_module,
+    check_path,
+    check_rd,
+    check_tensor,
+)
 from ._files import atomic_write
 from .capture import iter_rd_inputs, rd_inputs
 from .module import RetrieverDictionary
@@ -143,6 +150,8 @@ def atom_usage(
         (100, torch.Size([16]))
     """
     check_rd("atom_usage", rd)
+    check_data("atom_usage", data)
+    check_module("atom_usage", model, optional=True)
     check_int("atom_usage", "max_batches", max_batches, 1, optional=True)
     abs_sum = torch.zeros(rd.num_atoms, dtype=torch.float64)
     top1 = torch.zeros(rd.num_atoms, dtype=torch.float64)
@@ -216,7 +225,8 @@ def plot_coefficients(
     check_int("plot_coefficients", "sample", sample, 0)
     if not 0 <= sample < features.shape[0]:
         raise ValueError(f"sample: must be in [0, {features.shape[0]}), got {sample}")
-    path = Path(path)
+    path = check_path("plot_coefficients", "path", path)
+    check_module("plot_coefficients", model, optional=True)
     if model is not None:
         features = rd_inputs(model, rd, features)
     maps = coefficient_maps(rd, features)

@@ -11,7 +11,7 @@ from torch import nn
 from ._checks import check_bool, check_float
 from .dictionary import as_atoms
 from .retriever import FusedRetriever, SplitRetriever, fuse_retriever
-from .variants import get_variant
+from .variants import get_variant, lookup_variant
 
 __all__ = ["RetrieverDictionary"]
 
@@ -89,7 +89,7 @@ class RetrieverDictionary(nn.Module):
         check_bool("RetrieverDictionary", "trainable_dictionary", trainable_dictionary)
         check_bool("RetrieverDictionary", "fused_retriever", fused_retriever)
         check_float("RetrieverDictionary", "eps", eps)
-        spec = get_variant(variant)
+        spec = lookup_variant("RetrieverDictionary", "variant", variant)
         if dictionary is not None:
             dictionary = as_atoms(dictionary, num_atoms=num_atoms, dim=in_channels)
 

@@ -93,8 +93,15 @@ def list_variants() -> list[str]:
 
 def get_variant(name: str) -> VariantSpec:
     """The registered :class:`VariantSpec` called ``name``."""
-    if name not in _VARIANTS:
-        raise ValueError(f"variant: unknown variant {name!r}; valid variants are {list_variants()}")
+    return lookup_variant("get_variant", "name", name)
+
+
+def lookup_variant(fn: str, arg: str, name: Any) -> VariantSpec:
+    """:func:`get_variant` with the error naming the caller's function and argument."""
+    if not isinstance(name, str) or name not in _VARIANTS:
+        raise ValueError(
+            f"{fn}: {arg}={name!r}: unknown variant {name!r}; valid variants are {list_variants()}"
+        )
     return _VARIANTS[name]
 
 
