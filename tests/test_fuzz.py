@@ -810,12 +810,6 @@ NOT_FUZZED = {k: v for k, v in NOT_FUZZED.items() if v}
 # Cases that fail today in packages being fixed by their owners during issue 16:
 # (entry, argument) -> reason. strict: the test fails once a case passes, so the mark goes.
 KNOWN: dict[tuple[str, str], str] = {  # values -> the unclear error they give
-    (
-        "dict_init.Dictionary",
-        "metadata",
-    ): "None, -1, 0, nan, inf, wrong type, empty string, huge -> TypeError",
-    ("dict_init.FeatureShards", "root"): "None, -1, 0, nan, inf, wrong type, huge -> TypeError",
-    ("dict_init.ShardWriter", "root"): "None, -1, 0, nan, inf, wrong type, huge -> TypeError",
     ("dict_init.VisionEncoder", "model"): "empty string -> RuntimeError",
     (
         "dict_init.assign",
@@ -834,7 +828,6 @@ KNOWN: dict[tuple[str, str], str] = {  # values -> the unclear error they give
         "dict_init.create_encoder",
         "spec",
     ): "None, -1, 0, nan, inf, wrong type, empty string, huge -> ValueError",
-    ("dict_init.extract_features", "out_dir"): "-1, 0, nan, inf, wrong type, huge -> TypeError",
     (
         "dict_init.inertia",
         "centers",
