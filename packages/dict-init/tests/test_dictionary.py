@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dict_init import Dictionary
+from dict_init import Dictionary, FeatureShards, ShardWriter
 
 
 def test_save_load_round_trip(tmp_path):
@@ -64,6 +64,15 @@ def test_overwrite_replaces_atomically(tmp_path):
 def test_bad_atoms(atoms, match):
     with pytest.raises(ValueError, match=match):
         Dictionary(atoms)
+
+
+def test_bad_metadata_and_roots():
+    with pytest.raises(ValueError, match=r"metadata='' is invalid: expected a mapping"):
+        Dictionary(torch.randn(4, 3), "")
+    with pytest.raises(ValueError, match=r"root=None is invalid: expected a path"):
+        FeatureShards(None)
+    with pytest.raises(ValueError, match=r"root=0 is invalid: expected a path"):
+        ShardWriter(0)
 
 
 def test_bad_paths(tmp_path):

@@ -58,6 +58,8 @@ def test_vision_encoder_bad_layer_names_the_value_and_suggests():
 def test_vision_encoder_bad_model_type():
     with pytest.raises(ValueError, match=r"model=.*timm model name or an nn.Module"):
         VisionEncoder(42, "layer2")
+    with pytest.raises(ValueError, match=r"model='' is invalid: expected a timm model name"):
+        VisionEncoder("", "layer2")
 
 
 def tiny_clip():
@@ -134,7 +136,7 @@ def test_text_encoder_rejects_a_bare_string(sentence_encoder):
 def test_create_encoder_registry():
     enc = create_encoder("timm:resnet18", at="layer3", image_size=32)
     assert isinstance(enc, VisionEncoder) and enc.dim == 256
-    with pytest.raises(ValueError, match=r"encoder='vae:x'.*clip.*gpt.*sentence.*timm"):
+    with pytest.raises(ValueError, match=r"spec='vae:x'.*clip.*gpt.*sentence.*timm"):
         create_encoder("vae:x")
 
 

@@ -114,8 +114,14 @@ def test_build_language_dictionary_standardised_and_projected(sentence_encoder):
 
 def test_build_rejects_k_above_vectors_and_bad_normalisation(encoder):
     images = torch.rand(2, 3, 32, 32)
-    with pytest.raises(ValueError, match=r"k=40 .*at most the number of rows \(32\)"):
+    with pytest.raises(
+        ValueError, match=r"num_atoms=40 is invalid: expected at most the 32 feature"
+    ):
         build_dictionary(encoder, images, num_atoms=40, progress=False)
+    with pytest.raises(ValueError, match=r"seed=nan is invalid: expected an int >= 0"):
+        build_dictionary(encoder, images, num_atoms=4, seed=float("nan"), progress=False)
+    with pytest.raises(ValueError, match=r"out_dir=3 is invalid: expected a path"):
+        extract_features(encoder, images, out_dir=3, progress=False)
     with pytest.raises(ValueError, match="normalization='zscore'"):
         build_dictionary(encoder, images, num_atoms=4, normalization="zscore", progress=False)
 

@@ -6,8 +6,10 @@ call without reading the source.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,6 +34,13 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
     if value not in choices:
         raise bad_value(name, value, f"one of {choices}")
     return value
+
+
+def check_path(name: str, value: Any) -> Path:
+    """A file or folder path: ``str`` or ``os.PathLike``."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise bad_value(name, value, "a path (str or os.PathLike)")
+    return Path(value)
 
 
 def check_finite(name: str, x: torch.Tensor, rows_per_check: int = 65536) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from . import __version__
 from ._distributed import barrier, broadcast_object, rank_and_world
-from ._validation import check_positive_int
+from ._validation import bad_value, check_positive_int
 from .dictionary import Dictionary
 from .extract import extract_features
 from .kmeans import kmeans
@@ -76,6 +76,8 @@ def build_dictionary(
         (torch.Size([16, 128]), 128)
     """
     check_positive_int("num_atoms", num_atoms)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise bad_value("seed", seed, "an int >= 0")
     normalization = normalization or getattr(encoder, "default_normalization", "none")
     normalizer = create_normalizer(normalization)
     rank, world = rank_and_world(group)
@@ -88,6 +90,13 @@ def build_dictionary(
             positions_per_image=positions_per_image, seed=seed, progress=progress,
             skip_bad_images=skip_bad_images, group=group,
         )  # fmt: skip
+        if num_atoms > features.num_vectors:
+            raise bad_value(
+                "num_atoms",
+                num_atoms,
+                f"at most the {features.num_vectors} feature vectors extracted from data "
+                "(use more images or positions_per_image)",
+            )
         local = features.part(rank) if world > 1 else features
         normalizer.fit(local, group)
         source = TransformedSource(local, normalizer)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,10 @@ class Dictionary:
             raise bad_value("atoms.shape", tuple(self.atoms.shape), "N >= 1 atoms of f >= 1")
         self.atoms = self.atoms.detach().float().cpu().contiguous()
         check_finite("atoms", self.atoms)
+        if not isinstance(self.metadata, Mapping):
+            raise bad_value(
+                "metadata", self.metadata, "a mapping (dict) of JSON-serialisable values"
+            )
         self.metadata = {**self.metadata, "num_atoms": self.num_atoms, "feature_dim": self.dim}
 
     @property

@@ -12,7 +12,6 @@ import os
 import tempfile
 import warnings
 from itertools import islice
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,7 +19,7 @@ from tqdm.auto import tqdm
 
 from . import data as data_sources
 from ._distributed import barrier, broadcast_object, rank_and_world
-from ._validation import bad_value, check_finite, check_positive_int
+from ._validation import bad_value, check_finite, check_path, check_positive_int
 from .shards import FeatureShards, ShardWriter
 
 # Large odd multiplier so (seed, index) pairs map to distinct generator seeds.
@@ -106,7 +105,7 @@ def extract_features(
     rank, world = rank_and_world(group)
     if out_dir is None:
         out_dir = broadcast_object(tempfile.mkdtemp(prefix="dict-init-features-"), group)
-    out_dir = Path(out_dir)
+    out_dir = check_path("out_dir", out_dir)
     writer = ShardWriter(out_dir, shard_size=shard_size, prefix=f"rank{rank}")
     size = encoder.image_size if kind == "image" else None
     total = data_sources.num_items(data)

@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from ._io import write_json, write_safetensors
-from ._validation import bad_value
+from ._validation import bad_value, check_path
 
 MANIFEST = "manifest.json"
 FORMAT = "dict-init/features-v1"
@@ -37,7 +37,7 @@ class ShardWriter:
     """
 
     def __init__(self, root: str | os.PathLike, shard_size: int = 65536, prefix: str = "rank0"):
-        self.root = Path(root)
+        self.root = check_path("root", root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.shard_size = shard_size
         self.prefix = prefix
@@ -87,7 +87,7 @@ class FeatureShards:
     """
 
     def __init__(self, root: str | os.PathLike, shards: list[dict[str, Any]] | None = None):
-        self.root = Path(root)
+        self.root = check_path("root", root)
         manifest_path = self.root / MANIFEST
         if not manifest_path.is_file():
             raise bad_value(

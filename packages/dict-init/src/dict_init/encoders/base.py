@@ -91,10 +91,10 @@ def create_encoder(spec: str, **options: Any) -> Any:
         128
     """
     if not isinstance(spec, str):
-        raise bad_value("encoder", spec, f"'<kind>:<model>' with kind in {sorted(ENCODERS)}")
+        raise bad_value("spec", spec, f"'<kind>:<model>' with kind in {sorted(ENCODERS)}")
     kind, _, model = spec.partition(":")
     if kind not in ENCODERS:
-        raise bad_value("encoder", spec, f"'<kind>:<model>' with kind in {sorted(ENCODERS)}")
+        raise bad_value("spec", spec, f"'<kind>:<model>' with kind in {sorted(ENCODERS)}")
     if "layer" in options:
         at = deprecated_alias(
             "create_encoder", "layer", "at", options.pop("layer"), options.get("at")

@@ -86,7 +86,13 @@ class VisionEncoder:
             import timm  # imported here: importing timm (and torchvision) costs seconds
 
             self.model_name = model
-            model = timm.create_model(model, pretrained=pretrained, **create_kwargs)
+            try:
+                model = timm.create_model(model, pretrained=pretrained, **create_kwargs)
+            except RuntimeError as error:
+                if not str(error).startswith("Unknown model"):
+                    raise
+                valid = "a timm model name (see timm.list_models()) or an nn.Module"
+                raise bad_value("model", model, valid) from error
         elif isinstance(model, nn.Module):
             self.model_name = (
                 getattr(model, "default_cfg", {}).get("architecture") or type(model).__name__
