@@ -810,7 +810,6 @@ NOT_FUZZED = {k: v for k, v in NOT_FUZZED.items() if v}
 # Cases that fail today in packages being fixed by their owners during issue 16:
 # (entry, argument) -> reason. strict: the test fails once a case passes, so the mark goes.
 KNOWN: dict[tuple[str, str], str] = {  # values -> the unclear error they give
-    ("dict_init.VisionEncoder", "model"): "empty string -> RuntimeError",
     (
         "dict_init.assign",
         "centers",
@@ -819,15 +818,6 @@ KNOWN: dict[tuple[str, str], str] = {  # values -> the unclear error they give
         "dict_init.assign",
         "chunk_size",
     ): "None, -1, 0, nan, inf, wrong type, empty string -> TypeError, ValueError",
-    ("dict_init.build_dictionary", "num_atoms"): "huge -> ValueError",
-    (
-        "dict_init.build_dictionary",
-        "seed",
-    ): "None, nan, inf, wrong type, empty string -> RuntimeError, TypeError",
-    (
-        "dict_init.create_encoder",
-        "spec",
-    ): "None, -1, 0, nan, inf, wrong type, empty string, huge -> ValueError",
     (
         "dict_init.inertia",
         "centers",
