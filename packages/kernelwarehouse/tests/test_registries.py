@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kernelwarehouse import GROUPING_RULES, register_grouping
+from kernelwarehouse import EXECUTORS, GROUPING_RULES, register_executor, register_grouping
 
 
 def test_grouping_name_taken_is_refused():
@@ -27,3 +27,17 @@ def test_new_grouping_name_registers_and_bad_names_are_refused():
         register_grouping("")
     with pytest.raises(TypeError, match="not callable"):
         register_grouping("test_only_rule")(42)
+
+
+def test_executor_name_taken_is_refused():
+    before = EXECUTORS["fast"]
+    with pytest.raises(ValueError, match=r"'fast' is already in the executor registry.*kw_forward"):
+        register_executor("fast", lambda *args: None)
+    assert EXECUTORS["fast"] is before
+    try:
+        register_executor("test_only_executor", before)
+        assert EXECUTORS["test_only_executor"] is before
+    finally:
+        EXECUTORS.pop("test_only_executor", None)
+    with pytest.raises(TypeError, match="name=None"):
+        register_executor(None, before)

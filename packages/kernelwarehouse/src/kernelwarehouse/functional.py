@@ -227,8 +227,18 @@ def register_executor(name: str, forward: Executor) -> None:
     ``forward(x, attention, cells, partition, bias, stride, padding, dilation, groups)`` gets the
     layer input, the ``[B, m, n]`` attentions, the warehouse cells ``[n, *cell]`` and the layer's
     :class:`~kernelwarehouse.partition.LayerPartition`, and returns the layer output (linear
-    layers arrive as 1-d convolutions over tokens with a kernel size of one).
+    layers arrive as 1-d convolutions over tokens with a kernel size of one). A name already
+    taken raises ``ValueError``: registries never overwrite silently.
     """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"register_executor: name={name!r} must be a non-empty string")
     if not callable(forward):
         raise TypeError(f"forward={forward!r} is invalid: expected a callable")
+    if name in EXECUTORS:
+        held = EXECUTORS[name]
+        raise ValueError(
+            f"register_executor: {name!r} is already in the executor registry (held by "
+            f"{getattr(held, '__module__', '?')}.{getattr(held, '__qualname__', held)!s}); "
+            "pick another name"
+        )
     EXECUTORS[name] = forward
