@@ -25,6 +25,7 @@ import importlib
 import math
 import re
 import signal
+import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -233,7 +234,8 @@ def _entries(tmp) -> dict[str, Entry]:
     )
     e["kernelwarehouse.register_executor"] = Entry(
         kw.register_executor,
-        lambda: {"name": "fast", "forward": lambda *a: None},
+        # a fresh name per call: a taken one is refused (and must never replace "fast")
+        lambda: {"name": f"fuzz_{uuid.uuid4().hex}", "forward": lambda *a: None},
         values=["None", "-1", "wrong type", "empty string"],
     )
     e["kernelwarehouse.register_grouping"] = Entry(

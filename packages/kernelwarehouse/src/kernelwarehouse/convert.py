@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from ._registry import check_new_entry
 from .layers import KWLayer
 from .manager import LAYER_TYPES, PerGroup, WarehouseManager, WarehousePlan
 from .partition import check_budget
@@ -39,15 +40,7 @@ def register_grouping(name: str) -> Callable[[GroupingRule], GroupingRule]:
         raise TypeError(f"register_grouping: name={name!r} must be a non-empty string")
 
     def wrap(fn: GroupingRule) -> GroupingRule:
-        if not callable(fn):
-            raise TypeError(f"register_grouping({name!r}): {fn!r} is not callable")
-        if name in GROUPING_RULES:
-            held = GROUPING_RULES[name]
-            raise ValueError(
-                f"register_grouping: {name!r} is already in the grouping registry (held by "
-                f"{getattr(held, '__module__', '?')}.{getattr(held, '__qualname__', held)!s}); "
-                "pick another name"
-            )
+        check_new_entry("register_grouping", "grouping", GROUPING_RULES, name, fn, "rule")
         GROUPING_RULES[name] = fn
         return fn
 

@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from ._registry import check_new_entry
 from .export import dynamic_conv_batched
 from .partition import LayerPartition
 from .per_offset import per_offset_conv2d
@@ -230,15 +231,5 @@ def register_executor(name: str, forward: Executor) -> None:
     layers arrive as 1-d convolutions over tokens with a kernel size of one). A name already
     taken raises ``ValueError``: registries never overwrite silently.
     """
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"register_executor: name={name!r} must be a non-empty string")
-    if not callable(forward):
-        raise TypeError(f"forward={forward!r} is invalid: expected a callable")
-    if name in EXECUTORS:
-        held = EXECUTORS[name]
-        raise ValueError(
-            f"register_executor: {name!r} is already in the executor registry (held by "
-            f"{getattr(held, '__module__', '?')}.{getattr(held, '__qualname__', held)!s}); "
-            "pick another name"
-        )
+    check_new_entry("register_executor", "executor", EXECUTORS, name, forward, "forward")
     EXECUTORS[name] = forward
