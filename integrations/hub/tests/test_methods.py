@@ -39,7 +39,7 @@ def test_method_metadata_is_declared_by_each_package():
 
 def test_attached_after_create_publishes_and_rebuilds_through_timm(tmp_path, monkeypatch):
     model = timm.create_model("test_convnext", num_classes=3)
-    rd_core.attach(model, at="stages.1", num_atoms=8, variant="authors", input_size=(3, 32, 32))
+    rd_core.attach(model, at="stages.1", num_atoms=8, variant="authors", image_size=32)
     model.eval()
     folder = save_for_hub(model, tmp_path / "rd", model_name="me/rd-test-convnext")
     config = json.loads((folder / "config.json").read_text())
