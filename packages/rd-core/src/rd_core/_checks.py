@@ -87,3 +87,15 @@ def check_path(fn: str, name: str, value: Any) -> Path:
     if not os.fspath(value):
         raise bad(fn, name, value, "a non-empty file path")
     return Path(value)
+
+
+def check_free_name(fn: str, what: str, registry: dict[str, Any], name: str, holder: str) -> None:
+    """Raise ``ValueError`` if ``name`` is taken in ``registry``: registries never overwrite.
+
+    ``holder`` describes what holds the name, for the message.
+    """
+    if name in registry:
+        raise ValueError(
+            f"{fn}: {name!r} is already in the {what} registry (held by {holder}); "
+            "pick another name"
+        )

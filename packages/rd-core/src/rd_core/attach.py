@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._checks import check_module
+from ._checks import check_free_name, check_module
 from .module import RetrieverDictionary
 
 __all__ = [
@@ -63,12 +63,8 @@ def register_layout(layout: Layout) -> Layout:
     """
     if not isinstance(layout, Layout):
         raise TypeError(f"register_layout: layout must be a Layout, got {type(layout).__name__}")
-    if layout.name in LAYOUTS:
-        held = LAYOUTS[layout.name]
-        raise ValueError(
-            f"register_layout: {layout.name!r} is already in the layout registry (held by "
-            f"{held!r}); pick another name"
-        )
+    held = LAYOUTS.get(layout.name)
+    check_free_name("register_layout", "layout", LAYOUTS, layout.name, repr(held))
     LAYOUTS[layout.name] = layout
     return layout
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from torch import nn
 
+from ._checks import check_free_name
 from .dictionary import ConvBNDictionary, NormalizedDictionary
 from .pono import PositionalNorm
 from .retriever import FusedRetriever, SplitRetriever
@@ -71,12 +72,9 @@ def register_variant(spec: VariantSpec) -> VariantSpec:
     """
     if not isinstance(spec, VariantSpec):
         raise TypeError(f"register_variant: spec must be a VariantSpec, got {type(spec).__name__}")
-    if spec.name in _VARIANTS:
-        held = _VARIANTS[spec.name]
-        raise ValueError(
-            f"register_variant: {spec.name!r} is already in the variant registry (held by "
-            f"VariantSpec({held.name!r}): {held.description}); pick another name"
-        )
+    held = _VARIANTS.get(spec.name)
+    holder = held and f"VariantSpec({held.name!r}): {held.description}"
+    check_free_name("register_variant", "variant", _VARIANTS, spec.name, holder)
     _VARIANTS[spec.name] = spec
     return spec
 
