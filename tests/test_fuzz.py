@@ -813,31 +813,6 @@ NOT_FUZZED = {k: v for k, v in NOT_FUZZED.items() if v}
 # (entry, argument) -> reason. strict: the test fails once a case passes, so the mark goes.
 KNOWN: dict[tuple[str, str], str] = {  # values -> the unclear error they give
     (
-        "dict_init.assign",
-        "centers",
-    ): "None, -1, 0, nan, inf, wrong type, empty string, huge -> AttributeError",
-    (
-        "dict_init.assign",
-        "chunk_size",
-    ): "None, -1, 0, nan, inf, wrong type, empty string -> TypeError, ValueError",
-    (
-        "dict_init.inertia",
-        "centers",
-    ): "None, -1, 0, nan, inf, wrong type, empty string, huge -> AttributeError",
-    (
-        "dict_init.inertia",
-        "chunk_size",
-    ): "None, -1, 0, nan, inf, wrong type, empty string -> TypeError, ValueError",
-    ("dict_init.kmeans", "seed"): "None, nan, inf, wrong type, empty string -> RuntimeError",
-    (
-        "dict_init.kmeans_plusplus",
-        "k",
-    ): "None, -1, 0, nan, inf, wrong type, empty string -> OverflowError, TypeError, Val",
-    (
-        "dict_init.kmeans_plusplus",
-        "x",
-    ): "None, -1, 0, nan, inf, wrong type, empty string, huge -> AttributeError",
-    (
         "kernelwarehouse.KWAttention",
         "beta",
     ): "None, -1, 0, nan, inf, wrong type, empty string, huge -> AttributeError",

@@ -29,6 +29,13 @@ def check_positive_int(name: str, value: Any) -> int:
     return value
 
 
+def check_int(name: str, value: Any) -> int:
+    """Any integer (a seed): ``bool`` is refused, it is almost always a slip."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise bad_value(name, value, "an integer")
+    return value
+
+
 def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
     choices = sorted(choices)
     if value not in choices:

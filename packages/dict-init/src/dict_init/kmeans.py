@@ -35,7 +35,7 @@ import torch
 
 from ._distributed import all_gather_int, rank_and_world
 from ._layout import Layout
-from ._validation import bad_value, check_choice, check_finite, check_positive_int
+from ._validation import bad_value, check_choice, check_finite, check_int, check_positive_int
 from .lloyd import assign, inertia, lloyd, lloyd_pass
 from .minibatch import minibatch
 from .seeding import SEED_ROWS_PER_CENTER, kmeans_plusplus, sample_rows
@@ -263,6 +263,7 @@ def kmeans(
     """
     source = as_source(x)
     check_positive_int("k", k)
+    check_int("seed", seed)
     check_positive_int("max_iter", max_iter)
     check_positive_int("chunk_size", chunk_size)
     check_positive_int("batch_size", batch_size)

@@ -35,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ._layout import Layout
+from ._validation import bad_value, check_finite, check_matrix, check_positive_int
 from .seeding import sq_norms
 from .sources import VectorSource, as_source
 
@@ -63,7 +64,13 @@ def assign(
         [0, 0, 1]
     """
     source = as_source(x)
-    centers = centers.float()
+    check_positive_int("chunk_size", chunk_size)
+    centers = check_matrix("centers", centers).float()
+    if centers.shape[0] == 0 or centers.shape[1] != source.dim:
+        raise bad_value(
+            "centers.shape", tuple(centers.shape), f"[k >= 1, {source.dim}] (x is d={source.dim})"
+        )
+    check_finite("centers", centers)
     center_sq = sq_norms(centers)
     labels, dists = [], []
     for chunk in source.iter_chunks(chunk_size):

@@ -25,6 +25,8 @@ from contextlib import contextmanager
 import torch
 from tqdm.auto import tqdm
 
+from ._validation import bad_value, check_matrix, check_positive_int
+
 __all__ = ["SEED_ROWS_PER_CENTER", "kmeans_plusplus", "sample_rows"]
 
 # k-means++ seeds on at most this many random rows per centre: the seeding copy is then
@@ -74,6 +76,14 @@ def kmeans_plusplus(
         >>> sorted(c[:, 0].tolist())
         [0.0, 10.0]
     """
+    x = check_matrix("x", x)
+    check_positive_int("k", k)
+    if k > x.shape[0]:
+        raise bad_value("k", k, f"at most the number of rows of x ({x.shape[0]})")
+    if not isinstance(generator, torch.Generator):
+        raise bad_value("generator", generator, "a torch.Generator")
+    if n_local_trials is not None:
+        check_positive_int("n_local_trials", n_local_trials)
     with _one_thread():
         return _kmeans_plusplus(x, k, generator, n_local_trials, progress)
 
