@@ -490,6 +490,30 @@ def _fmt(values: list[float], digits: int = 3) -> str:
     return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+LOSS_AND_WARMUP = """
+Loss and warm-up, yolo-heads' `AnchorFreeLoss` + trainer against Ultralytics' `v8DetectionLoss`
++ trainer (8.4):
+
+- The same: BCE class loss summed over anchors and classes and divided by the sum of the soft
+  targets (at least 1); CIoU box loss and DFL per foreground anchor, weighted by its soft target
+  and divided by the same sum; gains box 7.5, DFL 1.5, class 0.5; the task-aligned assigner
+  (CIoU, alpha 0.5, beta 6, top 10; checked below).
+- Differs: Ultralytics multiplies the total by the batch size and accumulates gradients up to
+  `nbs` = 64 images, scaling the weight decay by `batch / nbs`; yolo-heads' loss is per batch
+  (no batch factor), so the learning rate means the same at any batch size. Under AdamW a
+  constant loss factor cancels (up to Adam's eps), which is why the matched rows set `nbs` to
+  the batch and compare directly; with SGD the factor is part of Ultralytics' step size.
+- Warm-up: yolo-heads warms every parameter group up linearly from lr/50 over 50 updates (at
+  most a quarter of the run), then cosine to 0.05 lr (timm's `CosineLRScheduler`, per update).
+  Ultralytics warms up over 3 epochs (the matched rows: 1.25 epochs = 50 updates), its biases
+  from lr 0.1 down to lr0 (set to 0 only when it picks the optimiser itself, `optimizer=auto`;
+  the row that says 'bias warm-up matched' sets `warmup_bias_lr=0`), and SGD momentum from 0.8.
+  yolo-heads has no separate bias warm-up (timm's scheduler has none); both initialise the
+  biases as YOLOv8 does (DFL bins flat, class logits at log(5 / classes / (640 / stride)^2),
+  for a 640 px image whatever the training size).
+"""
+
+
 COMPARE = [  # (row, against): the questions the table answers
     ("yh_matched_assigner", "ultra_recipe"),
     ("yh_matched_assigner", "ultra_matched"),
@@ -606,6 +630,7 @@ def report(quick: bool, timing: bool = True) -> str:
     )
     lines.append("")
     lines.extend(_comparisons(results))
+    lines.append(LOSS_AND_WARMUP)
     with contextlib.suppress(ImportError):
         _ultralytics_env(quick)
         agree = assigner_agreement()
