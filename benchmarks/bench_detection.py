@@ -326,45 +326,49 @@ def run_job(key: str, seed: int, quick: bool) -> None:
     _write_json(cache / f"{key}_s{seed}.json", result)
 
 
-def worker(quick: bool, only: list[str] | None = None, max_jobs: int | None = None) -> None:
-    """Run pending jobs in priority order, each in a subprocess; a lock file per job lets
-    several workers share the queue. A job that fails is logged and skipped."""
-    cache = _cache(quick)
-    cache.mkdir(parents=True, exist_ok=True)
-    done = 0
+def _claim_next(cache: Path, quick: bool, only: list[str] | None, tried: set[str]) -> str | None:
+    """The first pending job in priority order, claimed by its lock file (``None``: none left).
+    The queue is read afresh each time, so a job whose result was removed runs again."""
     for key, seed in _jobs():
-        if only and key not in only:
-            continue
-        if quick and seed != SEEDS[0]:
-            continue
         name = f"{key}_s{seed}"
+        if (only and key not in only) or (quick and seed != SEEDS[0]) or name in tried:
+            continue
         if (cache / f"{name}.json").is_file():
             continue
-        if (
-            "dictionary" in ROWS[key][2]
-            and not (cache / f"{ROWS[key][2]['dictionary']}_s{seed}.json").is_file()
-        ):
-            print(f"{name}: waits for {ROWS[key][2]['dictionary']} seed {seed}", flush=True)
-            continue
-        lock = cache / f"{name}.lock"
+        source = ROWS[key][2].get("dictionary")
+        if source and not (cache / f"{source}_s{seed}.json").is_file():
+            continue  # its dictionary comes from that run's weights
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            os.close(os.open(cache / f"{name}.lock", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
         except FileExistsError:
             continue
-        os.close(fd)
+        return name
+    return None
+
+
+def worker(quick: bool, only: list[str] | None = None, max_jobs: int | None = None) -> None:
+    """Run pending jobs in priority order, each in a subprocess, until none is left; a lock
+    file per job lets several workers share the queue. A job that fails is logged and not
+    tried again by this worker."""
+    cache = _cache(quick)
+    cache.mkdir(parents=True, exist_ok=True)
+    tried: set[str] = set()
+    while max_jobs is None or len(tried) < max_jobs:
+        name = _claim_next(cache, quick, only, tried)
+        if name is None:
+            return
+        tried.add(name)
+        key, seed = name.rsplit("_s", 1)
         log = _work(quick) / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, __file__, "--job", key, "--seed", str(seed)]
+        command = [sys.executable, __file__, "--job", key, "--seed", seed]
         command += ["--quick"] if quick else []
         start = time.perf_counter()
         print(f"{name}: training ({log})", flush=True)
         with log.open("w") as handle:
             code = subprocess.call(command, stdout=handle, stderr=subprocess.STDOUT)
         print(f"{name}: exit {code} after {time.perf_counter() - start:.0f} s", flush=True)
-        lock.unlink()
-        done += 1
-        if max_jobs is not None and done >= max_jobs:
-            break
+        (cache / f"{name}.lock").unlink()
 
 
 def _results(quick: bool) -> dict[str, list[dict[str, Any]]]:
