@@ -1,14 +1,20 @@
 """Argument checks shared by the public entry points.
 
-Every failure names the argument, the value it got and what would be valid, so a bad call fails
-at once rather than in the middle of training.
+Every failure names the function (``fn``, where given), the argument, the value it got and what
+would be valid, so a bad call fails at once rather than in the middle of training: ``TypeError``
+for a wrong type, ``ValueError`` for a bad value. They run where a public call starts, never in
+the per-step code of a training loop.
 """
 
 from __future__ import annotations
 
 import functools
+import math
+import numbers
+import os
 import warnings
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -54,25 +60,219 @@ def renamed_kwargs(**renames: str) -> Callable[[F], F]:
     return wrap
 
 
-def check_choice(name: str, value: Any, valid: Iterable[Any]) -> None:
+def _where(fn: str | None) -> str:
+    return f"{fn}: " if fn else ""
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
+def _invalid(fn: str | None, name: str, value: Any, expected: str) -> str:
+    return f"{_where(fn)}{name}={_show(value)} is not valid; expected {expected}"
+
+
+def check_choice(name: str, value: Any, valid: Iterable[Any], *, fn: str | None = None) -> None:
     """Raise ``ValueError`` unless ``value`` is one of ``valid``."""
     valid = list(valid)
     if value not in valid:
-        raise ValueError(f"{name}={value!r} is not valid; expected one of {valid}")
+        raise ValueError(_invalid(fn, name, value, f"one of {valid}"))
 
 
-def check_positive(name: str, value: float, *, integer: bool = False) -> None:
-    """Raise ``ValueError`` unless ``value`` is a positive number (an ``int`` if ``integer``)."""
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
-        what = "a positive integer" if integer else "a positive number"
-        raise ValueError(f"{name}={value!r} is not valid; expected {what}")
+def _range_text(kind: str, low: float | None, high: float | None, positive: bool) -> str:
+    article = "an" if kind == "integer" else "a"
+    if positive and high is None:
+        return f"a positive {kind}"
+    if low is not None and high is not None:
+        return f"{article} {kind} in [{low}, {high}]"
+    if low is not None:
+        return f"{article} {kind} >= {low}"
+    if high is not None:
+        return f"{'a positive' if positive else article} {kind} <= {high}"
+    return f"{article} {kind}"
 
 
-def check_fraction(name: str, value: float, *, inclusive: bool = True) -> None:
-    """Raise ``ValueError`` unless ``0 <= value <= 1``."""
-    if not isinstance(value, (int, float)) or not (0.0 <= value <= 1.0):
-        raise ValueError(f"{name}={value!r} is not valid; expected a number in [0, 1]")
+def check_int(
+    name: str,
+    value: Any,
+    *,
+    low: int | None = 1,
+    high: int | None = None,
+    fn: str | None = None,
+) -> int:
+    """``value`` as an ``int`` in ``[low, high]`` (``None``: unbounded); ``TypeError`` for a
+    non-integer (``bool`` included: ``True`` is no channel count), ``ValueError`` out of range.
+
+    An upper bound is for sizes that build one module per unit: a typo of ``10**12`` would
+    otherwise build modules until the memory runs out instead of failing at once.
+    """
+    expected = _range_text("integer", low, high, positive=low == 1)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(_invalid(fn, name, value, expected))
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(_invalid(fn, name, value, expected))
+    return int(value)
+
+
+def check_number(
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    positive: bool = False,
+    finite: bool = True,
+    fn: str | None = None,
+) -> float:
+    """``value`` as a ``float`` in ``[low, high]`` (``> 0`` if ``positive``); NaN is never
+    valid, infinity only when ``finite=False``. ``TypeError`` for a non-number (or ``bool``)."""
+    kind = "finite number" if finite else "number"
+    expected = _range_text(kind, low, high, positive)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(_invalid(fn, name, value, expected))
+    number = float(value)
+    out = (
+        math.isnan(number)
+        or (finite and math.isinf(number))
+        or (positive and not number > 0)
+        or (low is not None and number < low)
+        or (high is not None and number > high)
+    )
+    if out:
+        raise ValueError(_invalid(fn, name, value, expected))
+    return number
+
+
+def check_positive(
+    name: str, value: float, *, integer: bool = False, fn: str | None = None
+) -> float:
+    """A positive number (an ``int`` if ``integer``); infinity is allowed for numbers."""
+    if integer:
+        return check_int(name, value, low=1, fn=fn)
+    return check_number(name, value, positive=True, finite=False, fn=fn)
+
+
+def check_fraction(name: str, value: float, *, fn: str | None = None) -> float:
+    """A number in ``[0, 1]``."""
+    return check_number(name, value, low=0, high=1, fn=fn)
+
+
+def check_bool(name: str, value: Any, *, fn: str | None = None) -> bool:
+    """``TypeError`` unless ``value`` is ``True`` or ``False`` (``-1`` is no yes-or-no)."""
+    if not isinstance(value, bool):
+        raise TypeError(_invalid(fn, name, value, "True or False"))
+    return value
+
+
+def check_list(
+    name: str,
+    value: Any,
+    *,
+    item: Callable[[str, Any], Any],
+    expected: str,
+    length: int | None = None,
+    fn: str | None = None,
+) -> list[Any]:
+    """A non-empty list or tuple (a string is not a list of names) of ``length`` entries, each
+    checked by ``item(f"{name}[i]", entry)``, which returns the entry to keep."""
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(_invalid(fn, name, value, expected))
+    if not value or (length is not None and len(value) != length):
+        count = f"{length} entries" if length is not None else "at least one entry"
+        raise ValueError(f"{_invalid(fn, name, value, expected)} ({count})")
+    return [item(f"{name}[{i}]", v) for i, v in enumerate(value)]
+
+
+def check_int_list(
+    name: str,
+    value: Any,
+    *,
+    low: int | None = 1,
+    length: int | None = None,
+    fn: str | None = None,
+) -> list[int]:
+    """A non-empty list or tuple of integers in ``[low, inf)``."""
+    each = "positive integers" if low == 1 else "integers" if low is None else f"integers >= {low}"
+    return check_list(
+        name,
+        value,
+        item=lambda n, v: check_int(n, v, low=low, fn=fn),
+        expected=f"a list of {each}",
+        length=length,
+        fn=fn,
+    )
+
+
+def check_tensor(
+    name: str,
+    value: Any,
+    *,
+    shape: tuple[Any, ...] | None = None,
+    expected: str = "",
+    fn: str | None = None,
+) -> torch.Tensor:
+    """A tensor whose shape matches ``shape``: sizes, ``None`` for any size and a leading
+    ``...`` for any number of leading dimensions, e.g. ``(..., 4)`` for boxes. ``expected``
+    describes it in the messages."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(_invalid(fn, name, value, f"a torch.Tensor {expected}".rstrip()))
+    if shape is not None:
+        free = bool(shape) and shape[0] is Ellipsis
+        dims = shape[1:] if free else shape
+        got = tuple(value.shape)
+        fits = len(got) >= len(dims) if free else len(got) == len(dims)
+        tail = got[len(got) - len(dims) :] if dims else ()
+        if not fits or any(d is not None and d != g for d, g in zip(dims, tail)):
+            raise ValueError(f"{_where(fn)}{name} has shape {got}; expected {expected}")
+    return value
+
+
+def check_module(
+    name: str,
+    value: Any,
+    *,
+    needs: tuple[str, ...] = (),
+    expected: str = "a torch.nn.Module",
+    fn: str | None = None,
+) -> Any:
+    """A ``torch.nn.Module`` with the attributes ``needs`` (what the caller reads from it)."""
+    if not isinstance(value, torch.nn.Module) or not all(hasattr(value, a) for a in needs):
+        raise TypeError(_invalid(fn, name, value, expected))
+    return value
+
+
+def check_path(name: str, value: Any, *, new: bool = False, fn: str | None = None) -> Path:
+    """A ``str`` or ``os.PathLike`` path. ``new``: a path to write, which must name an entry
+    (``''`` or ``'.'`` is the current folder, which cannot be replaced by a new one)."""
+    if isinstance(value, bytes) or not isinstance(value, (str, os.PathLike)):
+        raise TypeError(_invalid(fn, name, value, "a path (str or os.PathLike)"))
+    path = Path(value)
+    if new and path.name in ("", ".."):
+        raise ValueError(
+            _invalid(fn, name, str(value), "a path naming the folder to write, e.g. 'runs/best'")
+        )
+    return path
+
+
+def check_device(name: str, value: Any, *, fn: str | None = None) -> torch.device:
+    """A device torch can name and this machine has (``'cpu'``, ``'cuda:0'``, ``0``...)."""
+    expected = "a device such as 'cpu' or 'cuda:0' (str, int or torch.device)"
+    if isinstance(value, bool) or not isinstance(value, (str, int, torch.device)):
+        raise TypeError(_invalid(fn, name, value, expected))
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"{_invalid(fn, name, value, expected)} ({err})") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise ValueError(
+                f"{_invalid(fn, name, value, expected)}: this machine has {count} CUDA devices"
+            )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{_invalid(fn, name, value, expected)}: MPS is not available here")
+    return device
 
 
 def check_images(images: Any, in_chans: int, stride: int = 32) -> torch.Tensor:

@@ -5,26 +5,23 @@ from __future__ import annotations
 import torch
 from torchvision import ops
 
-from ._checks import check_fraction, check_positive
+from ._checks import check_fraction, check_positive, check_tensor
 from .boxes import clip_boxes
 
 
-def _check_nms_inputs(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> None:
-    if not isinstance(boxes, torch.Tensor) or boxes.ndim != 2 or boxes.shape[1] != 4:
-        shape = tuple(boxes.shape) if isinstance(boxes, torch.Tensor) else type(boxes).__name__
-        raise ValueError(f"boxes has shape {shape}; expected a tensor [N, 4] of xyxy boxes")
-    if not isinstance(scores, torch.Tensor) or scores.shape != (boxes.shape[0],):
-        shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
-        raise ValueError(
-            f"scores has shape {shape}; expected [{boxes.shape[0]}] (one score per box)"
-        )
-    check_fraction("iou_threshold", iou_threshold)
+def _check_nms_inputs(
+    fn: str, boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float
+) -> None:
+    check_tensor("boxes", boxes, shape=(None, 4), expected="[N, 4] (xyxy boxes)", fn=fn)
+    n = boxes.shape[0]
+    check_tensor("scores", scores, shape=(n,), expected=f"[{n}] (one score per box)", fn=fn)
+    check_fraction("iou_threshold", iou_threshold, fn=fn)
     if torch.isnan(boxes).any():
         rows = torch.isnan(boxes).any(1).nonzero().flatten()[:5].tolist()
-        raise ValueError(f"boxes holds NaN (rows {rows}...); NMS needs finite xyxy boxes")
+        raise ValueError(f"{fn}: boxes holds NaN (rows {rows}...); NMS needs finite xyxy boxes")
     if torch.isnan(scores).any():
         rows = torch.isnan(scores).nonzero().flatten()[:5].tolist()
-        raise ValueError(f"scores holds NaN (entries {rows}...); NMS needs finite scores")
+        raise ValueError(f"{fn}: scores holds NaN (entries {rows}...); NMS needs finite scores")
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
@@ -36,7 +33,7 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
     >>> nms(boxes, torch.tensor([0.9, 0.8, 0.7]), 0.5).tolist()
     [0, 2]
     """
-    _check_nms_inputs(boxes, scores, iou_threshold)
+    _check_nms_inputs("nms", boxes, scores, iou_threshold)
     return ops.nms(boxes, scores, float(iou_threshold))
 
 
@@ -50,14 +47,12 @@ def batched_nms(
     >>> batched_nms(boxes, torch.tensor([0.9, 0.8]), torch.tensor([0, 1]), 0.5).tolist()
     [0, 1]
     """
-    _check_nms_inputs(boxes, scores, iou_threshold)
-    if not isinstance(classes, torch.Tensor) or classes.shape != (boxes.shape[0],):
-        shape = tuple(classes.shape) if isinstance(classes, torch.Tensor) else type(classes)
-        raise ValueError(
-            f"classes has shape {shape}; expected [{boxes.shape[0]}] (one class per box)"
-        )
+    fn = "batched_nms"
+    _check_nms_inputs(fn, boxes, scores, iou_threshold)
+    n = boxes.shape[0]
+    check_tensor("classes", classes, shape=(n,), expected=f"[{n}] (one class per box)", fn=fn)
     if classes.is_floating_point():
-        raise ValueError(f"classes has dtype {classes.dtype}; expected integer class indices")
+        raise ValueError(f"{fn}: classes has dtype {classes.dtype}; expected integer class indices")
     return ops.batched_nms(boxes, scores, classes, float(iou_threshold))
 
 
@@ -84,10 +79,14 @@ def postprocess(
     >>> out[0]["boxes"].tolist(), out[0]["labels"].tolist()
     ([[0.0, 0.0, 9.0, 9.0]], [0])
     """
-    check_fraction("conf", conf)
-    check_fraction("iou", iou)
-    check_positive("max_det", max_det, integer=True)
-    check_positive("max_candidates", max_candidates, integer=True)
+    fn = "postprocess"
+    check_tensor("boxes", boxes, shape=(None, None, 4), expected="[B, A, 4] (xyxy boxes)", fn=fn)
+    b, a = boxes.shape[:2]
+    check_tensor("scores", scores, shape=(b, a, None), expected=f"[{b}, {a}, C]", fn=fn)
+    check_fraction("conf", conf, fn=fn)
+    check_fraction("iou", iou, fn=fn)
+    check_positive("max_det", max_det, integer=True, fn=fn)
+    check_positive("max_candidates", max_candidates, integer=True, fn=fn)
     results = []
     for bx, sc in zip(boxes, scores):
         if multi_label:
