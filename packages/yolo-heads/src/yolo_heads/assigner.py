@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .boxes import box_iou, complete_iou
+from ._checks import check_choice, check_int, check_number
+from .boxes import _box_iou, _complete_iou
 
 
 class TaskAlignedAssigner(nn.Module):
@@ -40,12 +41,13 @@ class TaskAlignedAssigner(nn.Module):
         min_side: float = 16.0,
     ) -> None:
         super().__init__()
-        if iou not in ("iou", "ciou"):
-            raise ValueError(f"iou={iou!r} is not valid; expected 'iou' or 'ciou'")
-        if not min_side >= 0:
-            raise ValueError(f"min_side={min_side!r} is not valid; expected a number >= 0")
-        self.topk, self.alpha, self.beta, self.eps = topk, alpha, beta, eps
-        self.iou, self.min_side = iou, float(min_side)
+        fn = "TaskAlignedAssigner"
+        check_choice("iou", iou, ("iou", "ciou"), fn=fn)
+        self.topk = check_int("topk", topk, fn=fn)
+        self.alpha = check_number("alpha", alpha, low=0, fn=fn)
+        self.beta = check_number("beta", beta, low=0, fn=fn)
+        self.eps = check_number("eps", eps, low=0, fn=fn)
+        self.iou, self.min_side = iou, check_number("min_side", min_side, low=0, fn=fn)
 
     class Result:
         """Targets per anchor point: labels [B, A], boxes [B, A, 4], scores [B, A, C], fg [B, A]."""
@@ -89,9 +91,9 @@ class TaskAlignedAssigner(nn.Module):
             # Only candidate pairs: CIoU is element-wise, and B x M x A pairs can be large.
             overlaps = torch.zeros(candidate.shape, dtype=pred_boxes.dtype, device=points.device)
             bi, mi, ai = candidate.nonzero(as_tuple=True)
-            overlaps[bi, mi, ai] = complete_iou(gt_boxes[bi, mi], pred_boxes[bi, ai]).clamp(min=0)
+            overlaps[bi, mi, ai] = _complete_iou(gt_boxes[bi, mi], pred_boxes[bi, ai]).clamp(min=0)
         else:
-            overlaps = box_iou(gt_boxes, pred_boxes)  # [B, M, A]
+            overlaps = _box_iou(gt_boxes, pred_boxes)  # [B, M, A]
         labels = gt_labels.clamp(min=0).long()
         cls_score = pred_scores.gather(2, labels[:, None, :].expand(b, a, m)).transpose(1, 2)
         # where, not a product: a zero-area padded box against a collapsed prediction is 0 / 0.

@@ -5,9 +5,12 @@ and the distance encoding of the anchor-free head (which torchvision has no coun
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torchvision import ops
+
+from ._checks import check_number, check_tensor
 
 
 def xyxy_to_xywh(boxes: torch.Tensor) -> torch.Tensor:
@@ -36,7 +39,18 @@ def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
     >>> box_iou(torch.tensor([[0.0, 0, 2, 2]]), torch.tensor([[1.0, 1, 3, 3]]))
     tensor([[0.1429]])
     """
-    return ops.box_iou(boxes1, boxes2)
+    _check_boxes("box_iou", boxes1=boxes1, boxes2=boxes2, pairs=True)
+    return _box_iou(boxes1, boxes2)
+
+
+def _check_boxes(fn: str, *, pairs: bool = False, **boxes: Any) -> None:
+    shape, expected = ((..., None, 4), "[..., N, 4]") if pairs else ((..., 4), "[..., 4]")
+    for name, value in boxes.items():
+        check_tensor(name, value, shape=shape, expected=f"{expected} (xyxy boxes)", fn=fn)
+
+
+# Unchecked, for the assigner and the losses, which call them every step on their own tensors.
+_box_iou = ops.box_iou
 
 
 def complete_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
@@ -51,6 +65,12 @@ def complete_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-7) 
     >>> complete_iou(torch.tensor([[0.0, 0, 2, 2]]), torch.tensor([[0.0, 0, 2, 2]]))
     tensor([1.])
     """
+    _check_boxes("complete_iou", boxes1=boxes1, boxes2=boxes2)
+    check_number("eps", eps, low=0, fn="complete_iou")
+    return _complete_iou(boxes1, boxes2, eps)
+
+
+def _complete_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     boxes1, boxes2 = _floor_height(boxes1), _floor_height(boxes2)
     return 1.0 - ops.complete_box_iou_loss(boxes1, boxes2, reduction="none", eps=eps)
 

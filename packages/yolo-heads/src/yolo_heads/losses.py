@@ -13,8 +13,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from ._checks import check_module, check_tensor
 from .assigner import TaskAlignedAssigner
-from .boxes import box_to_distance, complete_iou, cxcywh_to_xyxy
+from .boxes import _complete_iou, box_to_distance, cxcywh_to_xyxy
 
 
 def pad_targets(
@@ -44,6 +45,18 @@ def distribution_focal_loss(pred_logits: torch.Tensor, target: torch.Tensor) -> 
     >>> float(distribution_focal_loss(logits, torch.full((1, 4), 3.0))) < 1e-6
     True
     """
+    fn = "distribution_focal_loss"
+    check_tensor(
+        "pred_logits", pred_logits, shape=(..., None), expected="[..., R] (bin logits)", fn=fn
+    )
+    shape = (*pred_logits.shape[:-1],)
+    check_tensor(
+        "target", target, shape=shape, expected=f"{list(shape)} (pred_logits less its bins)", fn=fn
+    )
+    return _distribution_focal_loss(pred_logits, target)
+
+
+def _distribution_focal_loss(pred_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     left = target.long()
     right = left + 1
     w_left = right.float() - target
@@ -75,7 +88,13 @@ class AnchorFreeLoss:
         cls_gain: float = 0.5,
         assigner: TaskAlignedAssigner | dict | None = None,
     ) -> None:
-        self.head = head
+        self.head = check_module(
+            "head",
+            head,
+            needs=("strides", "reg_max", "flatten", "decode_distances"),
+            expected="an AnchorFreeHead (strides, reg_max, flatten, decode_distances)",
+            fn="AnchorFreeLoss",
+        )
         self.gains = {"box": box_gain, "dfl": dfl_gain, "cls": cls_gain}
         if not isinstance(assigner, TaskAlignedAssigner):
             # A dict (from a run config's model.loss_kwargs.assigner) sets its options; the
@@ -110,7 +129,7 @@ class AnchorFreeLoss:
         fg = assigned.fg_mask
         if fg.any():
             weight = assigned.scores.sum(-1)[fg]
-            ciou = complete_iou(pred_boxes[fg], assigned.boxes[fg])
+            ciou = _complete_iou(pred_boxes[fg], assigned.boxes[fg])
             box_loss = ((1.0 - ciou) * weight).sum() / score_sum
             stride_fg = strides.expand(b, a, 1)[fg]
             target_dist = box_to_distance(
@@ -118,7 +137,7 @@ class AnchorFreeLoss:
                 points.expand(b, a, 2)[fg] / stride_fg,
                 head.reg_max - 1 - 0.01,
             )
-            dfl_loss = (distribution_focal_loss(pred_dist[fg], target_dist) * weight).sum()
+            dfl_loss = (_distribution_focal_loss(pred_dist[fg], target_dist) * weight).sum()
             dfl_loss = dfl_loss / score_sum
         else:
             # Keep every output in the graph (DDP expects gradients for all parameters).
@@ -149,7 +168,13 @@ class AnchorBasedLoss:
         anchor_t: float = 4.0,
         balance: Sequence[float] = (4.0, 1.0, 0.4),
     ) -> None:
-        self.head = head
+        self.head = check_module(
+            "head",
+            head,
+            needs=("strides", "anchors"),
+            expected="an AnchorBasedHead (strides, anchors)",
+            fn="AnchorBasedLoss",
+        )
         self.gains = {"box": box_gain, "obj": obj_gain, "cls": cls_gain}
         self.anchor_t = anchor_t
         self.balance = list(balance)
@@ -213,7 +238,7 @@ class AnchorBasedLoss:
                     pxy = p[:, :2].sigmoid() * 2 - 0.5
                     pwh = (p[:, 2:4].sigmoid() * 2) ** 2 * anchors[anchor_idx]
                     tbox = torch.cat((gxy - torch.stack((gi, gj), 1), t[:, 4:6]), dim=1)
-                    ciou = complete_iou(
+                    ciou = _complete_iou(
                         cxcywh_to_xyxy(torch.cat((pxy, pwh), 1)), cxcywh_to_xyxy(tbox)
                     )
                     box_loss = box_loss + (1.0 - ciou).mean()
