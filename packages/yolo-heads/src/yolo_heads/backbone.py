@@ -8,6 +8,8 @@ import timm
 import torch
 from torch import nn
 
+from ._checks import check_bool, check_int, check_int_list, check_list, check_module
+
 STRIDES = (8, 16, 32)
 
 
@@ -33,18 +35,34 @@ class PyramidBackbone(nn.Module):
         in_chans: int,
     ) -> None:
         super().__init__()
-        self.body = body
-        self.indices = list(indices)
-        self.channels = list(channels)
+        fn, levels = "PyramidBackbone", len(STRIDES)
+        self.body = check_module("body", body, fn=fn)
+        self.indices = check_int_list("indices", indices, low=0, length=levels, fn=fn)
+        self.channels = check_int_list("channels", channels, length=levels, fn=fn)
         self.strides = list(STRIDES)
-        self.module_names = list(module_names)
-        self.in_chans = in_chans
+        self.module_names = check_list(
+            "module_names",
+            module_names,
+            item=_check_module_name,
+            expected="a list of module names (str, or None where unknown)",
+            length=levels,
+            fn=fn,
+        )
+        self.in_chans = check_int("in_chans", in_chans, fn=fn)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats = self.body(x)
         if isinstance(feats, dict):
             feats = list(feats.values())
         return [feats[i] for i in self.indices]
+
+
+def _check_module_name(name: str, value: object) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(
+            f"PyramidBackbone: {name}={value!r} is not valid; expected a module name or None"
+        )
+    return value
 
 
 def _pick_levels(reductions: list[int], what: str) -> list[int]:
@@ -101,6 +119,10 @@ def create_backbone(
     >>> create_backbone("resnet18").strides
     [8, 16, 32]
     """
+    in_chans = check_int("in_chans", in_chans, fn="create_backbone")
+    # Checked before timm sees it: timm reads any true value as "download", so pretrained=-1
+    # would reach for the Hub and fail there with an error that names no argument.
+    check_bool("pretrained", pretrained, fn="create_backbone")
     if isinstance(backbone, str):
         try:
             body = timm.create_model(

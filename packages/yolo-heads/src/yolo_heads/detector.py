@@ -10,11 +10,11 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
-from ._checks import check_choice, check_images, check_targets
+from ._checks import check_choice, check_images, check_int, check_targets
 from .backbone import create_backbone
 from .heads import HEADS
 from .knowledge import attach_retriever_dictionary, implicit_feature_alignment
-from .necks import NECKS
+from .necks import MAX_DEPTH, NECKS
 from .nms import postprocess
 
 
@@ -122,13 +122,14 @@ class YOLODetector(nn.Module):
         **backbone_kwargs: Any,
     ) -> None:
         super().__init__()
-        check_choice("neck", neck, NECKS)
-        check_choice("head", head, HEADS)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes={num_classes!r} is not valid; expected an integer >= 1")
-        for name, value in (("neck_channels", neck_channels), ("neck_depth", neck_depth)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} is not valid; expected an integer >= 1")
+        # Before the backbone is built: a bad neck or head argument fails at once.
+        fn = "YOLODetector"
+        check_choice("neck", neck, NECKS, fn=fn)
+        check_choice("head", head, HEADS, fn=fn)
+        check_int("num_classes", num_classes, fn=fn)
+        check_int("neck_channels", neck_channels, low=2, fn=fn)
+        check_int("neck_depth", neck_depth, high=MAX_DEPTH, fn=fn)
+        check_int("in_chans", in_chans, fn=fn)
         self.num_classes, self.in_chans = num_classes, in_chans
         self.config = _config(locals()) if isinstance(backbone, str) else None
         self.head_name, self.implicit = head, implicit

@@ -8,7 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._checks import check_int, check_int_list
 from .layers import ConvBnAct, CSPBlock
+
+#: Bottlenecks per CSP block at most. YOLO necks use 1 to 3; a depth beyond this is a typo, and
+#: ``depth=10**12`` would otherwise build modules until the memory runs out.
+MAX_DEPTH = 64
 
 NECKS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -30,6 +35,16 @@ def register_neck(name: str) -> Callable:
     return wrap
 
 
+def check_neck_args(fn: str, in_channels, channels, depth) -> tuple[list[int], int, int]:
+    """A channel count per input level, the output width (two at least: a CSP block halves it)
+    and the bottlenecks per CSP block."""
+    return (
+        check_int_list("in_channels", in_channels, fn=fn),
+        check_int("channels", channels, low=2, fn=fn),
+        check_int("depth", depth, low=1, high=MAX_DEPTH, fn=fn),
+    )
+
+
 @register_neck("fpn")
 class FPN(nn.Module):
     """Top-down feature pyramid: lateral 1x1 projections, upsample and fuse with a CSP block.
@@ -44,6 +59,9 @@ class FPN(nn.Module):
 
     def __init__(self, in_channels: Sequence[int], channels: int = 64, depth: int = 1) -> None:
         super().__init__()
+        in_channels, channels, depth = check_neck_args(
+            type(self).__name__, in_channels, channels, depth
+        )
         self.out_channels = [channels] * len(in_channels)
         self.lateral = nn.ModuleList(ConvBnAct(c, channels, 1) for c in in_channels)
         self.top_down = nn.ModuleList(
@@ -71,7 +89,7 @@ class PAN(FPN):
 
     def __init__(self, in_channels: Sequence[int], channels: int = 64, depth: int = 1) -> None:
         super().__init__(in_channels, channels, depth)
-        levels = len(in_channels) - 1
+        levels = len(self.out_channels) - 1
         self.down = nn.ModuleList(ConvBnAct(channels, channels, 3, stride=2) for _ in range(levels))
         self.bottom_up = nn.ModuleList(
             CSPBlock(2 * channels, channels, depth) for _ in range(levels)

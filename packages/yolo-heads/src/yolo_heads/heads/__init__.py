@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from torch import nn
+
+from .._checks import check_int, check_int_list
 
 HEADS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -24,6 +27,15 @@ def register_head(name: str) -> Callable:
         return cls
 
     return wrap
+
+
+def check_head_args(
+    fn: str, in_channels: Any, strides: Any, num_classes: Any
+) -> tuple[list[int], list[int], int]:
+    """The arguments every head takes: a channel count and a stride per level, a class count."""
+    in_channels = check_int_list("in_channels", in_channels, fn=fn)
+    strides = check_int_list("strides", strides, length=len(in_channels), fn=fn)
+    return in_channels, strides, check_int("num_classes", num_classes, fn=fn)
 
 
 from .anchor_based import DEFAULT_ANCHORS, AnchorBasedHead  # noqa: E402

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..knowledge import implicit_prediction_refinement
 from ..losses import AnchorBasedLoss
-from . import register_head
+from . import check_head_args, register_head
 
 #: YOLOR / YOLOv7 anchors (width, height in pixels) for strides 8, 16 and 32 at 640 px.
 DEFAULT_ANCHORS: tuple[tuple[tuple[float, float], ...], ...] = (
@@ -46,6 +46,9 @@ class AnchorBasedHead(nn.Module):
         image_size_hint: int = 640,
     ) -> None:
         super().__init__()
+        in_channels, strides, num_classes = check_head_args(
+            "AnchorBasedHead", in_channels, strides, num_classes
+        )
         anchors_t = torch.as_tensor(anchors, dtype=torch.float32)
         if anchors_t.ndim != 3 or anchors_t.shape[0] != len(in_channels) or anchors_t.shape[2] != 2:
             raise ValueError(
@@ -54,7 +57,7 @@ class AnchorBasedHead(nn.Module):
             )
         if (anchors_t <= 0).any():
             raise ValueError(f"anchors={anchors_t.tolist()} must all be positive (pixels)")
-        self.num_classes, self.strides = num_classes, list(strides)
+        self.num_classes, self.strides = num_classes, strides
         self.num_anchors = anchors_t.shape[1]
         self.register_buffer("anchors", anchors_t)
         self.outputs_per_anchor = 5 + num_classes

@@ -8,11 +8,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .._checks import check_int
 from ..boxes import distance_to_box, make_anchor_points
 from ..knowledge import implicit_prediction_refinement
 from ..layers import ConvBnAct
 from ..losses import AnchorFreeLoss
-from . import register_head
+from . import check_head_args, register_head
 
 
 @register_head("anchor_free")
@@ -41,7 +42,12 @@ class AnchorFreeHead(nn.Module):
         objects_per_image_hint: float = 5.0,
     ) -> None:
         super().__init__()
-        self.num_classes, self.reg_max, self.strides = num_classes, reg_max, list(strides)
+        in_channels, strides, num_classes = check_head_args(
+            "AnchorFreeHead", in_channels, strides, num_classes
+        )
+        # Two bins at least: the DFL target lies between two neighbouring bins.
+        reg_max = check_int("reg_max", reg_max, low=2, fn="AnchorFreeHead")
+        self.num_classes, self.reg_max, self.strides = num_classes, reg_max, strides
         box_ch = max(16, in_channels[0] // 4, 4 * reg_max)
         cls_ch = max(in_channels[0], min(num_classes, 100))
         self.box_branch = nn.ModuleList(

@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import check_fraction, check_int
 from ..layers import ConvBnAct
-from . import register_head
+from . import check_head_args, register_head
 
 
 @register_head("classification")
@@ -33,7 +34,11 @@ class ClassificationHead(nn.Module):
         **unused,
     ) -> None:
         super().__init__()
-        self.num_classes, self.strides = num_classes, list(strides)
+        fn = "ClassificationHead"
+        in_channels, strides, num_classes = check_head_args(fn, in_channels, strides, num_classes)
+        hidden = check_int("hidden", hidden, fn=fn)
+        dropout = check_fraction("dropout", dropout, fn=fn)
+        self.num_classes, self.strides = num_classes, strides
         self.conv = ConvBnAct(in_channels[-1], hidden, 1)
         self.drop = nn.Dropout(dropout)
         self.fc = nn.Linear(hidden, num_classes)
