@@ -149,7 +149,7 @@ def test_wrong_folding_is_caught(monkeypatch):
 
 
 def test_bad_input():
-    with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module"):
+    with pytest.raises(TypeError, match=r"model='resnet18' is not valid; expected a torch\.nn"):
         fuse_conv_bn("resnet18")
     with pytest.raises(ValueError, match="atol=-1"):
         fuse_conv_bn(nn.Conv2d(3, 3, 1), atol=-1)

@@ -18,6 +18,7 @@ tolerance raises :class:`FusionError`.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,13 +29,20 @@ from torch.nn.utils import fusion
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
+from ._checks import check_module, check_number, check_tensor
 from .knowledge import fuse_implicit
 
 __all__ = ["FusionError", "conv_bn_pairs", "fuse_conv_bn", "fuse_for_inference"]
 
 
-class FusionError(RuntimeError):
-    """Folding changed the model's outputs beyond the tolerance."""
+class FusionError(RuntimeError, ValueError):
+    """Folding changed the model's outputs beyond the tolerance ``atol``.
+
+    A ``RuntimeError`` (what it has always been) and a ``ValueError``: the failure is the
+    model with the ``atol`` asked for, e.g. ``atol=0`` demands bit-identical outputs, which
+    float32 folding gives only when there is nothing to fold. The message says by how much the
+    outputs moved, so a caller can pick a tolerance.
+    """
 
 
 @dataclass
@@ -103,16 +111,46 @@ def _is_timm_norm_act(module: nn.Module) -> bool:
     return type(module) is BatchNormAct2d
 
 
-def _probe_input(model: nn.Module, example: torch.Tensor | None) -> torch.Tensor:
+def _probe_input(fn: str, model: nn.Module, example: torch.Tensor | None) -> torch.Tensor:
     if example is not None:
-        if not isinstance(example, torch.Tensor):
-            raise TypeError(f"example must be a torch.Tensor input, got {type(example).__name__}")
-        return example
+        return check_tensor("example", example, expected="(an input of the model)", fn=fn)
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     generator = torch.Generator().manual_seed(0)
-    images = torch.rand(2, getattr(model, "in_chans", 3), 64, 64, generator=generator)
+    images = torch.rand(2, _input_channels(model), 64, 64, generator=generator)
     return images.to(device)
+
+
+def _input_channels(model: nn.Module) -> int:
+    """``model.in_chans`` (a detector, a timm model), else the first convolution's input."""
+    if isinstance(getattr(model, "in_chans", None), int):
+        return model.in_chans
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return first.in_channels if first is not None else 3
+
+
+def _run(fn: str, model: nn.Module, example: torch.Tensor, defaulted: bool) -> Any:
+    """``model(example)``; when the probe input was made up (``example=None``), a forward that
+    refuses it is the caller's missing ``example``, said so, not a raw shape error."""
+    try:
+        return model(example)
+    except Exception as err:
+        if not defaulted:
+            raise
+        raise ValueError(
+            f"{fn}: example=None probes {type(model).__name__} with random images of shape "
+            f"{tuple(example.shape)}, which its forward refused ({type(err).__name__}: {err}); "
+            "pass example= an input the model accepts"
+        ) from err
+
+
+def _check_model(fn: str, model: Any) -> nn.Module:
+    return check_module("model", model, fn=fn)
+
+
+def _check_atol(fn: str, atol: Any) -> float:
+    # inf is a valid tolerance: fold without comparing.
+    return check_number("atol", atol, low=0, finite=False, fn=fn)
 
 
 def conv_bn_pairs(model: nn.Module, example: torch.Tensor | None = None) -> list[tuple[str, str]]:
@@ -125,12 +163,15 @@ def conv_bn_pairs(model: nn.Module, example: torch.Tensor | None = None) -> list
     >>> conv_bn_pairs(net)
     [('0', '1')]
     """
+    fn = "conv_bn_pairs"
+    _check_model(fn, model)
     if model.training:
         raise ValueError(
-            "model is in training mode; BatchNorm folds only with its running statistics, call "
-            "model.eval() first"
+            f"{fn}: model is in training mode; BatchNorm folds only with its running statistics, "
+            "call model.eval() first"
         )
-    example = _probe_input(model, example)
+    defaulted = example is None
+    example = _probe_input(fn, model, example)
     names = {m: n for n, m in model.named_modules(remove_duplicate=False)}
     calls: dict[str, int] = {}
     recorder = _Recorder()
@@ -161,7 +202,7 @@ def conv_bn_pairs(model: nn.Module, example: torch.Tensor | None = None) -> list
             handles.append(module.register_forward_hook(after_bn))
     try:
         with torch.no_grad(), recorder:
-            outputs = model(example)
+            outputs = _run(fn, model, example, defaulted)
     finally:
         for handle in handles:
             handle.remove()
@@ -201,6 +242,14 @@ def _max_difference(reference: Any, fused: Any) -> tuple[float, float]:
     return worst_abs, worst_rel
 
 
+def _tolerance_for(difference: float) -> float:
+    """``difference`` rounded up to two significant digits: a tolerance that accepts it."""
+    if not math.isfinite(difference) or difference <= 0:
+        return difference
+    unit = 10 ** (math.floor(math.log10(difference)) - 1)
+    return float(f"{math.ceil(difference / unit) * unit:.2g}")
+
+
 def fuse_conv_bn(
     model: nn.Module,
     example: torch.Tensor | None = None,
@@ -219,16 +268,16 @@ def fuse_conv_bn(
     >>> [type(m).__name__ for m in fused]
     ['Conv2d', 'Identity', 'ReLU']
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(atol, (int, float)) or isinstance(atol, bool) or atol < 0:
-        raise ValueError(f"atol={atol!r} is not valid; expected a number >= 0")
+    fn = "fuse_conv_bn"
+    _check_model(fn, model)
+    _check_atol(fn, atol)
     if not inplace:
         model = copy.deepcopy(model)
     model.eval()
-    example = _probe_input(model, example)
+    defaulted = example is None
+    example = _probe_input(fn, model, example)
     with torch.no_grad():
-        reference = model(example)
+        reference = _run(fn, model, example, defaulted)
     for conv_name, bn_name in conv_bn_pairs(model, example):
         conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
         _set_module(model, conv_name, fusion.fuse_conv_bn_eval(conv, bn))
@@ -239,9 +288,11 @@ def fuse_conv_bn(
     worst_abs, worst_rel = _max_difference(reference, fused)
     if not worst_rel <= atol:
         raise FusionError(
-            f"folding BatchNorm into convolutions changed {type(model).__name__}'s outputs by up "
-            f"to {worst_abs:.3g} (relative {worst_rel:.3g}) on the probe input, more than "
-            f"atol={atol}; the model may use a pre-norm map in a way the probe pass did not see"
+            f"{fn}: folding BatchNorm into convolutions changed {type(model).__name__}'s outputs "
+            f"by up to {worst_abs:.3g} (relative {worst_rel:.3g}) on the probe input, more than "
+            f"atol={atol}; the model may use a pre-norm map in a way the probe pass did not see "
+            f"(or atol is tighter than float rounding: atol={_tolerance_for(worst_rel)} accepts "
+            "this)"
         )
     return model
 
@@ -262,20 +313,22 @@ def fuse_for_inference(
     >>> any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
     False
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    fn = "fuse_for_inference"
+    _check_model(fn, model)
+    _check_atol(fn, atol)
     model = copy.deepcopy(model).eval()
-    example = _probe_input(model, example)
+    defaulted = example is None
+    example = _probe_input(fn, model, example)
     with torch.no_grad():
-        reference = model(example)
+        reference = _run(fn, model, example, defaulted)
     model = fuse_implicit(model)  # a no-op copy for a model without implicit layers
     model = fuse_conv_bn(model, example, inplace=True, atol=atol)
     with torch.no_grad():
         worst_abs, worst_rel = _max_difference(reference, model(example))
     if not worst_rel <= atol:
         raise FusionError(
-            f"fusing implicit knowledge and BatchNorm changed {type(model).__name__}'s outputs by "
-            f"up to {worst_abs:.3g} (relative {worst_rel:.3g}) on the probe input, more than "
-            f"atol={atol}"
+            f"{fn}: fusing implicit knowledge and BatchNorm changed {type(model).__name__}'s "
+            f"outputs by up to {worst_abs:.3g} (relative {worst_rel:.3g}) on the probe input, more "
+            f"than atol={atol} (atol={_tolerance_for(worst_rel)} accepts this)"
         )
     return model
