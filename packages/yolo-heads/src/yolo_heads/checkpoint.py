@@ -36,6 +36,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ._checks import check_device, check_int, check_int_list, check_list, check_path
 from ._files import existing_folder, write_folder_atomic
 from .registry import ARCHITECTURE, PRETRAINED_CFG
 
@@ -61,6 +62,27 @@ def _unwrap(model: nn.Module) -> nn.Module:
     )
 
 
+def _check_labels(fn: str, label_names: Any, category_ids: Any, image_size: Any) -> None:
+    if label_names is not None:
+        check_list(
+            "label_names",
+            label_names,
+            item=lambda name, v: _check_label(fn, name, v),
+            expected="a list of class names (str), one per class",
+            fn=fn,
+        )
+    if category_ids is not None:
+        check_int_list("category_ids", category_ids, low=None, fn=fn)
+    if image_size is not None:
+        check_int("image_size", image_size, fn=fn)
+
+
+def _check_label(fn: str, name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{fn}: {name}={value!r} is not valid; expected a class name (str)")
+    return value
+
+
 def detector_config(
     model: nn.Module,
     *,
@@ -72,6 +94,7 @@ def detector_config(
     """timm's ``config.json`` for a :class:`~yolo_heads.YOLODetector` built from a timm name."""
     from . import __version__
 
+    _check_labels("detector_config", label_names, category_ids, image_size)
     model = _unwrap(model)
     args = getattr(model, "config", None)
     if args is None:
@@ -136,6 +159,8 @@ def save_checkpoint(
         metadata: JSON-serialisable extras (epoch, metrics, ...), under ``knowledge``.
         trainer_state: written as ``trainer_state.pt`` for resuming (tensors, numbers, dicts).
     """
+    folder = check_path("folder", folder, new=True, fn="save_checkpoint")
+    _check_labels("save_checkpoint", label_names, category_ids, image_size)
     config = detector_config(
         model,
         label_names=label_names if label_names is not None else getattr(model, "label_names", None),
@@ -161,6 +186,7 @@ def save_checkpoint(
 
 
 def _folder(folder: str | os.PathLike, what: str = "folder") -> Path:
+    check_path(what, folder)
     path = existing_folder(folder)
     if not path.is_dir():
         hint = ""
@@ -211,6 +237,7 @@ def load_checkpoint(
     """
     from .detector import YOLODetector
 
+    device = check_device("device", device, fn="load_checkpoint")
     path = _folder(folder)
     config = read_config(path)
     state = _read_weights(path / WEIGHTS_NAME)

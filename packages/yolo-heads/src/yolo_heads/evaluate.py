@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import math
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ._checks import renamed_kwargs
+from ._checks import check_path, renamed_kwargs
 from .boxes import xyxy_to_xywh
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -66,6 +67,28 @@ def _check_detections(
             )
 
 
+def _read_detections(detections: Any) -> list[Any]:
+    """A COCO results list, or the one read from the JSON file that ``detections`` names."""
+    fn = "evaluate_coco"
+    if isinstance(detections, (str, os.PathLike)):
+        path = check_path("detections", detections, fn=fn)
+        if not path.is_file():
+            raise FileNotFoundError(f"{fn}: detections={str(detections)!r} is not a file")
+        try:
+            detections = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{fn}: detections={str(path)!r} is not valid JSON ({err})") from None
+        what = f"the JSON in detections={str(path)!r}"
+    else:
+        what = None
+    if not isinstance(detections, (list, tuple)):
+        expected = "a list of COCO result dicts or the path of a JSON file of them"
+        if what is not None:
+            raise ValueError(f"{fn}: {what} is a {type(detections).__name__}; expected a list")
+        raise TypeError(f"{fn}: detections={detections!r:.80} is not valid; expected {expected}")
+    return list(detections)
+
+
 def coco_evaluator(
     ann_file: str | Path, detections: Sequence[dict[str, Any]] | str | Path, verbose: bool = False
 ) -> Any:
@@ -80,12 +103,10 @@ def coco_evaluator(
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    ann_file = Path(ann_file)
+    ann_file = check_path("ann_file", ann_file, fn="evaluate_coco")
     if not ann_file.is_file():
-        raise FileNotFoundError(f"ann_file={str(ann_file)!r} does not exist")
-    if isinstance(detections, (str, Path)):
-        detections = json.loads(Path(detections).read_text())
-    detections = list(detections)
+        raise FileNotFoundError(f"evaluate_coco: ann_file={str(ann_file)!r} does not exist")
+    detections = _read_detections(detections)
     quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
     with quiet:
         gt = COCO(str(ann_file))
