@@ -101,6 +101,11 @@ ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
         "yolo",
         {"o": ALL_AUG},
     ),
+    "yh_demo_assigner": (
+        "yolo-heads demo size 1.01M, + new assigner (the defaults)",
+        "yolo",
+        {"o": []},
+    ),
     "yh_demo_before": ("yolo-heads demo size 1.01M, before", "yolo", {"o": OLD_ASSIGNER}),
     "ultra_default": ("Ultralytics YOLOv8n, its defaults", "ultralytics", {"matched": False}),
     "yh_matched_rd_random": (
@@ -530,7 +535,8 @@ COMPARE = [  # (row, against): the questions the table answers
     ("yh_matched_mosaic", "yh_matched_assigner"),
     ("yh_matched_affine", "yh_matched_assigner"),
     ("yh_matched_hsv", "yh_matched_assigner"),
-    ("yh_demo", "yh_demo_before"),
+    ("yh_demo_assigner", "yh_demo_before"),
+    ("yh_demo", "yh_demo_assigner"),
     ("yh_matched_rd_random", "yh_matched_assigner"),
     ("yh_matched_rd_vision", "yh_matched_assigner"),
     ("yh_matched_implicit", "yh_matched_assigner"),
