@@ -14,8 +14,6 @@ well-formed; the machine cannot hold it).
 Entries that are not entry points (result records, exception classes, registries, modules,
 constants) and those that need the network are listed in ``NOT_FUZZED`` with the reason;
 ``test_every_entry_point_is_fuzzed`` keeps the table complete when a package adds a name.
-Cases that fail today in a package being fixed by someone else are ``xfail(strict=True)``
-(listed in ``KNOWN``), so the test turns red as soon as one is fixed and the mark can go.
 """
 
 from __future__ import annotations
@@ -809,145 +807,6 @@ NOT_FUZZED: dict[str, str] = {
 }
 NOT_FUZZED = {k: v for k, v in NOT_FUZZED.items() if v}
 
-# Cases that fail today in packages being fixed by their owners during issue 16:
-# (entry, argument) -> reason. strict: the test fails once a case passes, so the mark goes.
-KNOWN: dict[tuple[str, str], str] = {  # values -> the unclear error they give
-    (
-        "kernelwarehouse.KWAttention",
-        "beta",
-    ): "None, -1, 0, nan, inf, wrong type, empty string, huge -> AttributeError",
-    (
-        "kernelwarehouse.KWAttention",
-        "in_channels",
-    ): "None, -1, nan, inf, wrong type, empty string -> OverflowError, RuntimeError, Typ",
-    (
-        "kernelwarehouse.KWAttention",
-        "min_hidden",
-    ): "None, inf, wrong type, empty string -> TypeError",
-    (
-        "kernelwarehouse.KWAttention",
-        "num_cells",
-    ): "None, -1, 0, nan, inf, wrong type, empty string, huge -> TypeError, ValueError",
-    (
-        "kernelwarehouse.KWAttention",
-        "num_mixtures",
-    ): "None, -1, 0, nan, inf, wrong type, empty string, huge -> ValueError",
-    (
-        "kernelwarehouse.KWAttention",
-        "reduction",
-    ): "None, nan, inf, wrong type, empty string -> OverflowError, TypeError, ValueError",
-    ("kernelwarehouse.KWConv1d", "groups"): "None, wrong type, empty string -> TypeError",
-    ("kernelwarehouse.KWConv1d", "in_channels"): "None, wrong type, empty string -> TypeError",
-    ("kernelwarehouse.KWConv1d", "kernel_size"): "None, nan, inf, wrong type -> TypeError",
-    ("kernelwarehouse.KWConv1d", "out_channels"): "None, wrong type, empty string -> TypeError",
-    ("kernelwarehouse.KWConv1d", "padding"): "None, nan, inf, wrong type -> TypeError",
-    ("kernelwarehouse.KWConv1d", "stride"): "None, nan, inf, wrong type -> TypeError",
-    ("kernelwarehouse.KWConv2d", "groups"): "None, wrong type, empty string -> TypeError",
-    ("kernelwarehouse.KWConv2d", "in_channels"): "None, wrong type, empty string -> TypeError",
-    ("kernelwarehouse.KWConv2d", "kernel_size"): "None, nan, inf, wrong type, huge -> TypeError",
-    ("kernelwarehouse.KWConv2d", "out_channels"): "None, wrong type, empty string -> TypeError",
-    ("kernelwarehouse.KWConv2d", "padding"): "None, nan, inf, wrong type -> TypeError",
-    ("kernelwarehouse.KWConv2d", "stride"): "None, nan, inf, wrong type -> TypeError",
-    ("kernelwarehouse.KWConv3d", "groups"): "None, wrong type, empty string -> TypeError",
-    ("kernelwarehouse.KWConv3d", "in_channels"): "None, wrong type, empty string -> TypeError",
-    ("kernelwarehouse.KWConv3d", "kernel_size"): "None, nan, inf, wrong type, huge -> TypeError",
-    ("kernelwarehouse.KWConv3d", "out_channels"): "None, wrong type, empty string -> TypeError",
-    ("kernelwarehouse.KWConv3d", "padding"): "None, nan, inf, wrong type -> TypeError",
-    ("kernelwarehouse.KWConv3d", "stride"): "None, nan, inf, wrong type -> TypeError",
-    (
-        "kernelwarehouse.KWLinear",
-        "in_features",
-    ): "None, -1, 0, nan, inf, wrong type, empty string -> OverflowError, TypeError, Val",
-    (
-        "kernelwarehouse.KWLinear",
-        "out_features",
-    ): "None, -1, 0, nan, inf, wrong type, empty string -> OverflowError, TypeError, Val",
-    ("kernelwarehouse.TemperatureScheduler", "end"): "None, wrong type, empty string -> TypeError",
-    (
-        "kernelwarehouse.TemperatureScheduler",
-        "model",
-    ): "None, -1, 0, nan, inf, wrong type, empty string, huge -> AttributeError",
-    (
-        "kernelwarehouse.TemperatureScheduler",
-        "start",
-    ): "None, wrong type, empty string -> TypeError",
-    (
-        "kernelwarehouse.Warehouse",
-        "cell",
-    ): "None, -1, 0, nan, inf, wrong type, empty string, huge -> AttributeError",
-    (
-        "kernelwarehouse.Warehouse",
-        "num_cells",
-    ): "None, nan, inf, wrong type, empty string -> TypeError",
-    (
-        "kernelwarehouse.assign_cells",
-        "cells_per_mixture",
-    ): "None, nan, inf, wrong type, empty string -> OverflowError, TypeError, ValueError",
-    (
-        "kernelwarehouse.assign_cells",
-        "num_cells",
-    ): "None, -1, nan, inf, wrong type, empty string -> IndexError, TypeError",
-    (
-        "kernelwarehouse.assign_cells",
-        "num_mixtures",
-    ): "None, -1, nan, inf, wrong type, empty string -> RuntimeError, TypeError",
-    ("kernelwarehouse.assign_cells", "start"): "None, wrong type, empty string -> TypeError",
-    (
-        "kernelwarehouse.auto_groups",
-        "module",
-    ): "None, -1, 0, nan, inf, wrong type, empty string, huge -> AttributeError",
-    (
-        "kernelwarehouse.auto_groups",
-        "name",
-    ): "None, -1, 0, nan, inf, wrong type, huge -> AttributeError",
-    (
-        "kernelwarehouse.contrasting_attention",
-        "beta",
-    ): "None, wrong type, empty string -> TypeError",
-    ("kernelwarehouse.contrasting_attention", "eps"): "None, wrong type, empty string -> TypeError",
-    (
-        "kernelwarehouse.contrasting_attention",
-        "logits",
-    ): "None, -1, 0, nan, inf, wrong type, empty string, huge -> AttributeError",
-    (
-        "kernelwarehouse.contrasting_attention",
-        "temperature",
-    ): "None, wrong type, empty string -> TypeError",
-    ("kernelwarehouse.convert", "exclude"): "-1, 0, nan, inf, wrong type, huge -> TypeError",
-    (
-        "kernelwarehouse.get_temperature",
-        "model",
-    ): "None, -1, 0, nan, inf, wrong type, empty string, huge -> AttributeError",
-    (
-        "kernelwarehouse.partition_kernel",
-        "cell",
-    ): "None, -1, 0, nan, inf, wrong type, empty string, huge -> AttributeError",
-    (
-        "kernelwarehouse.partition_kernel",
-        "kernel_shape",
-    ): "None, -1, 0, nan, inf, wrong type, empty string, huge -> IndexError, TypeError",
-    ("kernelwarehouse.plan_cell_shape", "in_ratio"): "None, wrong type, empty string -> TypeError",
-    (
-        "kernelwarehouse.plan_cell_shape",
-        "kernel_shapes",
-    ): "-1, nan, inf, wrong type, huge -> TypeError",
-    ("kernelwarehouse.plan_cell_shape", "out_ratio"): "None, wrong type, empty string -> TypeError",
-    (
-        "kernelwarehouse.set_executor",
-        "model",
-    ): "None, -1, 0, nan, inf, wrong type, empty string, huge -> AttributeError",
-    ("kernelwarehouse.set_executor", "name"): "0, nan, inf, huge -> ValueError",
-    (
-        "kernelwarehouse.set_temperature",
-        "model",
-    ): "None, -1, 0, nan, inf, wrong type, empty string, huge -> AttributeError",
-    (
-        "kernelwarehouse.set_temperature",
-        "tau",
-    ): "None, wrong type, empty string -> TypeError, ValueError",
-
-}
-
 
 def _all_names() -> list[str]:
     names = []
@@ -1024,10 +883,7 @@ def _cases() -> list[Any]:
     cases = []
     for name, entry in table.items():
         for arg in entry.args or list(entry.kwargs()):
-            marks = []
-            if (name, arg) in KNOWN:
-                marks.append(pytest.mark.xfail(strict=True, reason=KNOWN[name, arg]))
-            cases.append(pytest.param(name, arg, id=f"{name}-{arg}", marks=marks))
+            cases.append(pytest.param(name, arg, id=f"{name}-{arg}"))
     return cases
 
 

@@ -22,8 +22,11 @@ __version__ = "0.1.0"
 def set_executor(model, name: str) -> int:
     """Use executor ``name`` (``"fast"``, ``"reference"`` or ``"export"``) in every KW layer of
     ``model`` (exports use ``"export"`` whatever is set)."""
-    if name not in EXECUTORS:
-        raise ValueError(f"executor={name!r} is invalid: expected one of {list(EXECUTORS)}")
+    from ._checks import check_module, invalid
+
+    check_module("set_executor", "model", model)
+    if not isinstance(name, str) or name not in EXECUTORS:
+        raise invalid("set_executor", "name", name, f"one of {list(EXECUTORS)}")
     count = 0
     for module in model.modules():
         if isinstance(module, KWLayer):

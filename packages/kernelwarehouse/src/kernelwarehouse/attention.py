@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._checks import check_int, check_number, check_tensor, invalid
+
 __all__ = [
     "ATTENTION_NORMS",
     "AttentionBatchNorm1d",
@@ -47,6 +49,20 @@ def contrasting_attention(
         >>> contrasting_attention(z, beta, 1.0)
         tensor([[[1., 0.]]])
     """
+    fn = "contrasting_attention"
+    check_tensor(fn, "logits", logits, 2)
+    check_tensor(fn, "beta", beta, 2)
+    if logits.shape[-2:] != beta.shape:
+        raise invalid(fn, "beta", f"<shape {tuple(beta.shape)}>", f"logits' last two dims "
+                      f"{tuple(logits.shape[-2:])}")  # fmt: skip
+    if not isinstance(temperature, torch.Tensor):
+        check_number(fn, "temperature", temperature, 0.0, 1.0)
+    check_number(fn, "eps", eps, 0.0)
+    return _caf(logits, beta, temperature, eps)
+
+
+def _caf(logits, beta, temperature, eps):
+    # the forward pass's CAF: its inputs come from the module, checked when it was built
     normed = logits / (logits.abs().sum(dim=-1, keepdim=True) + eps)
     mixed = (1.0 - temperature) * normed + temperature * beta
     return mixed[..., :-1]
@@ -82,8 +98,11 @@ def assign_cells(
         >>> beta.argmax(dim=1).tolist(), nxt
         ([0, 2, 2, 1], 2)
     """
-    if cells_per_mixture <= 0:
-        raise ValueError(f"cells_per_mixture={cells_per_mixture!r} is invalid: expected > 0")
+    fn = "assign_cells"
+    check_int(fn, "num_mixtures", num_mixtures)
+    check_int(fn, "num_cells", num_cells, 0)
+    check_int(fn, "start", start, 0)
+    check_number(fn, "cells_per_mixture", cells_per_mixture, 0.0, open_low=True)
     if rule not in ("diagonal", "strided"):
         raise ValueError(f"rule={rule!r} is invalid: expected 'diagonal' or 'strided'")
     beta = torch.zeros(num_mixtures, num_cells + 1)
@@ -174,11 +193,20 @@ class KWAttention(nn.Module):
         norm: str = "batchnorm",
     ) -> None:
         super().__init__()
+        fn = "KWAttention"
+        check_int(fn, "in_channels", in_channels)
+        check_int(fn, "num_mixtures", num_mixtures)
+        check_int(fn, "num_cells", num_cells)
+        check_tensor(fn, "beta", beta, 2)
+        check_number(fn, "reduction", reduction, 0.0, open_low=True)
+        check_int(fn, "min_hidden", min_hidden)
+        check_number(fn, "eps", eps, 0.0)
         if norm not in ATTENTION_NORMS:
             raise ValueError(f"norm={norm!r} is invalid: expected one of {list(ATTENTION_NORMS)}")
         if tuple(beta.shape) != (num_mixtures, num_cells + 1):
             raise ValueError(
-                f"beta has shape {tuple(beta.shape)}; expected ({num_mixtures}, {num_cells + 1})"
+                f"{fn}: beta has shape {tuple(beta.shape)}; expected (num_mixtures, num_cells + 1)"
+                f" = ({num_mixtures}, {num_cells + 1})"
             )
         hidden = max(int(in_channels * reduction), min_hidden)
         self.num_mixtures = num_mixtures
@@ -240,7 +268,7 @@ class KWAttention(nn.Module):
         logits = self.logits(pooled)
         if logits.dtype in (torch.float16, torch.bfloat16):
             logits = logits.float()
-        return contrasting_attention(logits, self.beta, self.temperature, self.eps)
+        return _caf(logits, self.beta, self.temperature, self.eps)
 
     def extra_repr(self) -> str:
         return f"m={self.num_mixtures}, n={self.num_cells}, tau={float(self.temperature):.3f}"

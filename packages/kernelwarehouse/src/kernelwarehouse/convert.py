@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from ._checks import check_module, invalid
 from ._registry import check_new_entry
 from .layers import KWLayer
 from .manager import LAYER_TYPES, PerGroup, WarehouseManager, WarehousePlan
@@ -84,6 +85,10 @@ def auto_groups(model: nn.Module, name: str, module: nn.Module) -> str | None:
         >>> auto_groups(None, "layer2.0.conv1", nn.Conv2d(8, 16, 3))
         'layer2:conv:16x8'
     """
+    if not isinstance(name, str):
+        raise invalid("auto_groups", "name", name, "a module name (str)", TypeError)
+    if not isinstance(module, tuple(LAYER_TYPES)):
+        raise invalid("auto_groups", "module", module, "an nn.Conv1d/2d/3d or nn.Linear", TypeError)
     out_ch, in_ch = module.weight.shape[:2]
     return f"{_stage_prefix(name)}:{_kernel_kind(module)}:{out_ch}x{in_ch}"
 
@@ -209,8 +214,7 @@ def convert(
         >>> plan.params_after < plan.params_before
         True
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model={model!r} is invalid: expected a torch.nn.Module")
+    check_module("convert", "model", model)
     if isinstance(groups, str):
         if groups not in GROUPING_RULES:
             raise ValueError(
@@ -226,6 +230,10 @@ def convert(
         check_budget(budget)  # per-group values are checked per warehouse
     if isinstance(exclude, str):
         exclude = [exclude]
+    if exclude is not None and (
+        not isinstance(exclude, Iterable) or not all(isinstance(p, str) for p in exclude)
+    ):
+        raise invalid("convert", "exclude", exclude, "None or fnmatch patterns (str)", TypeError)
     explicit = exclude is not None
     exclude = list(_classifier_names(model) if exclude is None else exclude)
     params_before = sum(p.numel() for p in model.parameters())

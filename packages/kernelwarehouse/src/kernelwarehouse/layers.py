@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, TypedDict
 import torch
 from torch import nn
 
+from ._checks import check_int, check_ints, invalid
 from .attention import KWAttention, assign_cells
 from .export import is_exporting
 from .functional import EXECUTORS, assemble_kernel_reference
@@ -51,8 +52,13 @@ class Warehouse(nn.Module):
 
     def __init__(self, num_cells: int, cell: CellShape, name: str = "") -> None:
         super().__init__()
-        if num_cells < 1:
-            raise ValueError(f"num_cells={num_cells!r} is invalid: a warehouse needs >= 1 cell")
+        check_int("Warehouse", "num_cells", num_cells)
+        if not isinstance(cell, CellShape):
+            raise invalid("Warehouse", "cell", cell, "a kernelwarehouse.CellShape", TypeError)
+        if num_cells * cell.numel > MAX_KERNEL_NUMEL:
+            raise invalid(
+                "Warehouse", "num_cells", num_cells, f"num_cells x {cell.numel} <= 2**32 elements"
+            )
         self.cell = cell
         self.name = name
         fe, ce, *k = cell.as_tuple()
@@ -67,17 +73,9 @@ class Warehouse(nn.Module):
         return f"name={self.name!r}, n={self.num_cells}, cell={self.cell}"
 
 
-def _tuple(value: int | Sequence[int], dims: int, name: str, minimum: int = 1) -> tuple[int, ...]:
-    values = (value,) if isinstance(value, int) else tuple(value)
-    if len(values) == 1:
-        values = values * dims
-    if len(values) != dims or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values
-    ):
-        raise ValueError(
-            f"{name}={value!r} is invalid: expected an int >= {minimum} or {dims} such ints"
-        )
-    return values
+#: kernels beyond this many elements are refused at construction (a typo such as 10**12
+#: channels fails here instead of in an allocation): 4x a 4096 x 4096 x 7 x 7 kernel
+MAX_KERNEL_NUMEL = 1 << 32
 
 
 class KWOptions(TypedDict, total=False):
@@ -142,9 +140,16 @@ class KWLayer(nn.Module):
         name: str = "",
         attention_norm: str = "batchnorm",
     ) -> None:
-        if in_channels < 1 or out_channels < 1:
+        numel = math.prod(kernel_shape)
+        if numel > MAX_KERNEL_NUMEL:
+            names = (
+                "in_features, out_features"
+                if self.dims == 0
+                else ("in_channels, out_channels, kernel_size")
+            )
             raise ValueError(
-                f"in_channels={in_channels}, out_channels={out_channels} are invalid: need >= 1"
+                f"{type(self).__name__}: a kernel of shape {kernel_shape} ({numel} elements, from "
+                f"{names}) is invalid: expected at most 2**32 elements"
             )
         if executor not in EXECUTORS:
             raise ValueError(f"executor={executor!r} is invalid: expected one of {list(EXECUTORS)}")
@@ -231,24 +236,31 @@ class _KWConvNd(KWLayer):
         **options: Unpack[KWOptions],
     ) -> None:
         super().__init__()
+        fn = type(self).__name__
+        check_int(fn, "in_channels", in_channels)
+        check_int(fn, "out_channels", out_channels)
+        check_int(fn, "groups", groups)
         if padding_mode != "zeros":
             raise ValueError(
                 f"padding_mode={padding_mode!r} is not supported by KW layers: only 'zeros'"
             )
-        if groups < 1 or in_channels % groups or out_channels % groups:
+        if in_channels % groups or out_channels % groups:
             raise ValueError(
                 f"groups={groups} is invalid for in_channels={in_channels}, "
                 f"out_channels={out_channels}: both must be divisible by groups"
             )
         d = self.dims
-        self.kernel_size = _tuple(kernel_size, d, "kernel_size")
-        self.stride = _tuple(stride, d, "stride")
+        self.kernel_size = check_ints(fn, "kernel_size", kernel_size, d)
+        self.stride = check_ints(fn, "stride", stride, d)
         if isinstance(padding, str) and padding not in ("same", "valid"):
             raise ValueError(f"padding={padding!r} is invalid: expected 'same', 'valid' or ints")
         if isinstance(padding, str) and padding == "same" and any(s != 1 for s in self.stride):
             raise ValueError(f"padding='same' needs stride 1, got stride={stride!r}")
-        self.padding = padding if isinstance(padding, str) else _tuple(padding, d, "padding", 0)
-        self.dilation = _tuple(dilation, d, "dilation")
+        if isinstance(padding, str):
+            self.padding = padding
+        else:
+            self.padding = check_ints(fn, "padding", padding, d, minimum=0)
+        self.dilation = check_ints(fn, "dilation", dilation, d)
         self.groups = groups
         kernel_shape = (out_channels, in_channels // groups, *self.kernel_size)
         self._setup(
@@ -335,8 +347,8 @@ class KWLinear(KWLayer):
         **options: Unpack[KWOptions],
     ) -> None:
         super().__init__()
-        self.in_features = in_features
-        self.out_features = out_features
+        self.in_features = check_int("KWLinear", "in_features", in_features)
+        self.out_features = check_int("KWLinear", "out_features", out_features)
         self._setup(
             in_features,
             out_features,

@@ -15,6 +15,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ._checks import check_number, invalid, is_int
+
 __all__ = ["CellShape", "LayerPartition", "partition_kernel", "plan_cell_shape"]
 
 
@@ -71,6 +73,14 @@ def _gcd_all(values: Sequence[int]) -> int:
     return result
 
 
+def _check_shape(fn: str, name: str, shape: object, valid: str) -> None:
+    ok = isinstance(shape, Sequence) and not isinstance(shape, (str, bytes))
+    if not ok or len(shape) < 2 or not all(is_int(v) for v in shape):
+        raise invalid(fn, name, shape, valid, TypeError if not ok else ValueError)
+    if any(v < 1 for v in shape):
+        raise invalid(fn, name, shape, valid)
+
+
 def plan_cell_shape(
     kernel_shapes: Sequence[Sequence[int]],
     in_ratio: float = 1.0,
@@ -92,8 +102,14 @@ def plan_cell_shape(
         >>> str(plan_cell_shape([(64, 64, 3, 3)], in_ratio=0.5, out_ratio=0.5))
         '32x32x1x1'
     """
+    fn = "plan_cell_shape"
+    valid = "a non-empty list of kernel shapes (each >= 2 ints >= 1)"
+    if isinstance(kernel_shapes, (str, bytes)) or not isinstance(kernel_shapes, Sequence):
+        raise invalid(fn, "kernel_shapes", kernel_shapes, valid, TypeError)
     if not kernel_shapes:
         raise ValueError("kernel_shapes is empty: a warehouse needs at least one layer")
+    for shape in kernel_shapes:
+        _check_shape(fn, "kernel_shapes", shape, valid)
     dims = {len(s) for s in kernel_shapes}
     if len(dims) != 1:
         raise ValueError(
@@ -101,8 +117,7 @@ def plan_cell_shape(
             "all be 1d, 2d, 3d convolutions or all linear"
         )
     for name, ratio in (("in_ratio", in_ratio), ("out_ratio", out_ratio)):
-        if not 0 < ratio <= 1:
-            raise ValueError(f"{name}={ratio!r} is invalid: expected a ratio in (0, 1]")
+        check_number(fn, name, ratio, 0.0, 1.0, open_low=True)
     out_gcd = _gcd_all([s[0] for s in kernel_shapes])
     in_gcd = _gcd_all([s[1] for s in kernel_shapes])
     spatial = tuple(kernel_shapes[0][2:])
@@ -144,7 +159,12 @@ def partition_kernel(
         ...
         ValueError: layer: input channels 48 (per group) cannot be partitioned into cells of 32; ...
     """
-    kernel_shape = tuple(int(v) for v in kernel_shape)
+    _check_shape(
+        "partition_kernel", "kernel_shape", kernel_shape, "a kernel shape of >= 2 ints >= 1"
+    )
+    if not isinstance(cell, CellShape):
+        raise invalid("partition_kernel", "cell", cell, "a kernelwarehouse.CellShape", TypeError)
+    kernel_shape = tuple(kernel_shape)
     f, c, spatial = kernel_shape[0], kernel_shape[1], kernel_shape[2:]
     if len(spatial) != len(cell.kernel_size):
         raise ValueError(

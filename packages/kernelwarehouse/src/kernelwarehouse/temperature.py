@@ -6,8 +6,10 @@ training recipe, 20 with the advanced one) and keeps it at 0 afterwards.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
+from ._checks import check_module, check_number
 from .attention import KWAttention
 
 __all__ = ["TemperatureScheduler", "get_temperature", "set_temperature"]
@@ -21,9 +23,10 @@ def set_temperature(model: nn.Module, tau: float) -> int:
         >>> set_temperature(nn.Sequential(KWConv2d(8, 8, 3)), 0.5)
         1
     """
-    tau = float(tau)
-    if not 0.0 <= tau <= 1.0:
-        raise ValueError(f"tau={tau!r} is invalid: the temperature lies in [0, 1]")
+    check_module("set_temperature", "model", model)
+    if isinstance(tau, torch.Tensor) and tau.numel() == 1:
+        tau = tau.item()  # a scheduler's 0-d tensor
+    tau = check_number("set_temperature", "tau", tau, 0.0, 1.0)
     count = 0
     for module in model.modules():
         if isinstance(module, KWAttention):
@@ -34,6 +37,7 @@ def set_temperature(model: nn.Module, tau: float) -> int:
 
 def get_temperature(model: nn.Module) -> float | None:
     """tau of the first KW attention of ``model`` (``None`` if it has none)."""
+    check_module("get_temperature", "model", model)
     for module in model.modules():
         if isinstance(module, KWAttention):
             return float(module.temperature)
@@ -58,9 +62,9 @@ class TemperatureScheduler:
     def __init__(self, model: nn.Module, total: int, start: float = 1.0, end: float = 0.0) -> None:
         if not isinstance(total, int) or total < 1:
             raise ValueError(f"total={total!r} is invalid: expected a positive number of steps")
+        check_module("TemperatureScheduler", "model", model)
         for name, value in (("start", start), ("end", end)):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name}={value!r} is invalid: the temperature lies in [0, 1]")
+            check_number("TemperatureScheduler", name, value, 0.0, 1.0)
         self.model = model
         self.total = total
         self.start = float(start)
