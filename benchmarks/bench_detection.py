@@ -128,6 +128,16 @@ ROWS: dict[str, tuple[str, str, dict[str, Any]]] = {
         "ultralytics",
         {"matched": True, "data": "spread"},
     ),
+    "spread_ultra_recipe": (
+        "size spread: Ultralytics YOLOv8n, optimiser + bias warm-up matched, light jitter",
+        "ultralytics",
+        {"matched": True, "augment": "light", "bias_warmup": False, "data": "spread"},
+    ),
+    "spread_yh_assigner": (
+        "size spread: yolo-heads 3.05M, new assigner (the defaults)",
+        "yolo",
+        {"o": MATCHED, "data": "spread"},
+    ),
     "spread_yh_matched": (
         "size spread: yolo-heads 3.05M, new assigner + augmentation",
         "yolo",
@@ -540,6 +550,7 @@ COMPARE = [  # (row, against): the questions the table answers
     ("yh_matched_rd_random", "yh_matched_assigner"),
     ("yh_matched_rd_vision", "yh_matched_assigner"),
     ("yh_matched_implicit", "yh_matched_assigner"),
+    ("spread_yh_assigner", "spread_ultra_recipe"),
     ("spread_yh_matched", "spread_ultra_matched"),
 ]
 
