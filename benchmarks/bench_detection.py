@@ -663,15 +663,21 @@ def report(quick: bool, timing: bool = True) -> str:
         )
     plt = plotting()
     if plt is not None and any(results.values()):
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for key, runs in results.items():
-            if runs and not key.startswith("spread"):
-                ax.scatter([r["seconds"] for r in runs], [r["metrics"]["AP"] for r in runs],
-                           label=ROWS[key][0], s=22)  # fmt: skip
-        ax.set_xlabel("training seconds (wall, 1 thread)")
+        fig, ax = plt.subplots(figsize=(10, 5))
+        colours = plt.get_cmap("tab20").colors
+        for i, (key, runs) in enumerate(r for r in results.items() if r[1]):
+            if key.startswith("spread"):
+                continue
+            ax.scatter(
+                [r.get("cpu_seconds", r["seconds"]) for r in runs],
+                [r["metrics"]["AP"] for r in runs],
+                label=ROWS[key][0], s=26, color=colours[i % 20], marker="os^Dv"[i % 5],
+            )  # fmt: skip
+        ax.set_xlabel("training CPU seconds (1 thread)")
         ax.set_ylabel("AP (COCO, val)")
         ax.set_title(f"digits, {epochs} epochs: AP vs training time (one point per seed)")
-        ax.legend(fontsize=6, loc="lower right")
+        ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        fig.tight_layout()
         name = "detection_quick.png" if quick else "detection.png"
         lines.append(f"\n![AP vs training seconds]({save_figure(fig, name)})\n")
         plt.close(fig)
