@@ -8,6 +8,7 @@ Example:
 """
 
 from . import models  # registers the kw_* architectures in timm
+from ._checks import check_module, invalid
 from .attention import AttentionBatchNorm1d, KWAttention, assign_cells, contrasting_attention
 from .convert import GROUPING_RULES, ConversionPlan, auto_groups, convert, register_grouping
 from .functional import EXECUTORS, register_executor
@@ -22,8 +23,6 @@ __version__ = "0.1.0"
 def set_executor(model, name: str) -> int:
     """Use executor ``name`` (``"fast"``, ``"reference"`` or ``"export"``) in every KW layer of
     ``model`` (exports use ``"export"`` whatever is set)."""
-    from ._checks import check_module, invalid
-
     check_module("set_executor", "model", model)
     if not isinstance(name, str) or name not in EXECUTORS:
         raise invalid("set_executor", "name", name, f"one of {list(EXECUTORS)}")

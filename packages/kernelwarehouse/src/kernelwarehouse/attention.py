@@ -53,15 +53,17 @@ def contrasting_attention(
     check_tensor(fn, "logits", logits, 2)
     check_tensor(fn, "beta", beta, 2)
     if logits.shape[-2:] != beta.shape:
-        raise invalid(fn, "beta", f"<shape {tuple(beta.shape)}>", f"logits' last two dims "
-                      f"{tuple(logits.shape[-2:])}")  # fmt: skip
+        valid = f"the shape of logits' last two dims {tuple(logits.shape[-2:])}"
+        raise invalid(fn, "beta", f"<shape {tuple(beta.shape)}>", valid)
     if not isinstance(temperature, torch.Tensor):
         check_number(fn, "temperature", temperature, 0.0, 1.0)
     check_number(fn, "eps", eps, 0.0)
     return _caf(logits, beta, temperature, eps)
 
 
-def _caf(logits, beta, temperature, eps):
+def _caf(
+    logits: torch.Tensor, beta: torch.Tensor, temperature: torch.Tensor | float, eps: float
+) -> torch.Tensor:
     # the forward pass's CAF: its inputs come from the module, checked when it was built
     normed = logits / (logits.abs().sum(dim=-1, keepdim=True) + eps)
     mixed = (1.0 - temperature) * normed + temperature * beta
