@@ -251,11 +251,16 @@ def onnx_latency(batches: tuple[int, ...], res: int, reps: int) -> dict[tuple[st
     return out
 
 
+#: batch 1 and 16 are issue 14's goals; 2 and 4 check "never slower than the reference" where
+#: the fast executor switches paths (kernelwarehouse.functional.PER_OFFSET_MIN_TRAINING_BATCH)
+SPEED_BATCHES = (1, 2, 4, 16)
+
+
 def speed_lines(device: str, res: int, reps: int) -> list[str]:
     """The speed table: plain, KW fast and KW reference, every mode and batch, with the load."""
     rows = []
     for mode in ("inference", "training"):
-        for batch in (1, 16):
+        for batch in SPEED_BATCHES:
             before = os.getloadavg()[0]
             t = time_all(batch, res, mode, reps, device)
             rows.append((mode, batch, t, (before + os.getloadavg()[0]) / 2))

@@ -88,6 +88,9 @@ def test_fast_executor_matches_reference_forward_and_backward(layer, x, offset_b
     # a block of one element assembles each kernel offset with its own matrix product, as the
     # fast path does for full-size ResNet layers
     monkeypatch.setattr(kw.per_offset, "PER_OFFSET_BLOCK", offset_block)
+    # every 1 x 1-cell k x k layer here takes the per-offset path, whatever its width and batch
+    monkeypatch.setattr(kw.functional, "PER_OFFSET_MIN_CHANNELS_PER_POSITION", 0)
+    monkeypatch.setattr(kw.functional, "PER_OFFSET_MIN_TRAINING_BATCH", 1)
     torch.manual_seed(0)
     ref = layer().train()
     fast = ref  # same module, two executors
@@ -108,6 +111,32 @@ def test_fast_executor_matches_reference_forward_and_backward(layer, x, offset_b
         torch.testing.assert_close(fast(x), y_ref, rtol=1e-4, atol=1e-5)
     for a, b in zip(g_fast, g_ref):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "hw, batch, grad, per_offset",
+    [
+        (2, 4, True, True),  # 16 channels over 4 positions: the kernels outweigh the columns
+        (2, 2, True, False),  # autograd below PER_OFFSET_MIN_TRAINING_BATCH: grouped conv
+        (2, 2, False, True),  # the same batch without autograd
+        (6, 4, False, False),  # 16 channels over 36 positions: grouped conv
+    ],
+)
+def test_fast_executor_picks_per_offset_by_width_and_batch(
+    hw, batch, grad, per_offset, monkeypatch
+):
+    calls = []
+    real = kw.functional.per_offset_conv2d
+    monkeypatch.setattr(kw.functional, "per_offset_conv2d", lambda *a: calls.append(1) or real(*a))
+    torch.manual_seed(0)
+    conv = kw.KWConv2d(8, 16, 3, padding=1, bias=False)
+    kw.set_temperature(conv, 0.3)
+    x = torch.randn(batch, 8, hw, hw)
+    with torch.set_grad_enabled(grad):
+        y = conv(x)
+    conv.executor = "reference"
+    torch.testing.assert_close(y, conv(x), rtol=1e-4, atol=1e-5)
+    assert bool(calls) is per_offset
 
 
 def test_float64_model_computes_attention_in_float64():

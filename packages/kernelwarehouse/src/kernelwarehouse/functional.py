@@ -13,11 +13,13 @@ rounding; tested) faster on CPU:
   are larger than the activations, so memory traffic decides. With 1 x 1 cells (spatial
   partition, the default) :mod:`kernelwarehouse.per_offset` never forms the ``[B, f, c, k, k]``
   kernel: each offset's ``[B, f, c]`` kernels meet that offset's columns and the products
-  accumulate, with a backward pass that recomputes kernels instead of storing them. Otherwise
-  (whole-kernel cells, batch > 1)
-  the assembled kernel meets the columns in one batched product. oneDNN's grouped convolution
-  re-lays per-sample kernels out on every call, several times slower than a plain convolution
-  there (KW ResNet18 b = 1, 224 px: benchmarks/results/kernelwarehouse.md);
+  accumulate, with a backward pass that recomputes kernels instead of storing them. It runs
+  where the kernels outweigh the activations (:data:`PER_OFFSET_MIN_CHANNELS_PER_POSITION`) and,
+  with autograd, from :data:`PER_OFFSET_MIN_TRAINING_BATCH` samples; other 1 x 1-cell layers
+  keep the grouped convolution. With whole-kernel cells (batch > 1) the assembled kernel meets
+  the columns in one batched product. oneDNN's grouped convolution re-lays per-sample kernels
+  out on every call, several times slower than a plain convolution there (KW ResNet18 b = 1,
+  224 px: benchmarks/results/kernelwarehouse.md);
 * everything else, and CUDA, keeps the authors' grouped convolution.
 
 The ``"export"`` executor (:mod:`kernelwarehouse.export`) never folds the batch into a
@@ -119,6 +121,26 @@ def _is_pointwise(kernel: torch.Tensor, stride, padding, dilation, groups) -> bo
 UNFOLD_MAX_POSITIONS = 14 * 14
 
 
+#: the per-offset path pays where the per-sample kernels outweigh the activations: at least this
+#: many output channels per output position. ResNet18 at 224 px, batch 16: its 7 x 7 stage (512 / 49
+#: = 10) runs 1.2-1.9x faster per-offset than as a grouped convolution, its 14 x 14 stage (256 / 196
+#: = 1.3) 1.1-1.4x slower in training and on par in inference
+PER_OFFSET_MIN_CHANNELS_PER_POSITION = 2
+
+#: with autograd, smaller batches run the grouped convolution: the per-offset backward pass is
+#: 1.1-1.4x slower than oneDNN's on ResNet18's 7 x 7 stage at batch 2 and faster from batch 4
+PER_OFFSET_MIN_TRAINING_BATCH = 4
+
+
+def _needs_grad(*tensors: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def _per_offset_pays(part: LayerPartition, out_hw: Sequence[int], batch: int, grad: bool) -> bool:
+    wide = part.kernel_shape[0] >= PER_OFFSET_MIN_CHANNELS_PER_POSITION * math.prod(out_hw)
+    return wide and (not grad or batch >= PER_OFFSET_MIN_TRAINING_BATCH)
+
+
 def _out_size(x: torch.Tensor, kernel_size, stride, padding, dilation) -> list[int]:
     return [
         (x.shape[2 + d] + 2 * padding[d] - dilation[d] * (kernel_size[d] - 1) - 1) // stride[d] + 1
@@ -171,9 +193,12 @@ def kw_forward_fast(
     if not x.is_cuda and x.dim() == 4 and groups == 1 and not isinstance(padding, str):
         out_hw = _out_size(x, kernel_size, stride, padding, dilation)
         small_cpu_map = math.prod(out_hw) <= UNFOLD_MAX_POSITIONS
-    if small_cpu_map and all(k == 1 for k in part.cell.kernel_size) and part.spatial_groups > 1:
-        out = per_offset_conv2d(x, attention, cells, part, stride, padding, dilation, out_hw)
-        return out if bias is None else out + bias.reshape(1, -1, 1, 1)
+    per_offset_cells = all(k == 1 for k in part.cell.kernel_size) and part.spatial_groups > 1
+    if small_cpu_map and per_offset_cells:
+        if _per_offset_pays(part, out_hw, batch, _needs_grad(x, attention, cells)):
+            out = per_offset_conv2d(x, attention, cells, part, stride, padding, dilation, out_hw)
+            return out if bias is None else out + bias.reshape(1, -1, 1, 1)
+        small_cpu_map = False  # measured: the grouped convolution beats unfold + bmm there
     kernel = _assemble(attention, cells, part)
     if _is_pointwise(kernel, stride, padding, dilation, groups):
         flat = x.reshape(batch, x.shape[1], -1)
