@@ -123,12 +123,12 @@ UNFOLD_MAX_POSITIONS = 14 * 14
 
 #: the per-offset path pays where the per-sample kernels outweigh the activations: at least this
 #: many output channels per output position. ResNet18 at 224 px, batch 16: its 7 x 7 stage (512 / 49
-#: = 10) runs 1.2-1.9x faster per-offset than as a grouped convolution, its 14 x 14 stage (256 / 196
-#: = 1.3) 1.1-1.4x slower in training and on par in inference
+#: = 10) runs 1.6-1.9x faster per-offset than as a grouped convolution in training (2.3-3.1x in
+#: inference), its 14 x 14 stage (256 / 196 = 1.3) 1.2-1.5x slower in training, on par in inference
 PER_OFFSET_MIN_CHANNELS_PER_POSITION = 2
 
 #: with autograd, smaller batches run the grouped convolution: the per-offset backward pass is
-#: 1.1-1.4x slower than oneDNN's on ResNet18's 7 x 7 stage at batch 2 and faster from batch 4
+#: 1.1-1.4x slower than oneDNN's on ResNet18's 7 x 7 stage at batch 2, faster from batch 4
 PER_OFFSET_MIN_TRAINING_BATCH = 4
 
 
