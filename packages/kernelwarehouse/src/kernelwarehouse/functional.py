@@ -194,11 +194,13 @@ def kw_forward_fast(
         out_hw = _out_size(x, kernel_size, stride, padding, dilation)
         small_cpu_map = math.prod(out_hw) <= UNFOLD_MAX_POSITIONS
     per_offset_cells = all(k == 1 for k in part.cell.kernel_size) and part.spatial_groups > 1
-    if small_cpu_map and per_offset_cells:
-        if _per_offset_pays(part, out_hw, batch, _needs_grad(x, attention, cells)):
-            out = per_offset_conv2d(x, attention, cells, part, stride, padding, dilation, out_hw)
-            return out if bias is None else out + bias.reshape(1, -1, 1, 1)
-        small_cpu_map = False  # measured: the grouped convolution beats unfold + bmm there
+    if (
+        small_cpu_map
+        and per_offset_cells
+        and _per_offset_pays(part, out_hw, batch, _needs_grad(x, attention, cells))
+    ):
+        out = per_offset_conv2d(x, attention, cells, part, stride, padding, dilation, out_hw)
+        return out if bias is None else out + bias.reshape(1, -1, 1, 1)
     kernel = _assemble(attention, cells, part)
     if _is_pointwise(kernel, stride, padding, dilation, groups):
         flat = x.reshape(batch, x.shape[1], -1)
@@ -210,7 +212,8 @@ def kw_forward_fast(
                 bias.reshape(1, -1, 1).expand(batch, -1, flat.shape[2]), weight, flat
             )
         return out.reshape(batch, kernel.shape[1], *x.shape[2:])
-    if small_cpu_map:
+    # 1 x 1-cell layers the per-offset path declined: the grouped convolution beats unfold + bmm
+    if small_cpu_map and not per_offset_cells:
         cols = F.unfold(x, kernel_size, dilation, padding, stride)  # [B, c*k*k, L]
         out = torch.bmm(kernel.reshape(batch, kernel.shape[1], -1), cols)
         if bias is not None:
