@@ -41,6 +41,7 @@ def check_head_args(
 from .anchor_based import DEFAULT_ANCHORS, AnchorBasedHead  # noqa: E402
 from .anchor_free import AnchorFreeHead  # noqa: E402
 from .classification import ClassificationHead  # noqa: E402
+from .yolov9 import YOLOv9Head  # noqa: E402
 
 __all__ = [
     "DEFAULT_ANCHORS",
@@ -48,5 +49,6 @@ __all__ = [
     "AnchorBasedHead",
     "AnchorFreeHead",
     "ClassificationHead",
+    "YOLOv9Head",
     "register_head",
 ]

@@ -1,0 +1,259 @@
+"""``GraphDetector``: one of the authors' detectors (a layer table) with yolo-heads' interface.
+
+It has what the trainer, evaluation, export and checkpoints use on
+:class:`~yolo_heads.YOLODetector` (``head`` with ``decode``, ``loss``, ``predict``, ``config``,
+``num_classes``, ``in_chans``) plus timm's ``feature_info`` / ``forward_intermediates`` over the
+backbone section, so ``features_only``, rd-core's ``attach`` and kernelwarehouse's ``convert``
+treat it like any timm model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._checks import check_images, check_int, check_targets
+from ..nms import postprocess
+from .blocks import BLOCKS, RepConv
+from .graph import HEAD_BLOCKS, Layer, LayerGraph, parse_table
+
+#: Images reach the authors' models as [0, 1] without normalisation (their transforms).
+AUX_WEIGHT = 0.25  # the authors' ``loss.aux``: PGI's auxiliary loss counts a quarter
+
+
+def _build(
+    layers: list[Layer], table: dict[str, Any], num_classes: int, in_chans: int
+) -> list[nn.Module]:
+    from ..heads import AnchorBasedHead, YOLOv9Head
+
+    channels: dict[int, Any] = {-1: in_chans}
+    modules: list[nn.Module] = []
+    strides = list(table.get("strides", (8, 16, 32)))
+    for layer in layers:
+        ins = [channels[s] for s in layer.sources]
+        in_channels = ins if layer.many else ins[0]
+        if layer.block == "Detect":
+            module: nn.Module = YOLOv9Head(
+                in_channels, num_classes, strides, reg_max=table.get("reg_max", 16), **layer.args
+            )
+            out = None
+        elif layer.block == "IDetect":
+            module = AnchorBasedHead(
+                in_channels, num_classes, strides, anchors=table["anchors"], implicit=True
+            )
+            out = None
+        else:
+            module = BLOCKS[layer.block](in_channels, **layer.args)
+            out = module.out_channels
+        modules.append(module)
+        channels[layer.index] = out
+    return modules
+
+
+class GraphDetector(nn.Module):
+    """A detector from a layer table (see :mod:`yolo_heads.architectures.graph`).
+
+    Args:
+        architecture: a name in :func:`yolo_heads.architectures.list_architectures`
+            (``yolov9_t`` ... ``yolo_rd_9c``, ``yolov7``).
+        num_classes: class count (80 for the authors' COCO weights).
+        auxiliary: build PGI's auxiliary branch (trained with ``loss``, never run at inference).
+        in_chans: input channels.
+        loss_kwargs: options of the head's loss (gains, ``assigner``); the authors' defaults.
+        aux_weight: weight of the auxiliary loss (the authors' 0.25).
+
+    Images are ``[B, C, H, W]`` in [0, 1] (H, W multiples of 32), not normalised, as the authors'
+    models expect.
+
+    >>> model = GraphDetector("yolov9_t", num_classes=3).eval()
+    >>> [tuple(o.shape) for o in model(torch.zeros(1, 3, 64, 64))]
+    [(1, 67, 8, 8), (1, 67, 4, 4), (1, 67, 2, 2)]
+    """
+
+    def __init__(
+        self,
+        architecture: str,
+        num_classes: int = 80,
+        auxiliary: bool = True,
+        in_chans: int = 3,
+        loss_kwargs: dict[str, Any] | None = None,
+        aux_weight: float = AUX_WEIGHT,
+        **layer_args: dict[str, Any],
+    ) -> None:
+        from . import get_architecture
+
+        super().__init__()
+        fn = "GraphDetector"
+        table = get_architecture(architecture)
+        check_int("num_classes", num_classes, fn=fn)
+        check_int("in_chans", in_chans, fn=fn)
+        layers = parse_table(architecture, table)
+        if not auxiliary:
+            layers = [layer for layer in layers if layer.section != "auxiliary"]
+        for tag, extra in layer_args.items():
+            layers = _override(architecture, layers, tag, extra)
+        self.architecture, self.num_classes, self.in_chans = architecture, num_classes, in_chans
+        self.aux_weight = float(aux_weight)
+        self.config: dict[str, Any] = {
+            "num_classes": num_classes,
+            "auxiliary": auxiliary,
+            "in_chans": in_chans,
+            "loss_kwargs": loss_kwargs,
+            "aux_weight": aux_weight,
+            **layer_args,
+        }
+        self.label_names: list[str] | None = None
+        self.category_ids: list[int] | None = None
+        self.graph = LayerGraph(layers, _build(layers, table, num_classes, in_chans))
+        heads = [layer for layer in layers if layer.block in HEAD_BLOCKS]
+        self.main_index = next(layer.index for layer in heads if layer.tag == "Main")
+        aux = [layer.index for layer in heads if layer.tag == "AUX"]
+        self.aux_index = aux[0] if aux else None
+        self.strides = list(self.head.strides)
+        self.feature_info = [
+            {
+                "num_chs": self.graph.layers[layer.index].out_channels,
+                "reduction": reduction,
+                "module": f"graph.layers.{layer.index}",
+                "index": layer.index,
+            }
+            for layer, reduction in _backbone_features(layers, table)
+        ]
+        self.rd_at = next(
+            (f"graph.layers.{layer.index}" for layer in layers if layer.block.endswith("RD")), None
+        )
+        options = dict(table.get("loss", {}), **(loss_kwargs or {}))
+        self._loss = self.head.loss_fn(**options)
+        self._aux_loss = self.aux_head.loss_fn(**options) if self.aux_head is not None else None
+
+    @property
+    def head(self) -> nn.Module:
+        """The main detection head (``decode``, ``flatten``, ``strides``)."""
+        return self.graph.layers[self.main_index]
+
+    @property
+    def aux_head(self) -> nn.Module | None:
+        """PGI's auxiliary head, or None when the branch was not built."""
+        return None if self.aux_index is None else self.graph.layers[self.aux_index]
+
+    def forward(self, images: torch.Tensor) -> Any:
+        """Main head outputs; in training mode with the auxiliary branch, ``(main, aux)``."""
+        check_images(images, self.in_chans, max(self.strides))
+        if self.training and self.aux_index is not None:
+            out = self.graph.run(images, len(self.graph.specs), (self.main_index, self.aux_index))
+            return out[self.main_index], out[self.aux_index]
+        return self.graph.run(images, self.main_index + 1, (self.main_index,))[self.main_index]
+
+    def forward_tags(self, images: torch.Tensor) -> dict[str, Any]:
+        """Every tagged layer's output (``Main``, ``AUX``, ``B3`` ...), all layers run."""
+        tagged = {layer.index: layer.tag for layer in self.graph.specs if layer.tag}
+        out = self.graph.run(images, len(self.graph.specs), tuple(tagged))
+        return {tagged[i]: value for i, value in out.items()}
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        intermediates_only: bool = True,
+        **_: Any,
+    ) -> list[torch.Tensor]:
+        """timm's feature API over the backbone: the ``feature_info`` maps picked by ``indices``
+        (all by default; an int n: the last n)."""
+        n = len(self.feature_info)
+        if indices is None:
+            picks = list(range(n))
+        elif isinstance(indices, int):
+            picks = list(range(n - indices, n))
+        else:
+            picks = [i % n for i in indices]
+        wanted = tuple(self.feature_info[i]["index"] for i in picks)
+        out = self.graph.run(x, max(wanted) + 1, wanted)
+        return [out[i] for i in wanted]
+
+    def prune_intermediate_layers(self, *_: Any, **__: Any) -> list[int]:
+        return list(range(len(self.feature_info)))
+
+    def reparameterize(self) -> GraphDetector:
+        """Fold every RepConv into one convolution (eval-mode outputs unchanged); returns self."""
+        for module in self.modules():
+            if isinstance(module, RepConv):
+                module.reparameterize()
+        return self
+
+    def drop_auxiliary(self) -> GraphDetector:
+        """Remove PGI's auxiliary branch (the deploy model); returns self."""
+        if self.aux_index is not None:
+            keep = [layer for layer in self.graph.specs if layer.section != "auxiliary"]
+            self.graph = LayerGraph(keep, list(self.graph.layers[: len(keep)]))
+            self.aux_index, self._aux_loss = None, None
+            self.config["auxiliary"] = False
+        return self
+
+    def no_weight_decay(self) -> set[str]:
+        """Implicit vectors (YOLOv7's head) stay out of weight decay, as biases and norms do."""
+        return {
+            name
+            for name, _ in self.named_parameters()
+            if name.endswith("prior.value") or ".prior." in name
+        }
+
+    def loss(
+        self, outputs: Any, targets: Sequence[dict[str, torch.Tensor]], image_size=None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Main loss plus ``aux_weight`` x the auxiliary head's, part by part (the authors'
+        ``DualLoss``). ``outputs`` is what :meth:`forward` returned."""
+        main, aux = outputs if isinstance(outputs, tuple) else (outputs, None)
+        if image_size is None:
+            first = main[0]
+            h, w = first.shape[-2:] if first.ndim == 4 else first.shape[2:4]
+            image_size = (h * self.strides[0], w * self.strides[0])
+        targets = check_targets(targets, main[0].shape[0], image_size, self.num_classes)
+        total, parts = self._loss(main, targets)
+        if aux is not None and self._aux_loss is not None:
+            aux_total, aux_parts = self._aux_loss(aux, targets)
+            total = total + self.aux_weight * aux_total
+            parts = {k: v + self.aux_weight * aux_parts[k] for k, v in parts.items()}
+        return total, parts
+
+    @torch.no_grad()
+    def predict(
+        self,
+        images: torch.Tensor,
+        conf: float = 0.25,
+        iou: float = 0.65,
+        max_det: int = 300,
+        multi_label: bool = True,
+    ) -> list[dict[str, torch.Tensor]]:
+        """Per-image ``boxes`` [K, 4] (xyxy pixels), ``scores`` [K], ``labels`` [K]."""
+        outputs = self(images)
+        if isinstance(outputs, tuple):
+            outputs = outputs[0]
+        boxes, scores = self.head.decode(outputs)
+        return postprocess(
+            boxes, scores, conf, iou, max_det, multi_label=multi_label,
+            image_size=tuple(images.shape[-2:]),
+        )  # fmt: skip
+
+
+def _override(name: str, layers: list[Layer], tag: str, extra: Any) -> list[Layer]:
+    """A table layer's args updated by keyword (``B3={"num_atoms": 256}``)."""
+    if not isinstance(extra, dict):
+        raise TypeError(f"{name}: {tag}={extra!r} must be a dict of block arguments")
+    found = [layer for layer in layers if layer.tag == tag]
+    if not found:
+        tags = sorted(layer.tag for layer in layers if layer.tag)
+        raise ValueError(f"{name}: unknown layer tag {tag!r}; tags are {tags}")
+    return [
+        Layer(**{**vars(layer), "args": {**layer.args, **extra}}) if layer.tag == tag else layer
+        for layer in layers
+    ]
+
+
+def _backbone_features(layers: list[Layer], table: dict[str, Any]):
+    strides = list(table.get("strides", (8, 16, 32)))
+    tags = ("B3", "B4", "B5")
+    found = {layer.tag: layer for layer in layers if layer.section == "backbone"}
+    return [(found[t], s) for t, s in zip(tags, strides) if t in found]

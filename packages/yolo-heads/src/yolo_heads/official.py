@@ -1,0 +1,259 @@
+"""The YOLO-RD authors' checkpoints (MultimediaTechLab/YOLO) in this project's detectors.
+
+:func:`load` reads every layout their code writes into a :class:`GraphDetector`:
+
+- the released ``.pt`` (``v9-t.pt`` ...): a flat state dict keyed ``0.conv.weight``;
+- their Lightning ``.ckpt``: ``state_dict`` with the raw weights under ``model.model.<i>.`` and the
+  EMA weights under ``ema.model.<i>.``. **The EMA weights are taken by default** (``ema=True``):
+  they are the ones the trainer validates; the authors' own loader keeps the raw ones (their
+  issues #136 and #165);
+- the state dict of their ``YOLO`` module (``model.<i>.``, as in the test fixtures' records);
+- any of these without the auxiliary branch (a deploy checkpoint): the model drops its branch.
+
+Only ``torch.load(weights_only=True)`` or safetensors read files: no pickle runs.
+Their layer ``i`` is our ``graph.layers.<i>`` with the same block attribute names, except three
+modules that are this project's own: the Retriever-Dictionary (``dconv.CG/GIE/D`` ->
+``dconv.retriever.generator/exchanger``, ``dconv.dictionary``) and YOLOv7's implicit head
+(``heads.<l>.implicit_a/head_conv/implicit_m`` -> ``out.<l>.add/conv/mul``).
+
+:func:`authors_outputs` gives the raw outputs keyed like the fixtures (``out.Main.0.class`` ...).
+
+    >>> import torch
+    >>> from yolo_heads.architectures import GraphDetector
+    >>> theirs = {to_authors_key(k): v for k, v in GraphDetector("yolov9_t").state_dict().items()}
+    >>> model = load(theirs, model="yolov9_t")
+    >>> sorted(authors_outputs(model, torch.zeros(1, 3, 64, 64)))[:3]
+    ['out.AUX.0.anchor', 'out.AUX.0.class', 'out.AUX.0.vector']
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .architectures import GraphDetector
+from .heads import AnchorBasedHead, YOLOv9Head
+
+__all__ = ["authors_outputs", "load", "read_state_dict", "to_authors_key"]
+
+log = logging.getLogger(__name__)
+
+PREFIX = "graph.layers."
+# (their path inside a layer, ours); applied in order to the part after the layer index
+_RENAMES = (
+    (re.compile(r"^dconv\.CG\."), "dconv.retriever.generator."),
+    (re.compile(r"^dconv\.GIE\."), "dconv.retriever.exchanger."),
+    (re.compile(r"^dconv\.D\."), "dconv.dictionary."),
+    (re.compile(r"^heads\.(\d+)\.implicit_a\.implicit$"), r"out.\1.add.prior.value"),
+    (re.compile(r"^heads\.(\d+)\.implicit_m\.implicit$"), r"out.\1.mul.prior.value"),
+    (re.compile(r"^heads\.(\d+)\.head_conv\."), r"out.\1.conv."),
+)
+_LAYER_KEY = re.compile(r"^(\d+)\.(.+)$")
+
+
+def read_state_dict(source: str | os.PathLike | Mapping[str, Any], ema: bool = True) -> dict:
+    """The authors' weights in ``source`` as a flat ``{"<i>.<path>": tensor}`` dict."""
+    if isinstance(source, (str, os.PathLike)):
+        source = _read_file(Path(source))
+    if not isinstance(source, Mapping):
+        raise TypeError(
+            f"source={type(source).__name__} is not valid; expected a path or a state dict"
+        )
+    state: Mapping[str, Any] = source
+    for wrapper in ("state_dict", "model"):
+        if wrapper in state and isinstance(state[wrapper], Mapping):
+            state = state[wrapper]
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise ValueError("source holds no tensors: not a checkpoint of the authors' models")
+    prefixes = ("ema.model.", "model.model.") if ema else ("model.model.", "ema.model.")
+    for prefix in (*prefixes, "model.", "module.model.", ""):
+        picked = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if picked and all(_LAYER_KEY.match(k) for k in picked):
+            if prefix in ("ema.model.", "model.model."):
+                log.info("official.load: took the %s weights (%s)", prefix[:-1], prefix)
+            return picked
+    first = next(iter(tensors))
+    raise ValueError(
+        f"source: key {first!r} is not in any layout of the authors' checkpoints "
+        "('<i>.<path>', 'model.<i>.<path>', Lightning 'model.model.' / 'ema.model.')"
+    )
+
+
+def _read_file(path: Path) -> Mapping[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"source={str(path)!r}: no such file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - one clear message, not pickle's
+        raise ValueError(
+            f"source={str(path)!r} cannot be read with torch.load(weights_only=True) ({err}); "
+            "only tensor checkpoints are read, never arbitrary pickle"
+        ) from None
+
+
+def to_ours(key: str) -> str:
+    """An authors' key (``"4.dconv.CG.conv.weight"``) as this project's state-dict key."""
+    match = _LAYER_KEY.match(key)
+    if match is None:
+        raise ValueError(f"key {key!r} does not start with a layer index")
+    index, rest = match.groups()
+    for pattern, replacement in _RENAMES:
+        rest = pattern.sub(replacement, rest)
+    return f"{PREFIX}{index}.{rest}"
+
+
+def to_authors_key(key: str) -> str:
+    """This project's key as the authors' released ``.pt`` names it (the inverse of loading)."""
+    rest = key[len(PREFIX) :]
+    index, rest = rest.split(".", 1)
+    rest = re.sub(r"^dconv\.retriever\.generator\.", "dconv.CG.", rest)
+    rest = re.sub(r"^dconv\.retriever\.exchanger\.", "dconv.GIE.", rest)
+    rest = re.sub(r"^dconv\.dictionary\.", "dconv.D.", rest)
+    rest = re.sub(r"^out\.(\d+)\.add\.prior\.value$", r"heads.\1.implicit_a.implicit", rest)
+    rest = re.sub(r"^out\.(\d+)\.mul\.prior\.value$", r"heads.\1.implicit_m.implicit", rest)
+    rest = re.sub(r"^out\.(\d+)\.conv\.", r"heads.\1.head_conv.", rest)
+    return f"{index}.{rest}"
+
+
+def _class_rows(value: torch.Tensor, own: torch.Tensor, anchors: int) -> torch.Tensor:
+    """YOLOv7 head rows: keep box + objectness per anchor, take the class rows from ``own``."""
+    theirs = value.reshape(anchors, -1, *value.shape[1:])
+    mine = own.detach().clone().reshape(anchors, -1, *own.shape[1:])
+    mine[:, :5] = theirs[:, :5].reshape(mine[:, :5].shape)
+    return mine.reshape(own.shape)
+
+
+def load(
+    source: str | os.PathLike | Mapping[str, Any],
+    model: str | GraphDetector = "yolov9_c",
+    *,
+    ema: bool = True,
+    strict_classes: bool = False,
+) -> GraphDetector:
+    """The authors' weights in ``source`` loaded into ``model`` (an architecture name or a
+    :class:`GraphDetector`); returns the model.
+
+    A checkpoint without the auxiliary branch drops the model's. With another class count the
+    class outputs keep the model's initialisation (YOLOv7: the class rows of each anchor) and the
+    skipped keys are logged and listed in ``model.skipped_keys``; ``strict_classes=True``
+    refuses instead. Any other mismatch raises ``ValueError`` naming the first key.
+    """
+    state = {
+        # their implicit vectors are [1, C, 1, 1], implicit-knowledge's [C]
+        to_ours(k): v.reshape(-1) if k.endswith(".implicit") else v
+        for k, v in read_state_dict(source, ema=ema).items()
+    }
+    if isinstance(model, str):
+        has_aux = any(k.startswith(PREFIX) for k in state) and _has_auxiliary(model, state)
+        model = GraphDetector(model, auxiliary=has_aux)
+    if not isinstance(model, GraphDetector):
+        raise TypeError(
+            f"model={type(model).__name__} is not valid; expected an architecture name or a "
+            "GraphDetector"
+        )
+    own = model.state_dict()
+    if model.aux_index is not None and not any(_is_aux(model, k) for k in state):
+        model.drop_auxiliary()
+        own = model.state_dict()
+    unexpected = [k for k in state if k not in own]
+    if unexpected:
+        raise ValueError(
+            f"source does not fit {model.architecture}: its key {to_authors_key(unexpected[0])!r} "
+            f"({len(unexpected)} such keys) has no place in the model"
+        )
+    # the anchors are a buffer here, a table entry there: the model's own values stay
+    state.update({k: v for k, v in own.items() if k.endswith(".anchors") and k not in state})
+    missing = [k for k in own if k not in state]
+    if missing:
+        raise ValueError(
+            f"source does not fit {model.architecture}: it has no {to_authors_key(missing[0])!r} "
+            f"({len(missing)} keys missing)"
+        )
+    skipped, anchors = [], _v7_anchors(model)
+    for key, value in list(state.items()):
+        if value.shape == own[key].shape:
+            continue
+        if strict_classes or not _is_class_output(model, key):
+            raise ValueError(
+                f"source does not fit {model.architecture}: {to_authors_key(key)!r} has shape "
+                f"{tuple(value.shape)}, the model {tuple(own[key].shape)}"
+            )
+        skipped.append(key)
+        if anchors and value.numel() % anchors == 0:
+            state[key] = _class_rows(value.reshape(-1, *own[key].shape[1:]), own[key], anchors)
+        else:
+            state[key] = own[key]
+    if skipped:
+        log.warning(
+            "official.load: class count differs; re-initialised %d class-output tensors: %s",
+            len(skipped),
+            ", ".join(skipped),
+        )
+    model.load_state_dict(state)
+    model.skipped_keys = skipped
+    return model
+
+
+def _has_auxiliary(architecture: str, state: Mapping[str, Any]) -> bool:
+    deploy = GraphDetector(architecture, auxiliary=False)
+    return len(state) > len(deploy.state_dict())
+
+
+def _is_aux(model: GraphDetector, key: str) -> bool:
+    index = int(key[len(PREFIX) :].split(".", 1)[0])
+    return model.graph.specs[index].section == "auxiliary"
+
+
+def _v7_anchors(model: GraphDetector) -> int:
+    head = model.head
+    return head.num_anchors if isinstance(head, AnchorBasedHead) else 0
+
+
+def _is_class_output(model: GraphDetector, key: str) -> bool:
+    rest = key[len(PREFIX) :].split(".", 1)[1]
+    return bool(re.match(r"^heads\.\d+\.class_conv\.2\.|^out\.\d+\.(conv\.|mul\.)", rest))
+
+
+@torch.no_grad()
+def authors_outputs(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The raw outputs the authors' ``YOLO.forward`` returns, keyed like the fixtures.
+
+    YOLOv9 heads: ``out.<tag>.<l>.class`` [B, C, H, W], ``.anchor`` [B, R, 4, H, W] (bin
+    logits), ``.vector`` [B, 4, H, W] (expected distances); YOLOv7: ``out.Main.<l>``
+    [B, 3 (5 + C), H, W]. Tags are ``Main`` and, when built, ``AUX`` (which the authors' forward
+    runs in eval too). Runs ``model`` in eval mode.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        tagged = model.forward_tags(images)
+    finally:
+        model.train(was_training)
+    out: dict[str, torch.Tensor] = {}
+    for tag, head in (("Main", model.head), ("AUX", model.aux_head)):
+        if head is None:
+            continue
+        for level, raw in enumerate(tagged[tag]):
+            key = f"out.{tag}.{level}"
+            if isinstance(head, YOLOv9Head):
+                b, _, h, w = raw.shape
+                bins = 4 * head.reg_max
+                out[f"{key}.class"] = raw[:, bins:]
+                out[f"{key}.anchor"] = raw[:, :bins].view(b, 4, head.reg_max, h, w).transpose(1, 2)
+                out[f"{key}.vector"] = head.heads[level].anc2vec(raw[:, :bins])
+            else:
+                b, a, h, w, c = raw.shape
+                out[key] = raw.permute(0, 1, 4, 2, 3).reshape(b, a * c, h, w)
+    return out

@@ -1,0 +1,86 @@
+"""The authors' detectors against their own outputs (tests/fixtures/authors, README beside).
+
+Each fixture holds the outputs of MultimediaTechLab/YOLO's code for a state dict that its record
+rebuilds bit for bit; any fixture made by the same recipe is checked by the same loop.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from yolo_heads.architectures import GraphDetector, architecture_for
+from yolo_heads.official import authors_outputs, load
+
+FIXTURES = sorted((Path(__file__).parent / "fixtures" / "authors").glob("*.safetensors"))
+
+
+def rebuild_state(record: str) -> dict[str, torch.Tensor]:
+    """The fixture README's recipe: one generator, entries in order, 'keep' drawn from none."""
+    g = torch.Generator().manual_seed(0)
+    state = {}
+    for key, shape, _dtype, dist, arg1, arg2 in json.loads(record):
+        if dist == "normal":
+            state[key] = torch.empty(shape).normal_(arg1, arg2, generator=g)
+        elif dist == "uniform":
+            state[key] = torch.empty(shape).uniform_(arg1, arg2, generator=g)
+        elif key.endswith("num_batches_tracked"):
+            state[key] = torch.tensor(0, dtype=torch.int64)
+        else:  # the frozen DFL projection of v9 heads
+            assert key.endswith("anc2vec.anc2vec.weight"), key
+            state[key] = torch.arange(shape[1], dtype=torch.float32).view(shape)
+    return state
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
+def test_outputs_match_the_authors(path: Path) -> None:
+    with safe_open(path, "pt") as f:
+        meta = f.metadata()
+        images = f.get_tensor("input")
+        reference = {k: f.get_tensor(k) for k in f.keys() if k.startswith("out.")}
+    name = architecture_for(meta["model"])
+    model = load(rebuild_state(meta["state"]), model=name)
+    assert sum(p.numel() for p in model.parameters()) == int(meta["params"])
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert trainable == int(meta["params_trainable"])
+    deploy = GraphDetector(name, auxiliary=False)
+    assert sum(p.numel() for p in deploy.parameters()) == int(meta["params_deploy"])
+
+    outputs = authors_outputs(model, images)
+    assert sorted(outputs) == sorted(reference)
+    tolerance = 1e-4 * float(meta["max_abs_out"])
+    for key, expected in reference.items():
+        assert outputs[key].shape == expected.shape, key
+        assert (outputs[key] - expected).abs().max().item() <= tolerance, key
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
+def test_deploy_checkpoint_gives_the_main_outputs(path: Path) -> None:
+    """A deploy state dict (the record's prefix without the auxiliary branch) loads into the
+    model, which drops its branch; the main outputs equal the fixture's."""
+    with safe_open(path, "pt") as f:
+        meta = f.metadata()
+        images = f.get_tensor("input")
+        reference = {k: f.get_tensor(k) for k in f.keys() if k.startswith("out.Main")}
+    name = architecture_for(meta["model"])
+    state = rebuild_state(meta["state"])
+    deploy_keys = len(GraphDetector(name, auxiliary=False).state_dict())
+    prefix = dict(list(state.items())[:deploy_keys])
+    model = load(prefix, model=GraphDetector(name))
+    assert model.aux_head is None
+    outputs = authors_outputs(model, images)
+    assert sorted(outputs) == sorted(reference)
+    for key, expected in reference.items():
+        assert (outputs[key] - expected).abs().max().item() <= 1e-4 * float(meta["max_abs_out"])
