@@ -49,7 +49,8 @@ def test_outputs_match_the_authors(path: Path) -> None:
     with safe_open(path, "pt") as f:
         meta = f.metadata()
         images = f.get_tensor("input")
-        reference = {k: f.get_tensor(k) for k in f.keys() if k.startswith("out.")}
+        names = f.keys()
+        reference = {k: f.get_tensor(k) for k in names if k.startswith("out.")}
     name = architecture_for(meta["model"])
     model = load(rebuild_state(meta["state"]), model=name)
     assert sum(p.numel() for p in model.parameters()) == int(meta["params"])
@@ -73,7 +74,8 @@ def test_deploy_checkpoint_gives_the_main_outputs(path: Path) -> None:
     with safe_open(path, "pt") as f:
         meta = f.metadata()
         images = f.get_tensor("input")
-        reference = {k: f.get_tensor(k) for k in f.keys() if k.startswith("out.Main")}
+        names = f.keys()
+        reference = {k: f.get_tensor(k) for k in names if k.startswith("out.Main")}
     name = architecture_for(meta["model"])
     state = rebuild_state(meta["state"])
     deploy_keys = len(GraphDetector(name, auxiliary=False).state_dict())

@@ -96,7 +96,7 @@ def _read_file(path: Path) -> Mapping[str, Any]:
         return load_file(str(path))
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - one clear message, not pickle's
+    except Exception as err:  # one clear message, not pickle's
         raise ValueError(
             f"source={str(path)!r} cannot be read with torch.load(weights_only=True) ({err}); "
             "only tensor checkpoints are read, never arbitrary pickle"

@@ -49,8 +49,7 @@ def get_architecture(name: str) -> dict[str, Any]:
     tables = _tables()
     if name not in tables:
         raise ValueError(
-            f"architecture={name!r} is not a known architecture; valid names are "
-            f"{sorted(tables)}"
+            f"architecture={name!r} is not a known architecture; valid names are {sorted(tables)}"
         )
     return copy.deepcopy(tables[name])
 

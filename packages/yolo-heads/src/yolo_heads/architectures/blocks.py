@@ -21,21 +21,21 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
-    "ADown",
-    "AConv",
     "BLOCKS",
+    "ELAN",
+    "SPPELAN",
+    "AConv",
+    "ADown",
     "CBFuse",
     "CBLinear",
     "Concat",
     "Conv",
-    "ELAN",
     "MaxPoolDown",
     "RepConv",
     "RepNCSP",
     "RepNCSPELAN",
     "RepNCSPELANRD",
     "SPPCSPConv",
-    "SPPELAN",
     "Upsample",
 ]
 
@@ -306,7 +306,9 @@ class SPPCSPConv(nn.Module):
     ) -> None:
         super().__init__()
         neck = int(2 * out_channels * expand)
-        self.pre_conv = nn.Sequential(Conv(in_channels, neck), Conv(neck, neck, 3), Conv(neck, neck))
+        self.pre_conv = nn.Sequential(
+            Conv(in_channels, neck), Conv(neck, neck, 3), Conv(neck, neck)
+        )
         self.short_conv = Conv(in_channels, neck)
         self.pools = nn.ModuleList(nn.MaxPool2d(k, stride=1, padding=k // 2) for k in kernel_sizes)
         self.post_conv = nn.Sequential(

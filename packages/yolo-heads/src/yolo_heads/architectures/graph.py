@@ -88,9 +88,7 @@ def parse_table(name: str, table: dict[str, Any]) -> list[Layer]:
                     f"blocks are {sorted([*BLOCKS, *HEAD_BLOCKS])}"
                 )
             many = isinstance(source, list)
-            sources = tuple(
-                _resolve(name, index, s, tags) for s in (source if many else [source])
-            )
+            sources = tuple(_resolve(name, index, s, tags) for s in (source if many else [source]))
             layers.append(Layer(index, block, sources, many, dict(args or {}), tag, section))
             if tag is not None:
                 if tag in tags:

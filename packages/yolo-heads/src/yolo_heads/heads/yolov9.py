@@ -12,7 +12,8 @@ Outputs use :class:`~yolo_heads.heads.AnchorFreeHead`'s layout (``[B, 4 reg_max 
 per level, sides major), so its loss, decoding, NMS and export apply unchanged.
 
     >>> head = YOLOv9Head([64, 96, 128], num_classes=80)
-    >>> [tuple(o.shape) for o in head([torch.zeros(1, c, s, s) for c, s in ((64, 8), (96, 4), (128, 2))])]
+    >>> feats = [torch.zeros(1, c, s, s) for c, s in ((64, 8), (96, 4), (128, 2))]
+    >>> [tuple(o.shape) for o in head(feats)]
     [(1, 144, 8, 8), (1, 144, 4, 4), (1, 144, 2, 2)]
 """
 
@@ -64,7 +65,8 @@ class DetectionBranch(nn.Module):
     ) -> None:
         super().__init__()
         anchor_channels = 4 * reg_max
-        anchor_neck = max(math.ceil(first_channels // 4 / groups) * groups, anchor_channels, reg_max)
+        quarter = math.ceil(first_channels // 4 / groups) * groups  # a multiple of groups
+        anchor_neck = max(quarter, anchor_channels, reg_max)
         class_neck = max(first_channels, min(num_classes * 2, 128))
         anchor_out = nn.Conv2d(anchor_neck, anchor_channels, 1, groups=groups)
         class_out = nn.Conv2d(class_neck, num_classes, 1)
