@@ -38,12 +38,14 @@ from torch import nn
 
 from ._checks import check_device, check_int, check_int_list, check_list, check_path
 from ._files import existing_folder, write_folder_atomic
+from .architectures import GraphDetector, list_architectures
 from .registry import ARCHITECTURE, PRETRAINED_CFG
 
 __all__ = [
     "CONFIG_NAME",
     "STATE_NAME",
     "WEIGHTS_NAME",
+    "create_detector",
     "detector_config",
     "load_checkpoint",
     "load_trainer_state",
@@ -112,11 +114,12 @@ def detector_config(
         raise ValueError(
             f"category_ids has {len(category_ids)} ids; the detector has {num_classes} classes"
         )
+    architecture = getattr(model, "architecture", ARCHITECTURE)
     pretrained_cfg = dict(PRETRAINED_CFG, num_classes=num_classes)
     if image_size is not None:
         pretrained_cfg["input_size"] = (model.in_chans, image_size, image_size)
     config: dict[str, Any] = {
-        "architecture": ARCHITECTURE,
+        "architecture": architecture,
         "num_classes": num_classes,
         "num_features": None,
         "pretrained_cfg": pretrained_cfg,
@@ -125,11 +128,7 @@ def detector_config(
             "producer": f"yolo-heads {__version__}",
             "entrypoint_module": "yolo_heads.registry",
             "task": "object-detection",
-            "methods": [
-                name
-                for name, used in (("yolo-rd", bool(args.get("rd"))), ("yolor", args["implicit"]))
-                if used
-            ],
+            "methods": model.knowledge_methods(),
             "category_ids": list(category_ids) if category_ids is not None else None,
             **(metadata or {}),
         },
@@ -205,10 +204,11 @@ def read_config(folder: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"folder={str(folder)!r} has no {CONFIG_NAME}") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"{str(path)!r} is not valid JSON ({err})") from None
-    if config.get("architecture") != ARCHITECTURE or "model_args" not in config:
+    known = [ARCHITECTURE, *list_architectures()]
+    if config.get("architecture") not in known or "model_args" not in config:
         raise ValueError(
             f"{str(path)!r} describes architecture={config.get('architecture')!r}, not a "
-            f"yolo-heads detector ({ARCHITECTURE!r} with model_args)"
+            f"yolo-heads detector (one of {known} with model_args)"
         )
     return config
 
@@ -235,14 +235,12 @@ def load_checkpoint(
     The rebuilt detector carries ``label_names`` and ``category_ids`` from the config (or
     ``None``). Weights for another architecture are refused with the first differing tensor.
     """
-    from .detector import YOLODetector
-
     device = check_device("device", device, fn="load_checkpoint")
     path = _folder(folder)
     config = read_config(path)
     state = _read_weights(path / WEIGHTS_NAME)
     if model is None:
-        model = YOLODetector(**config["model_args"])
+        model = create_detector(config["architecture"], **config["model_args"])
     target = _unwrap(model)
     own = target.state_dict()
     mismatched = [k for k in state if k in own and own[k].shape != state[k].shape]
@@ -262,6 +260,17 @@ def load_checkpoint(
     target.label_names = config.get("label_names")
     target.category_ids = config.get("knowledge", {}).get("category_ids")
     return model.to(device)
+
+
+def create_detector(architecture: str, **model_args: Any) -> nn.Module:
+    """The detector a checkpoint's ``config.json`` names: ``yolo_detector`` (a timm backbone,
+    :class:`~yolo_heads.YOLODetector`) or one of the authors' architectures
+    (:class:`~yolo_heads.architectures.GraphDetector`)."""
+    from .detector import YOLODetector
+
+    if architecture == ARCHITECTURE:
+        return YOLODetector(**model_args)
+    return GraphDetector(architecture, **model_args)
 
 
 def load_trainer_state(folder: str | os.PathLike) -> dict[str, Any]:

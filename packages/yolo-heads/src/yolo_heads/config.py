@@ -67,6 +67,11 @@ class ImplicitConfig:
 
 @dataclass
 class ModelConfig:
+    # One of the authors' detectors (yolov9_t/s/m/c, yolo_rd_9c, yolov7; `model=yolov9_t` for
+    # short). When set, backbone/neck/head keys are not used: the architecture's table is.
+    architecture: str | None = None
+    weights: str | None = None  # start from: an authors' checkpoint file or a checkpoint folder
+    auxiliary: bool = True  # the authors' architectures: train PGI's auxiliary branch
     backbone: str = "resnet18"  # any timm name with features_only (kw_* after kernelwarehouse)
     # timm.create_model keyword arguments, e.g. {channels: [16, 32, 64, 128]} or {budget: 0.5}
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -177,6 +182,14 @@ def _check(cfg: DictConfig) -> None:
             raise ConfigError(f"augment.{key}={value} is not valid; expected [0, {top}]")
     if aug.close_mosaic < 0:
         raise ConfigError(f"augment.close_mosaic={aug.close_mosaic} is not valid; expected >= 0")
+    if m.architecture is not None:
+        from .architectures import list_architectures
+
+        if m.architecture not in list_architectures():
+            raise ConfigError(
+                f"model.architecture={m.architecture!r} is not valid; expected one of "
+                f"{list_architectures()} (or leave it unset for a timm backbone)"
+            )
     if s.ema_decay >= 1:
         raise ConfigError(f"schedule.ema_decay={s.ema_decay} is not valid; expected < 1")
 
@@ -212,6 +225,11 @@ def load_config(
                     f"config={str(path)!r} does not exist (nor is it a built-in config: {builtin})"
                 )
             layers.append(OmegaConf.load(path))
+        # `model=yolov9_t`: the authors' architecture by name, as Ultralytics' `model=`
+        overrides = [
+            f"model.architecture={o[len('model=') :]}" if o.startswith("model=") else o
+            for o in overrides
+        ]
         bad = [o for o in overrides if "=" not in o]
         if bad:
             raise ConfigError(
@@ -239,12 +257,29 @@ def save_config(cfg: DictConfig, path: str | os.PathLike) -> Path:
 
 
 def detector_kwargs(cfg: DictConfig, num_classes: int | None = None) -> dict[str, Any]:
-    """:class:`~yolo_heads.YOLODetector` keyword arguments for ``cfg.model``.
+    """:class:`~yolo_heads.YOLODetector` keyword arguments for ``cfg.model``, or with an
+    ``architecture`` key, :class:`~yolo_heads.architectures.GraphDetector`'s.
 
     The RD's ``dictionary`` path is read here (a dict-init artifact); its atoms initialise the
     RD and its size sets ``num_atoms``.
     """
     m = OmegaConf.to_container(cfg.model, resolve=True)
+    rd = m["rd"]
+    if rd.pop("enabled"):
+        path = rd.pop("dictionary")
+        if path is not None:
+            rd["dictionary"] = load_dictionary(path)
+            rd.pop("num_atoms")
+    else:
+        rd = None
+    if m["architecture"] is not None:
+        kwargs = {
+            "architecture": m["architecture"],
+            "auxiliary": m["auxiliary"],
+            "loss_kwargs": m["loss_kwargs"] or None,
+            "rd": rd,
+        }
+        return kwargs if num_classes is None else {**kwargs, "num_classes": num_classes}
     kwargs: dict[str, Any] = {
         "backbone": m["backbone"],
         "neck": m["neck"],
@@ -259,12 +294,7 @@ def detector_kwargs(cfg: DictConfig, num_classes: int | None = None) -> dict[str
     }
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
-    rd = m["rd"]
-    if rd.pop("enabled"):
-        path = rd.pop("dictionary")
-        if path is not None:
-            rd["dictionary"] = load_dictionary(path)
-            rd.pop("num_atoms")
+    if rd is not None:
         kwargs["rd"] = rd
     return kwargs
 

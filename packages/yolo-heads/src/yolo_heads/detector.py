@@ -33,6 +33,18 @@ def _rd_kwargs(rd: dict[str, Any] | bool) -> tuple[str | None, dict[str, Any]]:
     return at, rd
 
 
+def _rd_config(rd: Any) -> Any:
+    """``rd`` for a JSON build config: a dictionary's atoms become their count (the weights
+    carry the atoms themselves)."""
+    if isinstance(rd, dict):
+        rd = dict(rd)
+        atoms = rd.pop("dictionary", None)
+        atoms = getattr(atoms, "atoms", atoms)
+        if isinstance(atoms, torch.Tensor):
+            rd.setdefault("num_atoms", atoms.shape[0])
+    return rd
+
+
 def _jsonable(value: Any) -> bool:
     try:
         json.dumps(value)
@@ -57,14 +69,7 @@ def _config(args: dict[str, Any]) -> dict[str, Any] | None:
         "in_chans",
     ]
     config = {n: args[n] for n in names}
-    rd = args["rd"]
-    if isinstance(rd, dict):
-        rd = dict(rd)
-        atoms = rd.pop("dictionary", None)
-        atoms = getattr(atoms, "atoms", atoms)
-        if isinstance(atoms, torch.Tensor):
-            rd.setdefault("num_atoms", atoms.shape[0])
-    config["rd"] = rd
+    config["rd"] = _rd_config(args["rd"])
     config.update(args["backbone_kwargs"])
     return config if _jsonable(config) else None
 
@@ -174,6 +179,10 @@ class YOLODetector(nn.Module):
             **(head_kwargs or {}),
         )
         self._loss = self.head.loss_fn(**(loss_kwargs or {}))
+
+    def knowledge_methods(self) -> list[str]:
+        """The papers' methods this detector uses (``yolo-rd``, ``yolor``), for model cards."""
+        return [name for name, used in (("yolo-rd", self.rd_at), ("yolor", self.implicit)) if used]
 
     def no_weight_decay(self) -> set[str]:
         """Parameters timm's optimiser factory keeps out of weight decay: the implicit

@@ -302,6 +302,9 @@ def fuse_for_inference(
 ) -> nn.Module:
     """A deep copy of ``model`` in eval mode with implicit knowledge and conv + BN folded.
 
+    The authors' architectures (:class:`~yolo_heads.architectures.GraphDetector`) also lose
+    PGI's auxiliary branch and have every RepConv re-parameterised into one convolution.
+
     Implicit layers (YOLOR) are folded first by :func:`yolo_heads.knowledge.fuse_implicit`
     (when the model has any), then BatchNorm by :func:`fuse_conv_bn`; the result is checked
     against the unfused model on the probe input.
@@ -321,6 +324,8 @@ def fuse_for_inference(
     example = _probe_input(fn, model, example)
     with torch.no_grad():
         reference = _run(fn, model, example, defaulted)
+    if hasattr(model, "reparameterize"):  # the authors' architectures: deploy form
+        model.drop_auxiliary().reparameterize()
     model = fuse_implicit(model)  # a no-op copy for a model without implicit layers
     model = fuse_conv_bn(model, example, inplace=True, atol=atol)
     with torch.no_grad():

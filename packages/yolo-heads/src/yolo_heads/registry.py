@@ -5,20 +5,29 @@ A folder written by :func:`yolo_heads.save_checkpoint` holds timm's ``config.jso
 ``model.safetensors``, which is what ``timm.create_model("local-dir:<folder>", pretrained=True)``
 and ``timm.create_model("hf-hub:<repo>", pretrained=True)`` read.
 
+The authors' detectors (:mod:`yolo_heads.architectures`: ``yolov9_t`` ... ``yolo_rd_9c``,
+``yolov7``) are registered by name too; their ``features_only`` gives the backbone's stride
+8/16/32 maps (the tables' B3/B4/B5) through ``forward_intermediates``.
+
 Example:
     >>> import timm, yolo_heads
     >>> model = timm.create_model("yolo_detector", num_classes=3, neck_channels=16)
     >>> type(model).__name__, model.pretrained_cfg["architecture"]
     ('YOLODetector', 'yolo_detector')
+    >>> backbone = timm.create_model("yolov9_t", features_only=True)
+    >>> backbone.feature_info.channels(), backbone.feature_info.reduction()
+    ([64, 96, 128], [8, 16, 32])
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
+from .architectures import GraphDetector, get_architecture, list_architectures
 from .detector import YOLODetector
 
 ARCHITECTURE = "yolo_detector"
@@ -37,7 +46,16 @@ PRETRAINED_CFG: dict[str, Any] = {
     "license": "apache-2.0",
 }
 
-default_cfgs = generate_default_cfgs({ARCHITECTURE: dict(PRETRAINED_CFG)})
+# The authors' models take [0, 1] images without normalisation, as the generic detector does.
+default_cfgs = generate_default_cfgs(
+    {
+        ARCHITECTURE: dict(PRETRAINED_CFG),
+        **{
+            name: dict(PRETRAINED_CFG, first_conv="graph.layers.0.conv.conv", classifier=None)
+            for name in list_architectures()
+        },
+    }
+)
 
 
 @register_model
@@ -46,3 +64,25 @@ def yolo_detector(pretrained: bool = False, **kwargs: Any) -> nn.Module:
     if kwargs.get("features_only"):
         raise ValueError("features_only=True: yolo_detector is a detector; build its backbone")
     return build_model_with_cfg(YOLODetector, ARCHITECTURE, pretrained, **kwargs)
+
+
+def _architecture_entrypoint(name: str):
+    def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+        return build_model_with_cfg(
+            partial(GraphDetector, name),
+            name,
+            pretrained,
+            feature_cfg={"feature_cls": "getter", "out_indices": (0, 1, 2)},
+            **kwargs,
+        )
+
+    entrypoint.__name__ = entrypoint.__qualname__ = name
+    entrypoint.__module__ = __name__
+    entrypoint.__doc__ = (
+        f"The authors' {get_architecture(name).get('source')} as a GraphDetector (yolo-heads)."
+    )
+    return register_model(entrypoint)
+
+
+for _name in list_architectures():
+    globals()[_name] = _architecture_entrypoint(_name)

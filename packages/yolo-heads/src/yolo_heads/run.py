@@ -27,11 +27,14 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from ._checks import renamed_kwargs
+from .architectures import GraphDetector
+from .checkpoint import create_detector, load_checkpoint
 from .config import ConfigError, detector_kwargs, load_config, save_config
 from .data import create_dataset
-from .detector import YOLODetector
+from .registry import ARCHITECTURE
 from .train import TrainResult, train
 
 __all__ = ["build_datasets", "build_detector", "resume_config", "run_training"]
@@ -74,10 +77,35 @@ def build_datasets(cfg: DictConfig):
     return train_set, val_set
 
 
-def build_detector(cfg: DictConfig, num_classes: int) -> YOLODetector:
-    """The detector ``cfg.model`` describes, initialised from ``cfg.schedule.seed``."""
+def build_detector(cfg: DictConfig, num_classes: int) -> nn.Module:
+    """The detector ``cfg.model`` describes, initialised from ``cfg.schedule.seed`` and then
+    from ``cfg.model.weights`` when set (an authors' checkpoint file through
+    :func:`yolo_heads.official.load`, class outputs re-initialised for another class count; or a
+    checkpoint folder of this project)."""
     torch.manual_seed(cfg.schedule.seed)
-    return YOLODetector(**detector_kwargs(cfg, num_classes=num_classes))
+    kwargs = detector_kwargs(cfg, num_classes=num_classes)
+    model = create_detector(kwargs.pop("architecture", ARCHITECTURE), **kwargs)
+    weights = cfg.model.weights
+    if weights is None:
+        return model
+    if Path(weights).is_dir():
+        return load_checkpoint(weights, model)
+    if not isinstance(model, GraphDetector):
+        raise ConfigError(
+            f"model.weights={weights!r} is a file: authors' checkpoints need model.architecture "
+            "(e.g. model=yolov9_t); a yolo-heads checkpoint is a folder"
+        )
+    from . import official
+
+    if not Path(weights).is_file():
+        raise ConfigError(f"model.weights={weights!r} does not exist")
+    official.load(weights, model)
+    if model.skipped_keys:
+        print(
+            f"model.weights: {len(model.skipped_keys)} class-output tensors re-initialised for "
+            f"{num_classes} classes: {', '.join(model.skipped_keys)}"
+        )
+    return model
 
 
 def resume_config(run_dir: str | os.PathLike, overrides: Sequence[str] = ()) -> DictConfig:

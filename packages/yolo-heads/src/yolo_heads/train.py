@@ -109,6 +109,13 @@ def _autocast(device: torch.device, amp: bool):
     return torch.autocast(device.type, dtype=dtype)
 
 
+def _as_float(outputs: Any) -> Any:
+    """Head outputs (a list per level, or PGI's (main, auxiliary) pair) in float32 for the loss."""
+    if isinstance(outputs, tuple):
+        return tuple(_as_float(o) for o in outputs)
+    return [o.float() for o in outputs] if isinstance(outputs, list) else outputs
+
+
 def _agree_on_skip(loss: torch.Tensor, distributed: bool) -> bool:
     """True when the loss is not finite on this rank or any other (all ranks skip together,
     so DistributedDataParallel's gradient all-reduce never waits for a rank that skipped)."""
@@ -266,7 +273,7 @@ def train(
             ]
             with _autocast(device, amp):
                 outputs = net(images)
-            outputs = [o.float() for o in outputs] if isinstance(outputs, list) else outputs
+            outputs = _as_float(outputs)
             loss, parts = model.loss(outputs, targets, image_size=tuple(images.shape[-2:]))
             opt.zero_grad(set_to_none=True)
             if _agree_on_skip(loss, distributed):

@@ -64,6 +64,10 @@ class GraphDetector(nn.Module):
         in_chans: input channels.
         loss_kwargs: options of the head's loss (gains, ``assigner``); the authors' defaults.
         aux_weight: weight of the auxiliary loss (the authors' 0.25).
+        rd: add a Retriever-Dictionary (rd-core) as :class:`~yolo_heads.YOLODetector` does:
+            ``True`` or a dict with ``at`` (default: the stride-8 backbone layer B3),
+            ``dictionary``, ``num_atoms`` and other ``RetrieverDictionary`` arguments.
+        **layer_args: per-tag block arguments, e.g. ``B3={"num_atoms": 256}`` for rd-9c.
 
     Images are ``[B, C, H, W]`` in [0, 1] (H, W multiples of 32), not normalised, as the authors'
     models expect.
@@ -81,8 +85,10 @@ class GraphDetector(nn.Module):
         in_chans: int = 3,
         loss_kwargs: dict[str, Any] | None = None,
         aux_weight: float = AUX_WEIGHT,
+        rd: dict[str, Any] | bool | None = None,
         **layer_args: dict[str, Any],
     ) -> None:
+        from ..detector import _rd_config, _rd_kwargs
         from . import get_architecture
 
         super().__init__()
@@ -103,6 +109,7 @@ class GraphDetector(nn.Module):
             "in_chans": in_chans,
             "loss_kwargs": loss_kwargs,
             "aux_weight": aux_weight,
+            "rd": _rd_config(rd),
             **layer_args,
         }
         self.label_names: list[str] | None = None
@@ -125,6 +132,13 @@ class GraphDetector(nn.Module):
         self.rd_at = next(
             (f"graph.layers.{layer.index}" for layer in layers if layer.block.endswith("RD")), None
         )
+        if rd:
+            from ..knowledge import attach_retriever_dictionary
+
+            at, rd_kwargs = _rd_kwargs(rd)
+            at = at or self.feature_info[0]["module"]
+            attach_retriever_dictionary(self, at, image_size=64, in_chans=in_chans, **rd_kwargs)
+            self.rd_at = at
         options = dict(table.get("loss", {}), **(loss_kwargs or {}))
         self._loss = self.head.loss_fn(**options)
         self._aux_loss = self.aux_head.loss_fn(**options) if self.aux_head is not None else None
@@ -162,19 +176,27 @@ class GraphDetector(nn.Module):
     ) -> list[torch.Tensor]:
         """timm's feature API over the backbone: the ``feature_info`` maps picked by ``indices``
         (all by default; an int n: the last n)."""
-        n = len(self.feature_info)
-        if indices is None:
-            picks = list(range(n))
-        elif isinstance(indices, int):
-            picks = list(range(n - indices, n))
-        else:
-            picks = [i % n for i in indices]
+        picks = self._feature_picks(len(self.feature_info) if indices is None else indices)
         wanted = tuple(self.feature_info[i]["index"] for i in picks)
         out = self.graph.run(x, max(wanted) + 1, wanted)
         return [out[i] for i in wanted]
 
-    def prune_intermediate_layers(self, *_: Any, **__: Any) -> list[int]:
-        return list(range(len(self.feature_info)))
+    def _feature_picks(self, indices: int | Sequence[int]) -> list[int]:
+        n = len(self.feature_info)
+        picks = list(range(n - indices, n)) if isinstance(indices, int) else list(indices)
+        if not picks or any(not -n <= i < n for i in picks):
+            raise ValueError(f"indices={indices!r} is not valid; the backbone has {n} features")
+        return [i % n for i in picks]
+
+    def prune_intermediate_layers(self, indices: int | Sequence[int] = 3, **_: Any) -> list[int]:
+        """Keep only the layers up to the last backbone feature in ``indices`` (timm's
+        ``features_only``); returns the indices, normalised."""
+        picks = self._feature_picks(indices)
+        last = max(self.feature_info[i]["index"] for i in picks)
+        keep = self.graph.specs[: last + 1]
+        self.graph = LayerGraph(keep, list(self.graph.layers[: last + 1]))
+        self.aux_index, self._aux_loss = None, None
+        return picks
 
     def reparameterize(self) -> GraphDetector:
         """Fold every RepConv into one convolution (eval-mode outputs unchanged); returns self."""
@@ -191,6 +213,13 @@ class GraphDetector(nn.Module):
             self.aux_index, self._aux_loss = None, None
             self.config["auxiliary"] = False
         return self
+
+    def knowledge_methods(self) -> list[str]:
+        """The papers' methods this detector uses (``yolo-rd``, ``yolor``), for model cards."""
+        from implicit_knowledge import ImplicitAdd
+
+        implicit = any(isinstance(m, ImplicitAdd) for m in self.modules())
+        return [name for name, used in (("yolo-rd", self.rd_at), ("yolor", implicit)) if used]
 
     def no_weight_decay(self) -> set[str]:
         """Implicit vectors (YOLOv7's head) stay out of weight decay, as biases and norms do."""
