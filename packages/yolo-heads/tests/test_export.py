@@ -208,3 +208,46 @@ def test_export_bad_input(trained, tiny, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="exporter failed"):
         export_onnx(model, tmp_path / "a.onnx", image_size=64)
     assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+@pytest.fixture(scope="module")
+def trained_yolov9_t(digits):
+    """The authors' YOLOv9-T (with its auxiliary branch while training) after a few steps."""
+    from yolo_heads.architectures import GraphDetector
+
+    torch.manual_seed(0)
+    train = CocoDetection(digits[0], image_size=64)
+    images, targets = collate([train[i] for i in range(len(train))])
+    model = GraphDetector("yolov9_t", num_classes=10)
+    # The authors' class prior (-10, sigmoid 4.5e-5) needs hundreds of steps to lift scores to
+    # where thresholds can be tested; a prior of -4 gets there in a few.
+    for conv in model.head.class_outputs():
+        torch.nn.init.constant_(conv.bias, -4.0)
+    _train(model, images, targets, steps=15)
+    val = CocoDetection(digits[1], image_size=64)
+    val_images, _ = collate([val[i] for i in range(4)])
+    return model, val_images, _thresholds(model, val_images, 0.01, IOU)
+
+
+def test_authors_architecture_onnx_matches_predict(trained_yolov9_t, tmp_path):
+    model, images, (conf, iou) = trained_yolov9_t
+    path = export_onnx(model, tmp_path / "yolov9_t.onnx", image_size=64, conf=conf, iou=iou,
+                       max_det=MAX_DET)  # fmt: skip
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (1, 4):
+        predictions = model.predict(images[:batch], conf=conf, iou=iou, max_det=MAX_DET)
+        assert sum(len(p["scores"]) for p in predictions) > 0
+        (got,) = session.run(["detections"], {"images": images[:batch].numpy()})
+        _assert_same_detections(got, predictions, batch)
+
+
+def test_authors_architecture_torch_export_matches_eager(trained_yolov9_t):
+    model, images, _ = trained_yolov9_t
+    exported = export_program(model, image_size=64).module()
+    with torch.no_grad():
+        expected = model(images)
+    got = exported(images)
+    assert len(got) == len(expected) == 3
+    for a, b in zip(expected, got):
+        assert a.shape == b.shape
+        assert (a - b).abs().max().item() <= 1e-4 * max(1.0, a.abs().max().item())

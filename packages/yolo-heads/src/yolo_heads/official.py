@@ -11,7 +11,7 @@
 - any of these without the auxiliary branch (a deploy checkpoint): the model drops its branch.
 
 Only ``torch.load(weights_only=True)`` or safetensors read files: no pickle runs.
-Their layer ``i`` is our ``graph.layers.<i>`` with the same block attribute names, except three
+Their layer ``i`` is our ``layers.<i>`` with the same block attribute names, except three
 modules that are this project's own: the Retriever-Dictionary (``dconv.CG/GIE/D`` ->
 ``dconv.retriever.generator/exchanger``, ``dconv.dictionary``) and YOLOv7's implicit head
 (``heads.<l>.implicit_a/head_conv/implicit_m`` -> ``out.<l>.add/conv/mul``).
@@ -45,7 +45,7 @@ __all__ = ["authors_outputs", "load", "read_state_dict", "to_authors_key"]
 
 log = logging.getLogger(__name__)
 
-PREFIX = "graph.layers."
+PREFIX = "layers."
 # (their path inside a layer, ours); applied in order to the part after the layer index
 _RENAMES = (
     (re.compile(r"^dconv\.CG\."), "dconv.retriever.generator."),
@@ -148,7 +148,9 @@ def load(
     A checkpoint without the auxiliary branch drops the model's. With another class count the
     class outputs keep the model's initialisation (YOLOv7: the class rows of each anchor) and the
     skipped keys are logged and listed in ``model.skipped_keys``; ``strict_classes=True``
-    refuses instead. Any other mismatch raises ``ValueError`` naming the first key.
+    refuses instead. YOLOv9 heads keep the checkpoint's class-branch width (the authors' width
+    depends on the class count), so the returned model may be a rebuilt one: use the return
+    value. Any other mismatch raises ``ValueError`` naming the first key.
     """
     state = {
         # their implicit vectors are [1, C, 1, 1], implicit-knowledge's [C]
@@ -163,6 +165,7 @@ def load(
             f"model={type(model).__name__} is not valid; expected an architecture name or a "
             "GraphDetector"
         )
+    model = _with_checkpoint_class_width(model, state)
     own = model.state_dict()
     if model.aux_index is not None and not any(_is_aux(model, k) for k in state):
         model.drop_auxiliary()
@@ -204,6 +207,24 @@ def load(
     model.load_state_dict(state)
     model.skipped_keys = skipped
     return model
+
+
+def _with_checkpoint_class_width(model: GraphDetector, state: Mapping[str, Any]) -> GraphDetector:
+    """``model``, rebuilt with the checkpoint's class-branch width where the authors' formula
+    gives another for this class count (YOLOv9 heads: ``max(c0, min(2 C, 128))``)."""
+    overrides = {}
+    for tag, index in (("Main", model.main_index), ("AUX", model.aux_index)):
+        key = f"{PREFIX}{index}.heads.0.class_conv.0.conv.weight"
+        if index is None or key not in state:
+            continue
+        width = state[key].shape[0]
+        if width != model.state_dict()[key].shape[0]:
+            overrides[tag] = {**model.config.get(tag, {}), "class_channels": int(width)}
+    if not overrides:
+        return model
+    log.info("official.load: class branches keep the checkpoint's width %s", overrides)
+    config = {k: v for k, v in model.config.items() if k not in overrides}
+    return GraphDetector(model.architecture, **config, **overrides)
 
 
 def _has_auxiliary(architecture: str, state: Mapping[str, Any]) -> bool:

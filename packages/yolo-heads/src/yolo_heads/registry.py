@@ -51,7 +51,7 @@ default_cfgs = generate_default_cfgs(
     {
         ARCHITECTURE: dict(PRETRAINED_CFG),
         **{
-            name: dict(PRETRAINED_CFG, first_conv="graph.layers.0.conv.conv", classifier=None)
+            name: dict(PRETRAINED_CFG, first_conv="layers.0.conv.conv", classifier=None)
             for name in list_architectures()
         },
     }

@@ -99,7 +99,7 @@ def build_detector(cfg: DictConfig, num_classes: int) -> nn.Module:
 
     if not Path(weights).is_file():
         raise ConfigError(f"model.weights={weights!r} does not exist")
-    official.load(weights, model)
+    model = official.load(weights, model)
     if model.skipped_keys:
         print(
             f"model.weights: {len(model.skipped_keys)} class-output tensors re-initialised for "

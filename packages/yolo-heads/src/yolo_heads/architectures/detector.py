@@ -114,7 +114,8 @@ class GraphDetector(nn.Module):
         }
         self.label_names: list[str] | None = None
         self.category_ids: list[int] | None = None
-        self.graph = LayerGraph(layers, _build(layers, table, num_classes, in_chans))
+        self.layers = nn.ModuleList(_build(layers, table, num_classes, in_chans))
+        self.graph = LayerGraph(layers)
         heads = [layer for layer in layers if layer.block in HEAD_BLOCKS]
         self.main_index = next(layer.index for layer in heads if layer.tag == "Main")
         aux = [layer.index for layer in heads if layer.tag == "AUX"]
@@ -122,15 +123,15 @@ class GraphDetector(nn.Module):
         self.strides = list(self.head.strides)
         self.feature_info = [
             {
-                "num_chs": self.graph.layers[layer.index].out_channels,
+                "num_chs": self.layers[layer.index].out_channels,
                 "reduction": reduction,
-                "module": f"graph.layers.{layer.index}",
+                "module": f"layers.{layer.index}",
                 "index": layer.index,
             }
             for layer, reduction in _backbone_features(layers, table)
         ]
         self.rd_at = next(
-            (f"graph.layers.{layer.index}" for layer in layers if layer.block.endswith("RD")), None
+            (f"layers.{layer.index}" for layer in layers if layer.block.endswith("RD")), None
         )
         if rd:
             from ..knowledge import attach_retriever_dictionary
@@ -146,25 +147,28 @@ class GraphDetector(nn.Module):
     @property
     def head(self) -> nn.Module:
         """The main detection head (``decode``, ``flatten``, ``strides``)."""
-        return self.graph.layers[self.main_index]
+        return self.layers[self.main_index]
 
     @property
     def aux_head(self) -> nn.Module | None:
         """PGI's auxiliary head, or None when the branch was not built."""
-        return None if self.aux_index is None else self.graph.layers[self.aux_index]
+        return None if self.aux_index is None else self.layers[self.aux_index]
 
     def forward(self, images: torch.Tensor) -> Any:
         """Main head outputs; in training mode with the auxiliary branch, ``(main, aux)``."""
         check_images(images, self.in_chans, max(self.strides))
         if self.training and self.aux_index is not None:
-            out = self.graph.run(images, len(self.graph.specs), (self.main_index, self.aux_index))
+            out = self._run(images, len(self.graph.specs), (self.main_index, self.aux_index))
             return out[self.main_index], out[self.aux_index]
-        return self.graph.run(images, self.main_index + 1, (self.main_index,))[self.main_index]
+        return self._run(images, self.main_index + 1, (self.main_index,))[self.main_index]
+
+    def _run(self, images: torch.Tensor, stop: int, keep: tuple[int, ...]) -> dict[int, Any]:
+        return self.graph.run(self.layers, images, stop, keep)
 
     def forward_tags(self, images: torch.Tensor) -> dict[str, Any]:
         """Every tagged layer's output (``Main``, ``AUX``, ``B3`` ...), all layers run."""
         tagged = {layer.index: layer.tag for layer in self.graph.specs if layer.tag}
-        out = self.graph.run(images, len(self.graph.specs), tuple(tagged))
+        out = self._run(images, len(self.graph.specs), tuple(tagged))
         return {tagged[i]: value for i, value in out.items()}
 
     def forward_intermediates(
@@ -178,7 +182,7 @@ class GraphDetector(nn.Module):
         (all by default; an int n: the last n)."""
         picks = self._feature_picks(len(self.feature_info) if indices is None else indices)
         wanted = tuple(self.feature_info[i]["index"] for i in picks)
-        out = self.graph.run(x, max(wanted) + 1, wanted)
+        out = self._run(x, max(wanted) + 1, wanted)
         return [out[i] for i in wanted]
 
     def _feature_picks(self, indices: int | Sequence[int]) -> list[int]:
@@ -193,8 +197,8 @@ class GraphDetector(nn.Module):
         ``features_only``); returns the indices, normalised."""
         picks = self._feature_picks(indices)
         last = max(self.feature_info[i]["index"] for i in picks)
-        keep = self.graph.specs[: last + 1]
-        self.graph = LayerGraph(keep, list(self.graph.layers[: last + 1]))
+        self.layers = self.layers[: last + 1]
+        self.graph = self.graph.truncated(last + 1)
         self.aux_index, self._aux_loss = None, None
         return picks
 
@@ -208,8 +212,10 @@ class GraphDetector(nn.Module):
     def drop_auxiliary(self) -> GraphDetector:
         """Remove PGI's auxiliary branch (the deploy model); returns self."""
         if self.aux_index is not None:
-            keep = [layer for layer in self.graph.specs if layer.section != "auxiliary"]
-            self.graph = LayerGraph(keep, list(self.graph.layers[: len(keep)]))
+            # the auxiliary section comes last in every table
+            count = sum(layer.section != "auxiliary" for layer in self.graph.specs)
+            self.layers = self.layers[:count]
+            self.graph = self.graph.truncated(count)
             self.aux_index, self._aux_loss = None, None
             self.config["auxiliary"] = False
         return self

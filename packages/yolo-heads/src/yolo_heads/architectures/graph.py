@@ -12,8 +12,9 @@ A table (``yolov9.yaml``, ``yolov7.yaml`` beside this file) lists layers in sect
   stride 8/16/32 features (timm's ``feature_info``), ``Main``/``AUX`` are the heads.
 
 Layers are numbered in file order across the sections, as the authors' ``ModuleList`` is, so
-their weights map one to one onto ``layers.<i>``. The ``auxiliary`` section is PGI's branch: it
-trains with the main head and is skipped (``auxiliary=False``: never built) at inference.
+their weights map one to one onto the model's ``layers.<i>``. The ``auxiliary`` section is PGI's
+branch: it trains with the main head and is skipped (``auxiliary=False``: never built) at
+inference.
 """
 
 from __future__ import annotations
@@ -97,27 +98,28 @@ def parse_table(name: str, table: dict[str, Any]) -> list[Layer]:
     return layers
 
 
-class LayerGraph(nn.Module):
-    """Runs ``layers`` (an ``nn.ModuleList``) along the table's edges.
+class LayerGraph:
+    """Runs a table's modules (an ``nn.ModuleList`` owned by the model) along its edges.
 
     Only outputs that a later layer reads are kept, so memory stays that of a plain network.
+    A plain object, not a module: the model's state dict is ``layers.<i>.*`` directly.
     """
 
-    def __init__(self, layers: list[Layer], modules: list[nn.Module]) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList(modules)
-        self.specs = layers
-        last_use: dict[int, int] = {}
-        for layer in layers:
-            for s in layer.sources:
-                last_use[s] = layer.index
-        self._last_use = last_use
+    def __init__(self, specs: list[Layer]) -> None:
+        self.specs = specs
+        self._last_use = {s: layer.index for layer in specs for s in layer.sources}
 
-    def run(self, images: torch.Tensor, stop: int, keep: tuple[int, ...] = ()) -> dict[int, Any]:
+    def truncated(self, count: int) -> LayerGraph:
+        """The graph of the first ``count`` layers."""
+        return LayerGraph(self.specs[:count])
+
+    def run(
+        self, layers: nn.ModuleList, images: torch.Tensor, stop: int, keep: tuple[int, ...] = ()
+    ) -> dict[int, Any]:
         """Outputs of the layers in ``keep`` after running layers ``0 .. stop - 1``."""
         cache: dict[int, Any] = {-1: images}
         wanted = set(keep)
-        for spec, module in zip(self.specs[:stop], self.layers[:stop]):
+        for spec, module in zip(self.specs[:stop], layers[:stop]):
             inputs = [cache[s] for s in spec.sources]
             cache[spec.index] = module(inputs if spec.many else inputs[0])
             # Free what no later layer (and no caller) reads.

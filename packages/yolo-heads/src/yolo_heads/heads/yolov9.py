@@ -62,12 +62,13 @@ class DetectionBranch(nn.Module):
         groups: int = 4,
         implicit: bool = False,
         implicit_prior: str = "vector",
+        class_channels: int | None = None,
     ) -> None:
         super().__init__()
         anchor_channels = 4 * reg_max
         quarter = math.ceil(first_channels // 4 / groups) * groups  # a multiple of groups
         anchor_neck = max(quarter, anchor_channels, reg_max)
-        class_neck = max(first_channels, min(num_classes * 2, 128))
+        class_neck = class_channels or max(first_channels, min(num_classes * 2, 128))
         anchor_out = nn.Conv2d(anchor_neck, anchor_channels, 1, groups=groups)
         class_out = nn.Conv2d(class_neck, num_classes, 1)
         if implicit:
@@ -92,8 +93,10 @@ class YOLOv9Head(AnchorFreeHead):
     """YOLOv9's decoupled DFL head, one :class:`DetectionBranch` per level (``heads.<l>``).
 
     Takes the same arguments as :class:`AnchorFreeHead` plus ``use_group`` (grouped anchor
-    branch, the authors' default). Bias initialisation follows the authors (anchor 1.0, class
-    -10: a prior probability of 4.5e-5).
+    branch, the authors' default) and ``class_channels`` (the class branch's width; default the
+    authors' formula, which depends on the class count: fine-tuning a checkpoint for another
+    count keeps the checkpoint's width so that only the last convolution changes). Bias
+    initialisation follows the authors (anchor 1.0, class -10: a prior probability of 4.5e-5).
     """
 
     def __init__(
@@ -105,6 +108,7 @@ class YOLOv9Head(AnchorFreeHead):
         use_group: bool = True,
         implicit: bool = False,
         implicit_prior: str = "vector",
+        class_channels: int | None = None,
     ) -> None:
         nn.Module.__init__(self)
         in_channels, strides, num_classes = check_head_args(
@@ -115,7 +119,14 @@ class YOLOv9Head(AnchorFreeHead):
         groups = 4 if use_group else 1
         self.heads = nn.ModuleList(
             DetectionBranch(
-                in_channels[0], c, num_classes, reg_max, groups, implicit, implicit_prior
+                in_channels[0],
+                c,
+                num_classes,
+                reg_max,
+                groups,
+                implicit,
+                implicit_prior,
+                class_channels,
             )
             for c in in_channels
         )
