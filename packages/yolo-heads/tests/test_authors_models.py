@@ -236,6 +236,11 @@ def test_loss_is_main_plus_a_quarter_of_auxiliary():
     assert torch.allclose(total, main_total + 0.25 * aux_total)
     for key in ("box", "dfl", "cls"):
         assert torch.allclose(parts[key], main_parts[key] + 0.25 * aux_parts[key])
+    # The authors' matcher takes candidates strictly inside a box: a 2.5 px box between anchor
+    # points gets none (no box loss); yolo-heads' default widens it to the middle stride.
+    tiny = [{"boxes": torch.tensor([[41.0, 13.0, 43.5, 15.5]]), "labels": torch.tensor([0])}] * 2
+    assert model.loss(main, tiny)[1]["box"].item() == 0.0
+    assert AnchorFreeLoss(model.head)(main, tiny)[1]["box"].item() > 0.0
 
 
 @pytest.mark.parametrize("name", ["yolov9_t", "yolo_rd_9c"])

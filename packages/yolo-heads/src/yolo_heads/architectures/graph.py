@@ -69,7 +69,7 @@ def _resolve(name: str, index: int, source: Any, tags: dict[str, int]) -> int:
 
 def parse_table(name: str, table: dict[str, Any]) -> list[Layer]:
     """The layers of one architecture table, sources resolved, blocks checked."""
-    unknown = set(table) - {*SECTIONS, "strides", "reg_max", "anchors", "paper", "source"}
+    unknown = set(table) - {*SECTIONS, "strides", "reg_max", "anchors", "loss", "paper", "source"}
     if unknown:
         raise ValueError(f"architecture {name!r}: unknown keys {sorted(unknown)}")
     layers: list[Layer] = []
