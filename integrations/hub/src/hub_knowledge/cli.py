@@ -2,12 +2,13 @@
 
     hub-knowledge convert-kernelwarehouse CKPT --arch kw_resnet18 --config cfg.json --out DIR
     hub-knowledge convert-yolo-rd CKPT --prefix 4.dconv. --out rd.safetensors
+    hub-knowledge convert-yolo CKPT --model yolov9_t --out DIR
     hub-knowledge push DIR org/name [--token T] [--endpoint URL]
     hub-knowledge add-to-cache DIR org/name [--cache-dir D]
 
 Commands are registered in :data:`COMMANDS` (name -> (add arguments, run)). Converting is the
-method packages' business (``kernelwarehouse.official``, ``rd_core.official``); the commands
-only read files, call them and write what they return.
+method packages' business (``kernelwarehouse.official``, ``rd_core.official``,
+``yolo_heads.publish``); the commands only read files, call them and write what they return.
 """
 
 from __future__ import annotations
@@ -100,6 +101,33 @@ def _rd_run(args: argparse.Namespace) -> None:
 
 
 command("convert-yolo-rd", "YOLO-RD authors' RD module -> rd-core weights")((_rd_args, _rd_run))
+
+
+def _yolo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="the authors' .pt / Lightning .ckpt (read weights-only)")
+    p.add_argument(
+        "--model", required=True, help="yolov9_t, yolov9_s, yolov9_m, yolov9_c, yolo_rd_9c, yolov7"
+    )
+    p.add_argument("--out", required=True, help="folder to write (model.safetensors, config, card)")
+    p.add_argument("--model-name", help="repo id shown in the model card")
+    p.add_argument("--raw", action="store_true", help="a .ckpt's raw weights instead of the EMA")
+
+
+def _yolo_run(args: argparse.Namespace) -> None:
+    from .converters.yolo import convert_yolo
+
+    _, report = convert_yolo(
+        args.checkpoint, args.model, args.out, repo_id=args.model_name, ema=not args.raw
+    )
+    print(
+        f"{report.architecture}: {report.num_params:,} parameters, rebuilt outputs within "
+        f"{report.max_abs_diff:.2g} of the conversion -> {args.out}"
+    )
+
+
+command("convert-yolo", "YOLOv9 / YOLO-RD / YOLOv7 authors' checkpoint -> Hub folder with card")(
+    (_yolo_args, _yolo_run)
+)
 
 
 def _push_args(p: argparse.ArgumentParser) -> None:

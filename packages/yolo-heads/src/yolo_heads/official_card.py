@@ -166,7 +166,8 @@ def official_card(architecture: str) -> dict[str, Any]:
     Keys: ``architecture``, ``authors_name`` (their model name, ``v9-t``), ``paper`` (title,
     authors, venue, arxiv, url, citation), ``authors_code``, ``release_url`` (``None`` where they
     released no checkpoint), ``license`` and ``reported`` (``AP``, ``AP50`` in %, ``dataset``,
-    ``source``, ``source_url``, ``note``, ``measured_here: False``). Plain JSON types.
+    ``source``, ``source_url``, ``note``, ``measured_here: False``, ``statement``). Plain JSON
+    types.
     """
     name = _check_architecture(architecture)
     table = get_architecture(name)
