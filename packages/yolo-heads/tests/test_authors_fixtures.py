@@ -36,6 +36,14 @@ def rebuild_state(record: str) -> dict[str, torch.Tensor]:
     return state
 
 
+def read_fixture(path: Path, prefix: str = "out.") -> tuple[dict, torch.Tensor, dict]:
+    """Metadata, input and the outputs whose keys start with ``prefix``."""
+    with safe_open(path, "pt") as f:
+        names = f.keys()
+        outputs = {k: f.get_tensor(k) for k in names if k.startswith(prefix)}
+        return f.metadata(), f.get_tensor("input"), outputs
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     threads = torch.get_num_threads()
@@ -46,11 +54,7 @@ def _one_thread():
 
 @pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
 def test_outputs_match_the_authors(path: Path) -> None:
-    with safe_open(path, "pt") as f:
-        meta = f.metadata()
-        images = f.get_tensor("input")
-        names = f.keys()
-        reference = {k: f.get_tensor(k) for k in names if k.startswith("out.")}
+    meta, images, reference = read_fixture(path)
     name = architecture_for(meta["model"])
     model = load(rebuild_state(meta["state"]), model=name)
     assert sum(p.numel() for p in model.parameters()) == int(meta["params"])
@@ -71,11 +75,7 @@ def test_outputs_match_the_authors(path: Path) -> None:
 def test_deploy_checkpoint_gives_the_main_outputs(path: Path) -> None:
     """A deploy state dict (the record's prefix without the auxiliary branch) loads into the
     model, which drops its branch; the main outputs equal the fixture's."""
-    with safe_open(path, "pt") as f:
-        meta = f.metadata()
-        images = f.get_tensor("input")
-        names = f.keys()
-        reference = {k: f.get_tensor(k) for k in names if k.startswith("out.Main")}
+    meta, images, reference = read_fixture(path, prefix="out.Main")
     name = architecture_for(meta["model"])
     state = rebuild_state(meta["state"])
     deploy_keys = len(GraphDetector(name, auxiliary=False).state_dict())

@@ -215,7 +215,7 @@ class RepNCSPELANRD(RepNCSPELAN):
 
     ``variant="authors"`` (default here, as in their released rd-9c) is their ``DConv``: the
     conv-BN retriever, BatchNorm on the atoms, unaffine PONO and 0.8 on the dictionary term;
-    ``variant="paper"`` gives the paper's formula. Other ``rd_kwargs`` go to
+    ``variant="paper"`` gives the paper's formula; ``rd_kwargs`` go to
     :class:`rd_core.RetrieverDictionary` (``dictionary``, ``trainable_dictionary`` ...).
     """
 
@@ -223,18 +223,17 @@ class RepNCSPELANRD(RepNCSPELAN):
         self,
         in_channels: int,
         out_channels: int,
-        part_channels: int,
-        process_channels: int | None = None,
-        repeats: int = 1,
+        *args: int,
         num_atoms: int = 512,
         variant: str = "authors",
-        **rd_kwargs,
+        rd_kwargs: dict | None = None,
+        **kwargs: int,
     ) -> None:
         from rd_core import RetrieverDictionary
 
-        super().__init__(in_channels, out_channels, part_channels, process_channels, repeats)
+        super().__init__(in_channels, out_channels, *args, **kwargs)
         self.dconv = RetrieverDictionary(
-            out_channels, num_atoms=num_atoms, variant=variant, **rd_kwargs
+            out_channels, num_atoms=num_atoms, variant=variant, **(rd_kwargs or {})
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
