@@ -1,7 +1,8 @@
 """The authors' detectors against their own outputs (tests/fixtures/authors, README beside).
 
-Each fixture holds the outputs of MultimediaTechLab/YOLO's code for a state dict that its record
-rebuilds bit for bit; any fixture made by the same recipe is checked by the same loop.
+Each fixture holds the outputs of the authors' code (MultimediaTechLab/YOLO; WongKinYiu/yolor's
+``Darknet`` for yolor_csp) for a state dict that its record rebuilds bit for bit; any fixture
+made by the same recipe is checked by the same loop.
 """
 
 from __future__ import annotations
@@ -17,6 +18,16 @@ from yolo_heads.architectures import GraphDetector, architecture_for
 from yolo_heads.official import authors_outputs, load
 
 FIXTURES = sorted((Path(__file__).parent / "fixtures" / "authors").glob("*.safetensors"))
+
+
+def _has_main_outputs(path: Path) -> bool:
+    with safe_open(path, "pt") as f:
+        names = f.keys()
+    return any(k.startswith("out.Main") for k in names)
+
+
+# The YOLO-RD repo's models (tagged outputs out.Main.* / out.AUX.*); YOLOR's have one head.
+TAGGED = [p for p in FIXTURES if _has_main_outputs(p)]
 
 
 def rebuild_state(record: str) -> dict[str, torch.Tensor]:
@@ -71,7 +82,7 @@ def test_outputs_match_the_authors(path: Path) -> None:
         assert (outputs[key] - expected).abs().max().item() <= tolerance, key
 
 
-@pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
+@pytest.mark.parametrize("path", TAGGED, ids=[p.stem for p in TAGGED])
 def test_deploy_checkpoint_gives_the_main_outputs(path: Path) -> None:
     """A deploy state dict (the record's prefix without the auxiliary branch) loads into the
     model, which drops its branch; the main outputs equal the fixture's."""
@@ -86,3 +97,15 @@ def test_deploy_checkpoint_gives_the_main_outputs(path: Path) -> None:
     assert sorted(outputs) == sorted(reference)
     for key, expected in reference.items():
         assert (outputs[key] - expected).abs().max().item() <= 1e-4 * float(meta["max_abs_out"])
+
+
+def test_yolor_fixture_is_in_the_loop() -> None:
+    """yolor_csp's fixture (their ``Darknet`` state dict, ``module_list.<i>.*``) is one of the
+    files the loop above checks, with its four outputs."""
+    path = next(p for p in FIXTURES if p.stem == "yolor_csp")
+    with safe_open(path, "pt") as f:
+        assert architecture_for(f.metadata()["model"]) == "yolor_csp"
+        names = f.keys()
+        assert sorted(k for k in names if k.startswith("out.")) == [
+            "out.decoded", "out.level.0", "out.level.1", "out.level.2",
+        ]  # fmt: skip

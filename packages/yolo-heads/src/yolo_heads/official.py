@@ -1,4 +1,5 @@
-"""The YOLO-RD authors' checkpoints (MultimediaTechLab/YOLO) in this project's detectors.
+"""The authors' checkpoints (MultimediaTechLab/YOLO; WongKinYiu/yolor) in this project's
+detectors.
 
 :func:`load` reads every layout their code writes into a :class:`GraphDetector`:
 
@@ -18,6 +19,14 @@ modules that are this project's own: the Retriever-Dictionary (``dconv.CG/GIE/D`
 
 :func:`authors_outputs` gives the raw outputs keyed like the fixtures (``out.Main.0.class`` ...).
 
+YOLOR (``yolor_csp``, ``yolor_csp_x``, ``yolor_p6``, ``yolor_w6``, ``yolo_cfg``): their ``.pt``
+is ``{"model": Darknet.state_dict(), "epoch", "best_fitness" (numpy), ...}``, read with
+``weights_only=True`` (numpy's array reconstruction allowed, nothing else), or the bare
+``Darknet.state_dict()``; keys ``module_list.<i>.Conv2d.weight`` / ``.BatchNorm2d.*`` /
+``.implicit`` are ``layers.<i>.*`` here except the head's, which the model's
+:attr:`~yolo_heads.architectures.darknet.DarknetInfo.renames` map. Their outputs:
+``out.level.<l>`` [B, 3, H, W, 5 + C] and ``out.decoded`` [B, N, 5 + C].
+
     >>> import torch
     >>> from yolo_heads.architectures import GraphDetector
     >>> theirs = {to_authors_key(k): v for k, v in GraphDetector("yolov9_t").state_dict().items()}
@@ -30,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -74,7 +84,7 @@ def read_state_dict(source: str | os.PathLike | Mapping[str, Any], ema: bool = T
     if not tensors:
         raise ValueError("source holds no tensors: not a checkpoint of the authors' models")
     prefixes = ("ema.model.", "model.model.") if ema else ("model.model.", "ema.model.")
-    for prefix in (*prefixes, "model.", "module.model.", ""):
+    for prefix in (*prefixes, "model.", "module.model.", "module_list.", ""):
         picked = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         if picked and all(_LAYER_KEY.match(k) for k in picked):
             if prefix in ("ema.model.", "model.model."):
@@ -83,7 +93,8 @@ def read_state_dict(source: str | os.PathLike | Mapping[str, Any], ema: bool = T
     first = next(iter(tensors))
     raise ValueError(
         f"source: key {first!r} is not in any layout of the authors' checkpoints "
-        "('<i>.<path>', 'model.<i>.<path>', Lightning 'model.model.' / 'ema.model.')"
+        "('<i>.<path>', 'model.<i>.<path>', Lightning 'model.model.' / 'ema.model.', YOLOR's "
+        "'module_list.<i>.<path>')"
     )
 
 
@@ -95,12 +106,26 @@ def _read_file(path: Path) -> Mapping[str, Any]:
 
         return load_file(str(path))
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            # YOLOR's train.py stores its fitness values as numpy arrays beside the weights:
+            # allow numpy's array reconstruction (data only), nothing else.
+            with torch.serialization.safe_globals(_numpy_globals()):
+                return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # one clear message, not pickle's
         raise ValueError(
             f"source={str(path)!r} cannot be read with torch.load(weights_only=True) ({err}); "
             "only tensor checkpoints are read, never arbitrary pickle"
         ) from None
+
+
+def _numpy_globals() -> list[Any]:
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    dtypes = [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")]
+    return [core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype, *dtypes]
 
 
 def to_ours(key: str) -> str:
@@ -114,8 +139,12 @@ def to_ours(key: str) -> str:
     return f"{PREFIX}{index}.{rest}"
 
 
-def to_authors_key(key: str) -> str:
-    """This project's key as the authors' released ``.pt`` names it (the inverse of loading)."""
+def to_authors_key(key: str, model: GraphDetector | None = None) -> str:
+    """This project's key as the authors' released ``.pt`` names it (the inverse of loading);
+    for a darknet-cfg ``model`` (YOLOR) as their ``Darknet.state_dict()`` names it
+    (``module_list.<i>...``)."""
+    if model is not None and getattr(model, "darknet", None) is not None:
+        return model.darknet.to_authors(key[len(PREFIX) :])
     rest = key[len(PREFIX) :]
     index, rest = rest.split(".", 1)
     rest = re.sub(r"^dconv\.retriever\.generator\.", "dconv.CG.", rest)
@@ -151,7 +180,13 @@ def load(
     refuses instead. YOLOv9 heads keep the checkpoint's class-branch width (the authors' width
     depends on the class count), so the returned model may be a rebuilt one: use the return
     value. Any other mismatch raises ``ValueError`` naming the first key.
+
+    YOLOR's models (``model="yolor_csp"`` ...): ``source`` is their ``.pt`` (``ckpt["model"]``,
+    the EMA ``Darknet.state_dict()``) or that state dict; with another class count the class
+    rows of each anchor (output convolution and ImplicitMul) keep the model's initialisation.
     """
+    if _is_darknet(model):
+        return _load_darknet(source, model, strict_classes=strict_classes)
     state = {
         # their implicit vectors are [1, C, 1, 1], implicit-knowledge's [C]
         to_ours(k): v.reshape(-1) if k.endswith(".implicit") else v
@@ -209,6 +244,68 @@ def load(
     return model
 
 
+def _is_darknet(model: Any) -> bool:
+    from .architectures import get_architecture, list_architectures
+
+    if isinstance(model, str):
+        return model in list_architectures() and "cfg" in get_architecture(model)
+    return getattr(model, "darknet", None) is not None
+
+
+def _load_darknet(
+    source: str | os.PathLike | Mapping[str, Any],
+    model: str | GraphDetector,
+    *,
+    strict_classes: bool,
+) -> GraphDetector:
+    """YOLOR's ``Darknet`` weights into a cfg-built :class:`GraphDetector`."""
+    theirs = read_state_dict(source)
+    if isinstance(model, str):
+        model = GraphDetector(model)
+    info = model.darknet
+    own = model.state_dict()
+    state: dict[str, torch.Tensor] = {}
+    for key, value in theirs.items():
+        ours = PREFIX + info.to_ours(key)
+        if ours not in own:
+            raise ValueError(
+                f"source does not fit {model.architecture}: its key 'module_list.{key}' "
+                f"(shape {tuple(value.shape)}) has no place in the model"
+            )
+        # their implicit vectors are [1, C, 1, 1], implicit-knowledge's [C]
+        state[ours] = value.reshape(-1) if key.endswith(".implicit") else value
+    # the anchors are a buffer here, cfg text there: the model's own values stay
+    state.update({k: v for k, v in own.items() if k.endswith(".anchors") and k not in state})
+    missing = [k for k in own if k not in state]
+    if missing:
+        raise ValueError(
+            f"source does not fit {model.architecture}: it has no "
+            f"{to_authors_key(missing[0], model)!r} ({len(missing)} keys missing)"
+        )
+    skipped = []
+    head = f"{PREFIX}{info.head_index}.out."
+    for key, value in list(state.items()):
+        if value.shape == own[key].shape:
+            continue
+        if strict_classes or not key.startswith(head) or key.endswith("add.prior.value"):
+            raise ValueError(
+                f"source does not fit {model.architecture}: {to_authors_key(key, model)!r} has "
+                f"shape {tuple(value.shape)}, the model {tuple(own[key].shape)}"
+            )
+        skipped.append(key)
+        anchors = model.head.num_anchors
+        state[key] = _class_rows(value.reshape(-1, *own[key].shape[1:]), own[key], anchors)
+    if skipped:
+        log.warning(
+            "official.load: class count differs; re-initialised the class rows of %d tensors: %s",
+            len(skipped),
+            ", ".join(skipped),
+        )
+    model.load_state_dict(state)
+    model.skipped_keys = skipped
+    return model
+
+
 def _with_checkpoint_class_width(model: GraphDetector, state: Mapping[str, Any]) -> GraphDetector:
     """``model``, rebuilt with the checkpoint's class-branch width where the authors' formula
     gives another for this class count (YOLOv9 heads: ``max(c0, min(2 C, 128))``)."""
@@ -254,7 +351,9 @@ def authors_outputs(model: nn.Module, images: torch.Tensor) -> dict[str, torch.T
     YOLOv9 heads: ``out.<tag>.<l>.class`` [B, C, H, W], ``.anchor`` [B, R, 4, H, W] (bin
     logits), ``.vector`` [B, 4, H, W] (expected distances); YOLOv7: ``out.Main.<l>``
     [B, 3 (5 + C), H, W]. Tags are ``Main`` and, when built, ``AUX`` (which the authors' forward
-    runs in eval too). Runs ``model`` in eval mode.
+    runs in eval too). YOLOR (``Darknet.forward``'s ``(decoded, (p_0, p_1, p_2))``):
+    ``out.level.<l>`` [B, 3, H, W, 5 + C] raw, ``out.decoded`` [B, N, 5 + C] (box centre and size
+    in pixels, sigmoid objectness and classes). Runs ``model`` in eval mode.
     """
     was_training = model.training
     model.eval()
@@ -263,6 +362,11 @@ def authors_outputs(model: nn.Module, images: torch.Tensor) -> dict[str, torch.T
     finally:
         model.train(was_training)
     out: dict[str, torch.Tensor] = {}
+    if getattr(model, "darknet", None) is not None:
+        levels = tagged["Main"]
+        out.update({f"out.level.{level}": raw for level, raw in enumerate(levels)})
+        out["out.decoded"] = model.head.decode_xywh(levels)
+        return out
     for tag, head in (("Main", model.head), ("AUX", model.aux_head)):
         if head is None:
             continue

@@ -1,10 +1,13 @@
-"""The authors' detectors as data: YOLOv9 t/s/m/c, YOLO-RD's rd-9c and YOLOv7.
+"""The authors' detectors as data: YOLOv9 t/s/m/c, YOLO-RD's rd-9c, YOLOv7 and YOLOR.
 
-Each family is one layer table (``yolov9.yaml``, ``yolov7.yaml``) built by
-:class:`GraphDetector` from the blocks in :mod:`yolo_heads.architectures.blocks`.
+Each YOLO-RD-repo family is one layer table (``yolov9.yaml``, ``yolov7.yaml``) built by
+:class:`GraphDetector` from the blocks in :mod:`yolo_heads.architectures.blocks`; YOLOR's
+detectors (``yolor.yaml``) are the authors' darknet cfg files (``cfg/``) read by
+:mod:`yolo_heads.architectures.darknet`, and ``yolo_cfg`` builds any cfg file of the user's.
 
-    >>> sorted(list_architectures())
-    ['yolo_rd_9c', 'yolov7', 'yolov9_c', 'yolov9_m', 'yolov9_s', 'yolov9_t']
+    >>> sorted(list_architectures())  # doctest: +NORMALIZE_WHITESPACE
+    ['yolo_cfg', 'yolo_rd_9c', 'yolor_csp', 'yolor_csp_x', 'yolor_p6', 'yolor_w6', 'yolov7',
+     'yolov9_c', 'yolov9_m', 'yolov9_s', 'yolov9_t']
 """
 
 from __future__ import annotations
@@ -24,10 +27,13 @@ __all__ = [
     "GraphDetector",
     "architecture_for",
     "get_architecture",
+    "get_cfg",
     "list_architectures",
 ]
 
-FAMILIES = ("yolov9.yaml", "yolov7.yaml")
+FAMILIES = ("yolov9.yaml", "yolov7.yaml", "yolor.yaml")
+#: the architecture that builds a user's darknet cfg (``cfg=`` path or text)
+CFG_ARCHITECTURE = "yolo_cfg"
 
 
 @cache
@@ -52,6 +58,15 @@ def get_architecture(name: str) -> dict[str, Any]:
             f"architecture={name!r} is not a known architecture; valid names are {sorted(tables)}"
         )
     return copy.deepcopy(tables[name])
+
+
+def get_cfg(name: str) -> str:
+    """The darknet cfg text shipped for the architecture ``name`` (``yolor_csp`` ...)."""
+    table = get_architecture(name)
+    if not table.get("cfg"):
+        with_cfg = sorted(k for k, t in _tables().items() if t.get("cfg"))
+        raise ValueError(f"architecture={name!r} has no cfg file; these do: {with_cfg}")
+    return resources.files(__name__).joinpath("cfg", table["cfg"]).read_text(encoding="utf-8")
 
 
 def architecture_for(authors_name: str) -> str:

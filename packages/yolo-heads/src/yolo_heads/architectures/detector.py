@@ -9,7 +9,9 @@ treat it like any timm model.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,6 +20,7 @@ from torch import nn
 from .._checks import check_images, check_int, check_targets
 from ..nms import postprocess
 from .blocks import BLOCKS, RepConv
+from .darknet import DarknetInfo, build_darknet, parse_cfg
 from .graph import HEAD_BLOCKS, Layer, LayerGraph, parse_table
 
 #: Images reach the authors' models as [0, 1] without normalisation (their transforms).
@@ -58,7 +61,8 @@ class GraphDetector(nn.Module):
 
     Args:
         architecture: a name in :func:`yolo_heads.architectures.list_architectures`
-            (``yolov9_t`` ... ``yolo_rd_9c``, ``yolov7``).
+            (``yolov9_t`` ... ``yolo_rd_9c``, ``yolov7``; YOLOR's ``yolor_csp``,
+            ``yolor_csp_x``, ``yolor_p6``, ``yolor_w6``; ``yolo_cfg`` with ``cfg=``).
         num_classes: class count (80 for the authors' COCO weights).
         auxiliary: build PGI's auxiliary branch (trained with ``loss``, never run at inference).
         in_chans: input channels.
@@ -67,6 +71,8 @@ class GraphDetector(nn.Module):
         rd: add a Retriever-Dictionary (rd-core) as :class:`~yolo_heads.YOLODetector` does:
             ``True`` or a dict with ``at`` (default: the stride-8 backbone layer B3),
             ``dictionary``, ``num_atoms`` and other ``RetrieverDictionary`` arguments.
+        cfg: for ``architecture="yolo_cfg"``: a darknet cfg file (path) or its text; the text
+            is kept in ``config`` so checkpoints rebuild the model anywhere.
         **layer_args: per-tag block arguments, e.g. ``B3={"num_atoms": 256}`` for rd-9c.
 
     Images are ``[B, C, H, W]`` in [0, 1] (H, W multiples of 32), not normalised, as the authors'
@@ -86,21 +92,41 @@ class GraphDetector(nn.Module):
         loss_kwargs: dict[str, Any] | None = None,
         aux_weight: float = AUX_WEIGHT,
         rd: dict[str, Any] | bool | None = None,
+        cfg: str | os.PathLike | None = None,
         **layer_args: dict[str, Any],
     ) -> None:
         from ..detector import _rd_config, _rd_kwargs
-        from . import get_architecture
+        from . import CFG_ARCHITECTURE, get_architecture
 
         super().__init__()
         fn = "GraphDetector"
         table = get_architecture(architecture)
         check_int("num_classes", num_classes, fn=fn)
         check_int("in_chans", in_chans, fn=fn)
-        layers = parse_table(architecture, table)
-        if not auxiliary:
-            layers = [layer for layer in layers if layer.section != "auxiliary"]
-        for tag, extra in layer_args.items():
-            layers = _override(architecture, layers, tag, extra)
+        #: a darknet cfg's head levels and the authors' key names (None for layer tables)
+        self.darknet: DarknetInfo | None = None
+        if "cfg" in table:
+            if layer_args:
+                raise ValueError(
+                    f"{architecture}: {sorted(layer_args)} are not valid; a cfg architecture "
+                    "takes no per-layer arguments (edit the cfg file instead)"
+                )
+            cfg = _cfg_text(architecture, table, cfg)
+            layers, modules, self.darknet = _darknet(
+                architecture, table, cfg, num_classes, in_chans
+            )
+        else:
+            if cfg is not None:
+                raise ValueError(
+                    f"cfg= is only for architecture={CFG_ARCHITECTURE!r} (a darknet cfg file); "
+                    f"{architecture!r} is a layer table"
+                )
+            layers = parse_table(architecture, table)
+            if not auxiliary:
+                layers = [layer for layer in layers if layer.section != "auxiliary"]
+            for tag, extra in layer_args.items():
+                layers = _override(architecture, layers, tag, extra)
+            modules = _build(layers, table, num_classes, in_chans)
         self.architecture, self.num_classes, self.in_chans = architecture, num_classes, in_chans
         self.aux_weight = float(aux_weight)
         self.config: dict[str, Any] = {
@@ -110,11 +136,12 @@ class GraphDetector(nn.Module):
             "loss_kwargs": loss_kwargs,
             "aux_weight": aux_weight,
             "rd": _rd_config(rd),
+            **({"cfg": cfg} if architecture == CFG_ARCHITECTURE else {}),
             **layer_args,
         }
         self.label_names: list[str] | None = None
         self.category_ids: list[int] | None = None
-        self.layers = nn.ModuleList(_build(layers, table, num_classes, in_chans))
+        self.layers = nn.ModuleList(modules)
         self.graph = LayerGraph(layers)
         heads = [layer for layer in layers if layer.block in HEAD_BLOCKS]
         self.main_index = next(layer.index for layer in heads if layer.tag == "Main")
@@ -128,7 +155,14 @@ class GraphDetector(nn.Module):
                 "module": f"layers.{layer.index}",
                 "index": layer.index,
             }
-            for layer, reduction in _backbone_features(layers, table)
+            for layer, reduction in (
+                _backbone_features(layers, table)
+                if self.darknet is None
+                else [
+                    (layers[i], r)
+                    for i, r in zip(self.darknet.feature_indices, self.darknet.feature_strides)
+                ]
+            )
         ]
         self.rd_at = next(
             (f"layers.{layer.index}" for layer in layers if layer.block.endswith("RD")), None
@@ -285,6 +319,39 @@ def _override(name: str, layers: list[Layer], tag: str, extra: Any) -> list[Laye
         Layer(**{**vars(layer), "args": {**layer.args, **extra}}) if layer.tag == tag else layer
         for layer in layers
     ]
+
+
+def _cfg_text(architecture: str, table: dict[str, Any], cfg: Any) -> str:
+    """The cfg text: the shipped file of ``architecture``, or ``cfg`` (path or text)."""
+    from . import CFG_ARCHITECTURE, get_cfg
+
+    if table.get("cfg"):
+        if cfg is not None:
+            raise ValueError(
+                f"cfg= is not valid with architecture={architecture!r} (it ships its cfg); use "
+                f"architecture={CFG_ARCHITECTURE!r} for a cfg file of your own"
+            )
+        return get_cfg(architecture)
+    if isinstance(cfg, os.PathLike) or (isinstance(cfg, str) and "[" not in cfg):
+        path = Path(cfg)
+        if not path.is_file():
+            raise FileNotFoundError(f"cfg={str(cfg)!r}: no such file (nor is it cfg text)")
+        return path.read_text(encoding="utf-8")
+    if not isinstance(cfg, str):
+        raise ValueError(
+            f"architecture={architecture!r} needs cfg= (a darknet cfg file or its text), got "
+            f"{cfg!r}"
+        )
+    return cfg
+
+
+def _darknet(
+    architecture: str, table: dict[str, Any], text: str, num_classes: int, in_chans: int
+) -> tuple[list[Layer], list[nn.Module], DarknetInfo]:
+    name = table.get("cfg") or "cfg"
+    return build_darknet(
+        parse_cfg(text, name), num_classes, in_chans, name, features=table.get("features")
+    )
 
 
 def _backbone_features(layers: list[Layer], table: dict[str, Any]):

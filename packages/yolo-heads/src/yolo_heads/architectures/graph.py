@@ -28,7 +28,8 @@ from torch import nn
 from .blocks import BLOCKS
 
 SECTIONS = ("backbone", "neck", "head", "auxiliary")
-HEAD_BLOCKS = ("Detect", "IDetect")
+TABLE_HEADS = ("Detect", "IDetect")
+HEAD_BLOCKS = (*TABLE_HEADS, "yolo")  # "yolo": the head of a darknet cfg (darknet.py)
 INPUT = "input"
 
 
@@ -83,10 +84,10 @@ def parse_table(name: str, table: dict[str, Any]) -> list[Layer]:
                     "[source, block, args, tag]"
                 )
             source, block, args, tag = [*row, {}, None][:4] if len(row) == 2 else [*row, None][:4]
-            if block not in BLOCKS and block not in HEAD_BLOCKS:
+            if block not in BLOCKS and block not in TABLE_HEADS:
                 raise ValueError(
                     f"architecture {name!r}, layer {index}: unknown block {block!r}; known "
-                    f"blocks are {sorted([*BLOCKS, *HEAD_BLOCKS])}"
+                    f"blocks are {sorted([*BLOCKS, *TABLE_HEADS])}"
                 )
             many = isinstance(source, list)
             sources = tuple(_resolve(name, index, s, tags) for s in (source if many else [source]))

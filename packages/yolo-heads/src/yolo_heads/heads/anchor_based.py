@@ -87,19 +87,34 @@ class AnchorBasedHead(nn.Module):
         """Raw outputs to boxes [B, A, 4] (xyxy pixels) and class scores obj * cls [B, A, C]."""
         boxes, scores = [], []
         for level, p in enumerate(outputs):
-            b, na, h, w, _ = p.shape
-            stride = self.strides[level]
-            ys, xs = torch.meshgrid(
-                torch.arange(h, device=p.device), torch.arange(w, device=p.device), indexing="ij"
-            )
-            grid = torch.stack((xs, ys), -1).to(p.dtype)  # [h, w, 2]
-            s = p.sigmoid()
-            xy = (s[..., :2] * 2 - 0.5 + grid) * stride
-            wh = (s[..., 2:4] * 2) ** 2 * self.anchors[level].view(1, na, 1, 1, 2)
+            b = p.shape[0]
+            y = self._decode_level(level, p)
+            xy, wh, s = y[..., :2], y[..., 2:4], y[..., 4:]
             box = torch.cat((xy - wh / 2, xy + wh / 2), -1)
             boxes.append(box.reshape(b, -1, 4))
-            scores.append((s[..., 5:] * s[..., 4:5]).reshape(b, -1, self.num_classes))
+            scores.append((s[..., 1:] * s[..., :1]).reshape(b, -1, self.num_classes))
         return torch.cat(boxes, 1), torch.cat(scores, 1)
+
+    def decode_xywh(self, outputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Raw outputs as YOLOR's / YOLOv7's inference tensor [B, A, 5 + C]: box centre and
+        size in pixels, sigmoid objectness and class probabilities; levels flattened as
+        (anchor, y, x) and concatenated."""
+        return torch.cat(
+            [self._decode_level(i, p).reshape(p.shape[0], -1, p.shape[-1]) for i, p in
+             enumerate(outputs)], 1,
+        )  # fmt: skip
+
+    def _decode_level(self, level: int, p: torch.Tensor) -> torch.Tensor:
+        _, na, h, w, _ = p.shape
+        stride = self.strides[level]
+        ys, xs = torch.meshgrid(
+            torch.arange(h, device=p.device), torch.arange(w, device=p.device), indexing="ij"
+        )
+        grid = torch.stack((xs, ys), -1).to(p.dtype)  # [h, w, 2]
+        s = p.sigmoid()
+        xy = (s[..., :2] * 2 - 0.5 + grid) * stride
+        wh = (s[..., 2:4] * 2) ** 2 * self.anchors[level].view(1, na, 1, 1, 2)
+        return torch.cat((xy, wh, s[..., 4:]), -1)
 
     def loss_fn(self, **kwargs) -> AnchorBasedLoss:
         """The matching loss (keyword arguments set its gains, ``anchor_t`` or ``balance``)."""
