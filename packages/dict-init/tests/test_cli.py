@@ -249,3 +249,14 @@ def test_under_torchrun_the_ranks_split_the_data_and_rank0_writes_once(image_fol
             rows[rank] = rows.get(rank, 0) + f.get_slice("features").get_shape()[0]
     assert rows == {"rank0": 8, "rank1": 8}  # two images (4 positions each) per rank
     assert sorted(p.name for p in out.parent.iterdir()) == ["atoms.json", "atoms.safetensors"]
+
+
+@pytest.mark.parametrize("argv", [["--bogus-flag"], ["--num-atom", "8", "build"]])
+def test_unknown_flag_before_the_command_is_named(argv, capsys):
+    # argparse alone says only "the following arguments are required: command"
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"unrecognized arguments: {argv[0]}" in err and "required: command" not in err
+    assert "expected a command first: build, inspect" in err
+    if argv[0] == "--num-atom":
+        assert "--num-atoms" in err

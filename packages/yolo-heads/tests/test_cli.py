@@ -153,3 +153,40 @@ def test_config_file_then_overrides(tmp_path):
     assert (cfg.schedule.epochs, cfg.schedule.lr, cfg.data.train) == (9, 0.01, "a.json")
     with pytest.raises(ConfigError, match=r"schedule\.epochs"):
         load_config(path, ["schedule.epochs=zero"])
+
+
+def test_builtin_config_is_not_shadowed_by_a_folder_of_that_name(tmp_path, monkeypatch):
+    # the demo writes its data set to ./digits: `--config digits` still means the built-in one
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "digits").mkdir()
+    cfg = load_config("digits", ["data.train=x.json"])
+    builtin = yaml.safe_load(
+        (Path(__file__).parents[1] / "src/yolo_heads/configs/digits.yaml").read_text()
+    )
+    assert cfg.schedule.epochs == builtin["schedule"]["epochs"]
+    # a path that is not a file is named as such, without contradicting itself
+    with pytest.raises(ConfigError, match=r"config='sub' is a folder, not a YAML file") as err:
+        (tmp_path / "sub").mkdir()
+        load_config("sub")
+    assert "nor is it" not in str(err.value) and "['coco', 'digits']" in str(err.value)
+
+
+@pytest.mark.parametrize("command", ["train", "val", "predict"])
+def test_unknown_flag_names_the_command_and_its_options(command, capsys):
+    args = {
+        "train": ["data.train=x.json"],
+        "val": ["--weights", "w", "--data", "d.json"],
+        "predict": ["--weights", "w", "--source", "s"],
+    }[command]
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--bogus-flag", *args])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"yolo-heads {command}: error: unrecognized arguments: --bogus-flag" in err
+    valid = err.split("valid options:")[1]
+    expected = ["--config", "--resume", "--no-progress"] if command == "train" else ["--weights"]
+    assert all(flag in valid for flag in expected)
+    # a near miss is suggested
+    with pytest.raises(SystemExit):
+        main(["train", "--no-progess"])
+    assert "did you mean --no-progress" in capsys.readouterr().err

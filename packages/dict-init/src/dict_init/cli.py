@@ -273,8 +273,36 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _flags_before_command(top: argparse.ArgumentParser, argv: list[str]) -> None:
+    """A flag before the command: argparse would only say "arguments are required: command",
+    never naming the flag; name it, the commands, and the closest flag of any command."""
+    sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    own = {o for a in top._actions for o in a.option_strings}
+    unknown = []
+    for token in argv:
+        if token in sub.choices:
+            break
+        if token.startswith("-") and token.split("=")[0] not in own:
+            unknown.append(token)
+    if not unknown:
+        return
+    flags = sorted({o for a in _all_actions(top) for o in a.option_strings})
+    hints = [
+        f"{token} -> {close[0]}"
+        for token in unknown
+        if (close := difflib.get_close_matches(token.split("=")[0], flags, n=1))
+    ]
+    hint = f" (did you mean: {', '.join(hints)}?)" if hints else ""
+    top.exit(
+        2,
+        f"{top.prog}: error: unrecognized arguments: {' '.join(unknown)}{hint}; expected a "
+        f"command first: {', '.join(sub.choices)} (see {top.prog} --help)\n",
+    )
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     top = parser()
+    _flags_before_command(top, list(sys.argv[1:] if argv is None else argv))
     args = top.parse_args(argv)
     if args.command == "build" and args.layer is not None:
         if args.at is not None:

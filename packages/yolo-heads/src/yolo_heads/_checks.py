@@ -357,3 +357,22 @@ def check_targets(
                 f"indices in [0, {num_classes})"
             )
     return list(targets)
+
+
+def coco_box_problem(bbox: Any) -> str | None:
+    """What is wrong with a ground-truth COCO ``bbox`` ([x, y, width, height]) as the end of a
+    sentence (``f"has bbox={bbox}{problem}"``), or None: one rule for the COCO dataset and
+    ``evaluate_coco`` (the YOLO reader refuses non-finite coordinates too)."""
+    values: list[float] = []
+    if isinstance(bbox, (list, tuple)):
+        try:
+            values = [float(v) for v in bbox]
+        except (TypeError, ValueError):
+            values = []
+    if len(values) != 4:
+        return "; expected [x, y, width, height]"
+    if not all(math.isfinite(v) for v in values):
+        return "; expected four finite numbers [x, y, width, height]"
+    if values[2] < 0 or values[3] < 0:
+        return " with a negative width or height; COCO boxes are [x, y, width, height]"
+    return None

@@ -88,6 +88,13 @@ def _probe(module: nn.Module, in_chans: int, size: int = 128) -> tuple[list[int]
             param = next(module.parameters(), None)
             device = param.device if param is not None else torch.device("cpu")
             feats = module(torch.zeros(1, in_chans, size, size, device=device))
+    except (RuntimeError, TypeError, ValueError, IndexError) as err:
+        raise ValueError(
+            f"backbone={type(module).__name__} fails on an image [1, {in_chans}, {size}, {size}] "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); a backbone "
+            "module must take images [B, C, H, W] and return a list of feature maps [B, C, H, W] "
+            "(e.g. a timm model built with features_only=True)"
+        ) from err
     finally:
         module.train(was_training)
     if isinstance(feats, dict):

@@ -85,6 +85,25 @@ def _check_label(fn: str, name: str, value: Any) -> str:
     return value
 
 
+def _check_metadata(metadata: Any) -> None:
+    """``metadata`` goes into config.json: a dict of JSON values (finite numbers), checked per
+    key so that the message names the one that is not."""
+    if metadata is None:
+        return
+    if not isinstance(metadata, dict):
+        raise TypeError(
+            f"metadata={metadata!r:.80} is not valid; expected a dict of JSON-serialisable values"
+        )
+    for key, value in metadata.items():
+        try:
+            json.dumps({key: value}, allow_nan=False)
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"metadata[{key!r}]={value!r:.60} is not valid ({err}); expected JSON values "
+                "(str, finite numbers, bool, None, lists and dicts of them; e.g. float(tensor))"
+            ) from None
+
+
 def detector_config(
     model: nn.Module,
     *,
@@ -114,6 +133,7 @@ def detector_config(
         raise ValueError(
             f"category_ids has {len(category_ids)} ids; the detector has {num_classes} classes"
         )
+    _check_metadata(metadata)
     architecture = getattr(model, "architecture", ARCHITECTURE)
     pretrained_cfg = dict(PRETRAINED_CFG, num_classes=num_classes)
     if image_size is not None:

@@ -261,6 +261,26 @@ def _digits(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unknown_arguments(parser: argparse.ArgumentParser, command: str, unknown: list[str]):
+    """Exit 2 with the command's usage, the unknown arguments, its valid options and the
+    closest one (argparse alone prints the top-level usage and names no valid option)."""
+    import difflib
+
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    command_parser = sub.choices[command]
+    flags = [o for a in command_parser._actions for o in a.option_strings if o.startswith("--")]
+    message = f"unrecognized arguments: {' '.join(unknown)}; valid options: {', '.join(flags)}"
+    close = [
+        f"{match[0]} instead of {token}"
+        for token in unknown
+        if token.startswith("-")
+        and (match := difflib.get_close_matches(token.split("=")[0], flags, n=1))
+    ]
+    if close:
+        message += f" (did you mean {', '.join(close)}?)"
+    command_parser.error(message)
+
+
 COMMANDS = {
     "train": _train,
     "val": _val,
@@ -274,7 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .config import ConfigError
 
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _unknown_arguments(parser, args.command, unknown)
     try:
         return COMMANDS[args.command](args)
     except (UsageError, ConfigError, FileNotFoundError, PermissionError, ValueError) as err:

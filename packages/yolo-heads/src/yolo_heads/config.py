@@ -94,6 +94,7 @@ class DataConfig:
     image_size: int = 64  # canvas side, multiple of 32
     num_workers: int = 0
     cache: bool = False  # decode every image once and keep it in memory
+    skip_bad_images: bool = False  # leave out unreadable training images (default: fail, named)
 
 
 @dataclass
@@ -200,7 +201,8 @@ CONFIGS = Path(__file__).parent / "configs"
 def builtin_config(name: str | os.PathLike) -> Path:
     """``name`` as a path, or the built-in config of that name (``digits``, ``coco``)."""
     path = Path(name)
-    if not path.exists() and (CONFIGS / f"{path}.yaml").is_file():
+    # Only a file shadows a built-in name: the demo writes its data set to ./digits
+    if not path.is_file() and (CONFIGS / f"{path}.yaml").is_file():
         return CONFIGS / f"{path}.yaml"
     return path
 
@@ -221,8 +223,10 @@ def load_config(
             path = builtin_config(path)
             if not path.is_file():
                 builtin = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
+                what = "is a folder, not a YAML file" if path.is_dir() else "does not exist"
                 raise ConfigError(
-                    f"config={str(path)!r} does not exist (nor is it a built-in config: {builtin})"
+                    f"config={str(path)!r} {what}; expected a YAML file or a built-in config "
+                    f"name: {builtin}"
                 )
             layers.append(OmegaConf.load(path))
         # `model=yolov9_t`: the authors' architecture by name, as Ultralytics' `model=`

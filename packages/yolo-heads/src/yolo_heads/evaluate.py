@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ._checks import check_path, renamed_kwargs
+from ._checks import check_path, coco_box_problem, renamed_kwargs
 from .boxes import xyxy_to_xywh
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -67,6 +67,32 @@ def _check_detections(
             )
 
 
+def _check_ground_truth(ann_file: Path) -> None:
+    """The ground truth JSON is JSON and its boxes are boxes: pycocotools scores a negative or
+    NaN size without a word (the same rule as :class:`~yolo_heads.data.CocoDetection`)."""
+    try:
+        data = json.loads(ann_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"evaluate_coco: ann_file={str(ann_file)!r} is not valid JSON ({err})"
+        ) from None
+    annotations = data.get("annotations", []) if isinstance(data, dict) else None
+    if not isinstance(annotations, list):
+        raise ValueError(
+            f"evaluate_coco: ann_file={str(ann_file)!r} is not COCO ground truth (expected a dict "
+            "with an 'annotations' list)"
+        )
+    for ann in annotations:
+        bbox = ann.get("bbox") if isinstance(ann, dict) else None
+        problem = coco_box_problem(bbox)
+        if problem is not None:
+            where = ann.get("id") if isinstance(ann, dict) else None
+            raise ValueError(
+                f"evaluate_coco: ann_file={str(ann_file)!r} annotation id={where} has "
+                f"bbox={bbox!r}{problem}"
+            )
+
+
 def _read_detections(detections: Any) -> list[Any]:
     """A COCO results list, or the one read from the JSON file that ``detections`` names."""
     fn = "evaluate_coco"
@@ -108,6 +134,7 @@ def coco_evaluator(
         raise FileNotFoundError(f"evaluate_coco: ann_file={str(ann_file)!r} does not exist")
     detections = _read_detections(detections)
     quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
+    _check_ground_truth(ann_file)
     with quiet:
         gt = COCO(str(ann_file))
     _check_detections(detections, set(gt.getImgIds()), set(gt.getCatIds()), ann_file)

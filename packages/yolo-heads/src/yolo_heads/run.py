@@ -60,6 +60,7 @@ def build_datasets(cfg: DictConfig):
         translate=aug.translate,
         affine_scale=aug.affine_scale,
         hsv=(aug.hsv_h, aug.hsv_s, aug.hsv_v),
+        skip_bad_images=cfg.data.skip_bad_images,
         **_image_dir(cfg.data.train_images),
     )
     val_set = None

@@ -1,6 +1,6 @@
 """Detection data: one dataset interface (COCO JSON or YOLO txt layout), letterbox, digits set."""
 
-from .base import DetectionDataset, ImageRecord, collate
+from .base import BadImageError, DetectionDataset, ImageRecord, collate
 from .coco import CocoDetection
 from .convert import write_yolo_txt
 from .digits import SIZE_SPREAD, make_digits_detection
@@ -11,6 +11,7 @@ from .yolo import YoloTxtDetection
 __all__ = [
     "DATASET_FORMATS",
     "SIZE_SPREAD",
+    "BadImageError",
     "CocoDetection",
     "DetectionDataset",
     "ImageRecord",

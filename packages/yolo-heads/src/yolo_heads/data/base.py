@@ -37,6 +37,39 @@ class ImageRecord:
     labels: np.ndarray
 
 
+SKIP_HINT = (
+    "set data.skip_bad_images=true (Python: create_dataset(..., skip_bad_images=True)) to leave "
+    "such training images out"
+)
+
+
+class BadImageError(ValueError):
+    """An image file of the dataset that cannot be decoded; ``.path`` names it (a
+    ``ValueError``, so that the command line prints it as one line)."""
+
+    def __init__(self, message: str, path: str | Path | None = None) -> None:
+        # one positional argument: DataLoader workers re-raise it as ``type(err)(text)``
+        super().__init__(message)
+        self.path = None if path is None else Path(path)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An image file as uint8 [H, W, 3]; :class:`BadImageError` naming it when PIL cannot
+    decode it (truncated, not an image, ...)."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise
+    # PIL reports a damaged file as UnidentifiedImageError, OSError ("image file is
+    # truncated"), SyntaxError or ValueError from its decoders, DecompressionBombError
+    except Exception as err:
+        reason = f"{type(err).__name__}: {err}"
+        raise BadImageError(
+            f"image {str(path)!r} cannot be read ({reason}); {SKIP_HINT}", path
+        ) from None
+
+
 def _check_image_size(image_size: Any) -> None:
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size <= 0:
         raise ValueError(
@@ -146,8 +179,32 @@ class DetectionDataset(Dataset):
             raise FileNotFoundError(
                 f"image {str(record.path)!r} (image_id {record.image_id}) is missing"
             )
-        with Image.open(record.path) as im:
-            return np.asarray(im.convert("RGB"))
+        return read_image(record.path)
+
+    def drop_bad_images(self) -> DetectionDataset:
+        """Decode every image once and leave out those that cannot be read (missing, truncated,
+        not an image), with one warning that says how many and names the first (dict-init's
+        ``skip_bad_images``). Without it, an unreadable image fails when it is loaded, named.
+        Returns self."""
+        import warnings
+
+        keep, bad = [], []
+        for index, record in enumerate(self.records):
+            try:
+                self._decode(index)
+            except (BadImageError, FileNotFoundError):
+                bad.append(str(record.path))
+            else:
+                keep.append(record)
+        if bad:
+            warnings.warn(
+                f"{len(bad)} unreadable image(s) of {len(self.records)} skipped, first: {bad[0]}",
+                stacklevel=2,
+            )
+        if not keep:
+            raise ValueError(f"every one of the {len(bad)} images is unreadable (first: {bad[0]})")
+        self.records = keep
+        return self
 
     def load(self, index: int) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
         """The original image (uint8 [H, W, 3]), its xyxy boxes (pixels) and labels."""

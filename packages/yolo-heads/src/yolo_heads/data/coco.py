@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from .._checks import coco_box_problem
 from .base import DetectionDataset, ImageRecord, collate
 
 
@@ -53,7 +54,15 @@ class CocoDetection(DetectionDataset):
         ann_file = Path(ann_file)
         if not ann_file.is_file():
             raise FileNotFoundError(f"ann_file={str(ann_file)!r} does not exist")
-        data = json.loads(ann_file.read_text())
+        try:
+            data = json.loads(ann_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"ann_file={str(ann_file)!r} is not valid JSON ({err})") from None
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"ann_file={str(ann_file)!r} holds a {type(data).__name__}; expected a COCO dict "
+                "of images, annotations and categories"
+            )
         for key in ("images", "annotations", "categories"):
             if key not in data:
                 raise ValueError(
@@ -90,19 +99,14 @@ class CocoDetection(DetectionDataset):
                     f"{self.label_to_category}"
                 )
             bbox = ann.get("bbox")
-            if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
+            problem = coco_box_problem(bbox)
+            if problem is not None:
                 raise ValueError(
-                    f"ann_file annotation id={ann.get('id')} has bbox={bbox!r}; expected "
-                    "[x, y, width, height]"
+                    f"ann_file annotation id={ann.get('id')} has bbox={bbox!r}{problem}"
                 )
             if ann.get("iscrowd", 0):
                 continue
             x, y, w, h = bbox
-            if w < 0 or h < 0:
-                raise ValueError(
-                    f"ann_file annotation id={ann.get('id')} has bbox={bbox!r} with a negative "
-                    "width or height; COCO boxes are [x, y, width, height]"
-                )
             if w == 0 or h == 0:  # a zero-area box carries no object: skipped, and said so
                 empty.append(ann.get("id"))
                 continue

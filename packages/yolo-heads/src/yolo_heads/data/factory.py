@@ -27,13 +27,17 @@ def create_dataset(
     split: str = "train",
     image_size: int = 96,
     augment: bool = False,
+    skip_bad_images: bool = False,
     **kwargs: Any,
 ) -> DetectionDataset:
     """The dataset ``data`` describes: a COCO annotation JSON or a YOLO data YAML.
 
     ``split`` picks the YAML's image list (a COCO JSON is already one split). Other keyword
     arguments (``scale_range``, ``flip``, ``min_box``, ``seed``; ``image_dir`` for COCO) go to
-    the dataset class.
+    the dataset class. ``skip_bad_images=True`` decodes every image once and leaves out the
+    unreadable ones, with a warning (:meth:`~yolo_heads.data.DetectionDataset.drop_bad_images`);
+    by default an unreadable image fails when it is loaded, with its path in the message
+    (dict-init's and timm-knowledge's default too).
 
     >>> import tempfile
     >>> from yolo_heads.data import make_digits_detection, write_yolo_txt
@@ -51,4 +55,5 @@ def create_dataset(
             f"data={str(data)!r} is not valid; expected a COCO annotation file (.json) or a YOLO "
             f"data YAML (.yaml / .yml), got suffix {path.suffix!r}"
         )
-    return build(path, split, image_size=image_size, augment=augment, **kwargs)
+    dataset = build(path, split, image_size=image_size, augment=augment, **kwargs)
+    return dataset.drop_bad_images() if skip_bad_images else dataset

@@ -21,7 +21,7 @@ import yaml
 from PIL import Image
 
 from .._files import write_text_atomic
-from .base import DetectionDataset, ImageRecord
+from .base import BadImageError, DetectionDataset, ImageRecord
 
 IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 
@@ -213,8 +213,15 @@ class YoloTxtDetection(DetectionDataset):
                 return path, [(im["width"], im["height"]) for im in cached["images"]]
         sizes = []
         for image in images:
-            with Image.open(image) as im:  # reads the header only
-                sizes.append(im.size)
+            try:
+                with Image.open(image) as im:  # reads the header only
+                    sizes.append(im.size)
+            except Exception as err:  # not an image at all: named (see base.read_image)
+                raise BadImageError(
+                    f"image {str(image)!r} cannot be read ({type(err).__name__}: {err}); remove "
+                    "it or its label file from the data set",
+                    image,
+                ) from None
         text = json.dumps(self._coco(fingerprint, images, parsed, sizes))
         for path in candidates:
             try:
