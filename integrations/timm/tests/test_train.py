@@ -196,3 +196,55 @@ def test_command_line_bad_values_are_one_line_and_exit_2(image_folder, capsys):
     assert main([*base, "--no-such-flag"]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "--no-such-flag" in line
+
+
+# --- issue 25: bad input that trained silently or ended in a raw error -----------------------
+
+
+def _folder(root: Path, classes: tuple[str, ...], splits=("train", "val")) -> Path:
+    rng = np.random.default_rng(1)
+    for split in splits:
+        for name in classes:
+            (root / split / name).mkdir(parents=True)
+            for i in range(2):
+                pixels = rng.integers(0, 255, (32, 32, 3)).astype(np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{i}.png")
+    return root
+
+
+def test_one_class_is_refused(tmp_path):
+    root = _folder(tmp_path / "data", ("only",))
+    with pytest.raises(ValueError, match=r"data_dir=.* train split has 1 class \(\['only'\]\).* 2"):
+        train(_config(root, tmp_path / "run", model="resnet10t", model_kwargs={}))
+
+
+def test_data_dir_without_a_train_folder_is_named(tmp_path, capsys):
+    root = _folder(tmp_path / "data", ("a", "b"), splits=("images",))
+    with pytest.raises(ValueError, match=r"data_dir=.* has no 'train' folder.*\['images'\]"):
+        train(_config(root, tmp_path / "run", model="resnet10t", model_kwargs={}))
+    argv = ["train", "--model", "resnet10t", "--data-dir", str(root), "--output", "o"]
+    assert main(argv) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "has no 'train' folder" in line
+
+
+def test_truncated_image_is_named_or_skipped(tmp_path):
+    root = _folder(tmp_path / "data", ("a", "b"))
+    bad = root / "train" / "a" / "1.png"
+    bad.write_bytes(bad.read_bytes()[:200])
+    cfg = _config(root, tmp_path / "run", model="resnet10t", model_kwargs={}, epochs=1)
+    with pytest.raises(ValueError, match=rf"image '{bad}' cannot be read.*skip_bad_images"):
+        train(cfg)
+    with pytest.warns(UserWarning, match=rf"skipped unreadable image '{bad}'"):
+        train(_config(root, tmp_path / "run2", model="resnet10t", model_kwargs={}, epochs=1,
+                      skip_bad_images=True))  # fmt: skip
+
+
+def test_resume_from_a_truncated_checkpoint_is_named(image_folder, tmp_path, capsys):
+    cfg = _config(image_folder, tmp_path / "run", model="resnet10t", model_kwargs={}, epochs=1)
+    train(cfg)
+    last = tmp_path / "run" / "last.pth"
+    last.write_bytes(last.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"resume=.*last\.pth.* cannot be read"):
+        train(_config(image_folder, tmp_path / "run", model="resnet10t", model_kwargs={},
+                      epochs=2, resume=str(last)))  # fmt: skip

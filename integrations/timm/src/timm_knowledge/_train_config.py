@@ -82,6 +82,7 @@ class TrainConfig:
     resume: str | None = None
     workers: int = 0
     seed: int = 0
+    skip_bad_images: bool = False  # leave out unreadable images (warned); default: fail, named
     device: str = "cpu"
     input_size: int | None = None  # deprecated: image_size
 
@@ -148,6 +149,7 @@ class TrainConfig:
             )
         if not Path(self.data_dir).is_dir():
             raise ValueError(f"data_dir={self.data_dir!r} is invalid: not a directory")
+        self._check_splits()
         if self.resume is not None and (
             not isinstance(self.resume, str) or not Path(self.resume).is_file()
         ):
@@ -156,6 +158,22 @@ class TrainConfig:
             raise ValueError(
                 f"batch_size={self.batch_size} is invalid with mixup/cutmix: it must be even"
             )
+
+    def _check_splits(self) -> None:
+        """Each split is a folder of ``data_dir`` (timm's synonyms count: ``val`` for
+        ``validation``); otherwise timm would read ``data_dir`` itself as the split."""
+        from timm.data.dataset_factory import _search_split
+
+        root = Path(self.data_dir)
+        for option in ("train_split", "val_split"):
+            split = getattr(self, option)
+            if Path(_search_split(str(root), split)).resolve() == root.resolve():
+                present = sorted(p.name for p in root.iterdir() if p.is_dir())
+                raise ValueError(
+                    f"data_dir={self.data_dir!r} has no {split!r} folder ({option}={split!r}); "
+                    f"it has {present}; expected train/ and validation/ (or val/) folders of "
+                    "class folders"
+                )
 
     def _check_image_size(self) -> None:
         size = self.image_size

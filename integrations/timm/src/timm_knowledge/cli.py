@@ -82,7 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError) as e:
         print(f"timm-knowledge {command}: {e}", file=sys.stderr)
         return 2
-    train(cfg)
+    try:
+        train(cfg)
+    except ValueError as e:  # data or checkpoint that cannot be used, named
+        print(f"timm-knowledge {command}: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -27,6 +27,7 @@ import os
 import random
 import shutil
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
@@ -35,7 +36,8 @@ from typing import Any
 import timm
 import torch
 import torch.distributed as dist
-from timm.data import Mixup, create_dataset, create_loader, resolve_data_config
+from PIL import Image
+from timm.data import ImageDataset, Mixup, create_dataset, create_loader, resolve_data_config
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.models import save_for_hf
 from timm.optim import create_optimizer_v2
@@ -136,6 +138,37 @@ def _batches(loader: Any, epoch: int) -> Iterator[Any]:
     yield from loader
 
 
+class _CheckedImages(ImageDataset):
+    """timm's ``ImageDataset`` that names an unreadable image instead of skipping it silently
+    (timm logs it and takes the next one); with ``skip_bad_images`` it warns and skips as timm
+    does. The default matches dict-init's and yolo-heads': fail, naming the file."""
+
+    skip_bad_images = False
+
+    def __getitem__(self, index: int):
+        for _ in range(self._max_retries):
+            image, target = self.reader[index][:2]
+            try:
+                image = Image.open(image)
+                image = image.convert(self.input_img_mode or "RGB")  # decodes the pixels
+                break
+            except Exception as err:  # PIL: OSError (truncated), UnidentifiedImageError, ...
+                path = self.reader.filename(index, absolute=True)
+                reason = f"{type(err).__name__}: {err}"
+                if not self.skip_bad_images:
+                    raise ValueError(
+                        f"image {str(path)!r} cannot be read ({reason}); pass skip_bad_images=True "
+                        "(command line: --skip-bad-images) to leave such files out"
+                    ) from None
+                warnings.warn(f"skipped unreadable image {str(path)!r} ({reason})", stacklevel=2)
+                index = (index + 1) % len(self.reader)
+        else:
+            raise ValueError(f"{self._max_retries} consecutive images cannot be read")
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, -1 if target is None else target
+
+
 # ---------------------------------------------------------------------------- training
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train ``cfg.model`` on the image folder ``cfg.data_dir`` (``train/`` and ``val/``
@@ -162,6 +195,16 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if len(train_set) == 0:
         raise ValueError(f"data_dir={cfg.data_dir!r} has no training images")
     num_classes = len(train_set.reader.class_to_idx)
+    if num_classes < 2:
+        raise ValueError(
+            f"data_dir={cfg.data_dir!r}: the {cfg.train_split} split has {num_classes} class "
+            f"({sorted(train_set.reader.class_to_idx)}); a classifier needs at least 2 class "
+            "folders (with one, the loss is 0 and nothing is learnt)"
+        )
+    for dataset in (train_set, val_set):
+        if type(dataset) is ImageDataset:  # an image folder (always, from create_dataset(""))
+            dataset.__class__ = _CheckedImages
+            dataset.skip_bad_images = cfg.skip_bad_images
     model = timm.create_model(cfg.model, num_classes=num_classes, **cfg.model_kwargs).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -222,7 +265,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     start_epoch, step = 0, 0
     if cfg.resume is not None:
-        state = torch.load(cfg.resume, map_location=device, weights_only=True)
+        try:
+            state = torch.load(cfg.resume, map_location=device, weights_only=True)
+        except (RuntimeError, EOFError, OSError, ValueError) as err:
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ValueError(
+                f"resume={cfg.resume!r} cannot be read ({first}); it is not a complete last.pth "
+                "(truncated or not a checkpoint): resume from another copy or start again"
+            ) from None
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
