@@ -54,6 +54,12 @@ OFFLINE = textwrap.dedent(
                             custom.layer3.rd.num_atoms]
         loaded = hub_knowledge.load("knowledge-vision/{KW}.in1k").eval()
         out["hub_load"] = torch.equal(loaded(x), ref["kw"])
+    for name in ("kw_resnet18_1x", "rd_resnet18.in1k"):  # not in the cache: named, at once
+        try:
+            timm.create_model(name, pretrained=True)
+            out["missing_" + name] = None
+        except Exception as err:
+            out["missing_" + name] = [type(err).__name__, str(err)]
     print(json.dumps(out))
     """
 )
@@ -130,3 +136,16 @@ def test_build_arguments_travel_through_hf_hub_names(offline):
     config = json.loads((tmp / CUSTOM_RD / "config.json").read_text())
     assert config["architecture"] == "rd_resnet18"
     assert config["model_args"]["num_atoms"] == 64 and config["model_args"]["variant"] == "authors"
+
+
+@pytest.mark.parametrize(
+    ("name", "repo"),
+    [("kw_resnet18_1x", "kw_resnet18_1x.in1k"), ("rd_resnet18.in1k", "rd_resnet18.in1k")],
+)
+def test_pretrained_weights_not_in_the_cache_name_the_repository(offline, name, repo):
+    # offline without a cached copy: timm's error names no repository and says nothing of how
+    # to get the weights
+    kind, message = offline[0]["missing_" + name]
+    assert kind == "FileNotFoundError"
+    assert f"'knowledge-vision/{repo}'" in message and "HF_HUB_OFFLINE" in message
+    assert "snapshot_download" in message and "pretrained=False" in message

@@ -131,3 +131,17 @@ def test_detectors_build_predict_and_round_trip_through_hub_knowledge(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
     with pytest.raises(ValueError, match=r"features_only=True"):
         timm.create_model("yolo_rd_resnet50", features_only=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "tag", "message"),
+    [
+        ("no_such_model", "in1k", r"name='no_such_model' is not .*kw_resnet18_1x"),
+        ("kw_resnet18_1x", "coco", r"tag='coco' is not .*kw_resnet18_1x.*\['in1k'\]"),
+    ],
+)
+def test_hub_id_refuses_names_and_tags_that_do_not_exist(name, tag, message):
+    # it used to return a repository id for any string
+    with pytest.raises(ValueError, match=message):
+        timm_knowledge.hub_id(name, tag)
+    assert timm_knowledge.hub_id("kw_resnet18_1x", "in1k") == "knowledge-vision/kw_resnet18_1x.in1k"

@@ -28,7 +28,7 @@ from torch import nn
 from yolo_heads import YOLODetector
 from yolo_heads.registry import PRETRAINED_CFG
 
-from ._registry import PAPER_MODELS, PaperModel, hub_id
+from ._registry import PAPER_MODELS, PaperModel, _hub_id, weights_hint
 
 __all__ = ["DETECTORS"]
 
@@ -85,7 +85,7 @@ default_cfgs = generate_default_cfgs(
         # classifier), plus the paper model's Hub repository and its ResNet stem
         f"{name}.coco": {
             **PRETRAINED_CFG,
-            "hf_hub_id": hub_id(name, "coco"),
+            "hf_hub_id": _hub_id(name, "coco"),
             "first_conv": "backbone.body.conv1",
         }
         for name in DETECTORS
@@ -93,7 +93,7 @@ default_cfgs = generate_default_cfgs(
 )
 
 for _name, (_defaults, _method, _source) in DETECTORS.items():
-    globals()[_name] = register_model(_entrypoint(_name, _defaults))
+    globals()[_name] = register_model(weights_hint(_entrypoint(_name, _defaults)))
     PAPER_MODELS[_name] = PaperModel(
         name=_name,
         base=_defaults["backbone"],

@@ -23,7 +23,7 @@ from torch import nn
 
 from kernelwarehouse.models import KW_ARCHITECTURES, create_kw_model
 
-from ._registry import PAPER_MODELS, PaperModel, base_cfg, hub_id
+from ._registry import PAPER_MODELS, PaperModel, _hub_id, base_cfg, weights_hint
 
 __all__ = ["KW_PAPER_BUDGETS", "budget_suffix"]
 
@@ -105,7 +105,7 @@ default_cfgs = generate_default_cfgs(
     {
         f"{kw}_{budget_suffix(b)}.in1k": {
             **base_cfg(KW_ARCHITECTURES[kw][0], **_RECIPE[_family(kw)]),
-            "hf_hub_id": hub_id(f"{kw}_{budget_suffix(b)}", "in1k"),
+            "hf_hub_id": _hub_id(f"{kw}_{budget_suffix(b)}", "in1k"),
             "paper_ids": "arXiv:2308.08361",
             "notes": (f"KernelWarehouse b={b}; paper reports {params}M parameters",),
         }
@@ -115,7 +115,7 @@ default_cfgs = generate_default_cfgs(
 
 for (_kw, _b), _params in KW_PAPER_BUDGETS.items():
     _name = f"{_kw}_{budget_suffix(_b)}"
-    globals()[_name] = register_model(_entrypoint(_name, _kw, _b))
+    globals()[_name] = register_model(weights_hint(_entrypoint(_name, _kw, _b)))
     PAPER_MODELS[_name] = PaperModel(
         name=_name,
         base=KW_ARCHITECTURES[_kw][0],

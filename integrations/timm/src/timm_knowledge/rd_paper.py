@@ -31,7 +31,7 @@ from torch import nn
 
 from rd_core import attach
 
-from ._registry import PAPER_MODELS, PaperModel, base_cfg, hub_id
+from ._registry import PAPER_MODELS, PaperModel, _hub_id, base_cfg, weights_hint
 
 __all__ = ["RD_ARCHITECTURES"]
 
@@ -117,7 +117,7 @@ default_cfgs = generate_default_cfgs(
     {
         f"{name}.in1k": {
             **base_cfg(base, interpolation="bicubic", crop_pct=0.875),
-            "hf_hub_id": hub_id(name, "in1k"),
+            "hf_hub_id": _hub_id(name, "in1k"),
             "paper_ids": "arXiv:2410.15346",
         }
         for name, (base, _) in RD_ARCHITECTURES.items()
@@ -125,7 +125,7 @@ default_cfgs = generate_default_cfgs(
 )
 
 for _name, (_base, _at) in RD_ARCHITECTURES.items():
-    globals()[_name] = register_model(_entrypoint(_name, _base, _at))
+    globals()[_name] = register_model(weights_hint(_entrypoint(_name, _base, _at)))
     PAPER_MODELS[_name] = PaperModel(
         name=_name,
         base=_base,
