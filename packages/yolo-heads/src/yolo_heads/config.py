@@ -67,9 +67,11 @@ class ImplicitConfig:
 
 @dataclass
 class ModelConfig:
-    # One of the authors' detectors (yolov9_t/s/m/c, yolo_rd_9c, yolov7; `model=yolov9_t` for
-    # short). When set, backbone/neck/head keys are not used: the architecture's table is.
+    # One of the authors' detectors (yolov9_t/s/m/c, yolo_rd_9c, yolov7, yolor_csp/csp_x/p6/w6;
+    # `model=yolov9_t` for short). When set, backbone/neck/head keys are not used.
     architecture: str | None = None
+    # A darknet cfg file of your own (YOLOR's format): built as architecture yolo_cfg.
+    cfg: str | None = None
     weights: str | None = None  # start from: an authors' checkpoint file or a checkpoint folder
     auxiliary: bool = True  # the authors' architectures: train PGI's auxiliary branch
     backbone: str = "resnet18"  # any timm name with features_only (kw_* after kernelwarehouse)
@@ -191,8 +193,30 @@ def _check(cfg: DictConfig) -> None:
                 f"model.architecture={m.architecture!r} is not valid; expected one of "
                 f"{list_architectures()} (or leave it unset for a timm backbone)"
             )
+    if m.cfg is not None or m.architecture == "yolo_cfg":
+        _check_cfg(m.cfg, m.architecture)
     if s.ema_decay >= 1:
         raise ConfigError(f"schedule.ema_decay={s.ema_decay} is not valid; expected < 1")
+
+
+def _check_cfg(cfg: str | None, architecture: str | None) -> None:
+    """``model.cfg``: an existing darknet cfg file that parses (errors name its line)."""
+    from .architectures.darknet import parse_cfg
+
+    if cfg is None:
+        raise ConfigError("model.architecture=yolo_cfg needs model.cfg=<darknet cfg file>")
+    if architecture not in (None, "yolo_cfg"):
+        raise ConfigError(
+            f"model.cfg={cfg!r} builds its own architecture; leave model.architecture unset "
+            f"(it is {architecture!r})"
+        )
+    path = Path(cfg)
+    if not path.is_file():
+        raise ConfigError(f"model.cfg={cfg!r} does not exist; expected a darknet cfg file")
+    try:
+        parse_cfg(path.read_text(encoding="utf-8"), str(path))
+    except ValueError as err:
+        raise ConfigError(f"model.cfg: {err}") from None
 
 
 CONFIGS = Path(__file__).parent / "configs"
@@ -276,13 +300,15 @@ def detector_kwargs(cfg: DictConfig, num_classes: int | None = None) -> dict[str
             rd.pop("num_atoms")
     else:
         rd = None
-    if m["architecture"] is not None:
+    if m["architecture"] is not None or m["cfg"] is not None:
         kwargs = {
-            "architecture": m["architecture"],
+            "architecture": m["architecture"] or "yolo_cfg",
             "auxiliary": m["auxiliary"],
             "loss_kwargs": m["loss_kwargs"] or None,
             "rd": rd,
         }
+        if m["cfg"] is not None:  # the text: a checkpoint rebuilds the model without the file
+            kwargs["cfg"] = Path(m["cfg"]).read_text(encoding="utf-8")
         return kwargs if num_classes is None else {**kwargs, "num_classes": num_classes}
     kwargs: dict[str, Any] = {
         "backbone": m["backbone"],

@@ -6,8 +6,9 @@ A folder written by :func:`yolo_heads.save_checkpoint` holds timm's ``config.jso
 and ``timm.create_model("hf-hub:<repo>", pretrained=True)`` read.
 
 The authors' detectors (:mod:`yolo_heads.architectures`: ``yolov9_t`` ... ``yolo_rd_9c``,
-``yolov7``) are registered by name too; their ``features_only`` gives the backbone's stride
-8/16/32 maps (the tables' B3/B4/B5) through ``forward_intermediates``.
+``yolov7``, YOLOR's ``yolor_csp`` ... ``yolor_w6``; ``yolo_cfg`` with ``cfg=``) are registered
+by name too; their ``features_only`` gives the backbone's stride 8/16/32(/64) maps (the tables'
+B3/B4/B5) through ``forward_intermediates``.
 
 Example:
     >>> import timm, yolo_heads
@@ -51,7 +52,11 @@ default_cfgs = generate_default_cfgs(
     {
         ARCHITECTURE: dict(PRETRAINED_CFG),
         **{
-            name: dict(PRETRAINED_CFG, first_conv="layers.0.conv.conv", classifier=None)
+            name: dict(
+                PRETRAINED_CFG,
+                first_conv=get_architecture(name).get("first_conv", "layers.0.conv.conv"),
+                classifier=None,
+            )
             for name in list_architectures()
         },
     }
@@ -67,19 +72,25 @@ def yolo_detector(pretrained: bool = False, **kwargs: Any) -> nn.Module:
 
 
 def _architecture_entrypoint(name: str):
+    # every backbone feature: strides 8/16/32, and 64 for YOLOR's P6 / W6
+    out_indices = tuple(range(len(get_architecture(name).get("features") or (8, 16, 32))))
+
     def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
         return build_model_with_cfg(
             partial(GraphDetector, name),
             name,
             pretrained,
-            feature_cfg={"feature_cls": "getter", "out_indices": (0, 1, 2)},
+            feature_cfg={"feature_cls": "getter", "out_indices": out_indices},
             **kwargs,
         )
 
     entrypoint.__name__ = entrypoint.__qualname__ = name
     entrypoint.__module__ = __name__
+    source = get_architecture(name).get("source")
     entrypoint.__doc__ = (
-        f"The authors' {get_architecture(name).get('source')} as a GraphDetector (yolo-heads)."
+        f"The authors' {source} as a GraphDetector (yolo-heads)."
+        if source
+        else "A GraphDetector from a darknet cfg file: cfg=<path or text> (yolo-heads)."
     )
     return register_model(entrypoint)
 
