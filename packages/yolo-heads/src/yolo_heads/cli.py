@@ -120,8 +120,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _weights(args: argparse.Namespace):
     from .checkpoint import load_checkpoint, read_config
+    from .threads import plan_cpu
 
     config = read_config(args.weights)
+    plan = plan_cpu(workers=0)  # val, predict, export: threads as a training run chooses them
+    plan.apply()
+    print(plan.describe(), file=sys.stderr)  # stdout stays the command's result
     size = args.image_size or config["pretrained_cfg"].get("input_size", (3, 640, 640))[-1]
     return load_checkpoint(args.weights), int(size)
 

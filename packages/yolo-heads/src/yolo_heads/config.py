@@ -94,7 +94,7 @@ class DataConfig:
     train_images: str | None = None  # COCO JSON only: its image folder (default: beside it)
     val_images: str | None = None
     image_size: int = 64  # canvas side, multiple of 32
-    num_workers: int = 0
+    num_workers: int = -1  # DataLoader workers; -1: from the usable cores (yolo_heads.threads)
     cache: bool = False  # decode every image once and keep it in memory
     skip_bad_images: bool = False  # leave out unreadable training images (default: fail, named)
 
@@ -129,6 +129,7 @@ class ScheduleConfig:
     val_interval: int = 1  # validate every N epochs (and after the last)
     seed: int = 0
     device: str = "cpu"
+    threads: int = 0  # torch intra-op threads; 0: from the usable cores and the load
     max_bad_steps: int = 10  # non-finite losses in a row before training stops
 
 
@@ -164,10 +165,17 @@ def _check(cfg: DictConfig) -> None:
         "schedule.grad_clip": s.grad_clip,
         "schedule.min_lr_ratio": s.min_lr_ratio,
         "schedule.warmup_steps": s.warmup_steps,
-        "data.num_workers": d.num_workers,
     }.items():
         if not math.isfinite(value) or value < 0:
             raise ConfigError(f"{key}={value!r} is not valid; expected a finite number >= 0")
+    for key, value, low in (
+        ("data.num_workers", d.num_workers, -1),
+        ("schedule.threads", s.threads, 0),
+    ):
+        if value < low:
+            raise ConfigError(
+                f"{key}={value!r} is not valid; expected an integer >= {low} ({low}: auto)"
+            )
     if d.image_size % 32:
         raise ConfigError(f"data.image_size={d.image_size} is not valid; expected a multiple of 32")
     if len(cfg.augment.scale) != 2 or not 0 < cfg.augment.scale[0] <= cfg.augment.scale[1]:

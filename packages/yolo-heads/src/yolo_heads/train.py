@@ -17,6 +17,7 @@ From timm: ``create_optimizer_v2`` (no weight decay on biases, norms and implici
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import random
 import time
@@ -41,8 +42,12 @@ from ._checks import check_positive, renamed_kwargs
 from .checkpoint import load_checkpoint, load_trainer_state, save_checkpoint
 from .data.coco import collate
 from .results import Results
+from .threads import plan_cpu
 
 __all__ = ["TrainResult", "YoloEMA", "train"]
+
+
+log = logging.getLogger(__name__)
 
 
 class YoloEMA(ModelEmaV3):
@@ -145,7 +150,8 @@ def train(
     val_interval: int = 1,
     seed: int = 0,
     device: str | torch.device = "cpu",
-    num_workers: int = 0,
+    num_workers: int | None = None,
+    threads: int | None = None,
     max_bad_steps: int = 10,
     out_dir: str | Path | None = None,
     resume: str | Path | None = None,
@@ -167,6 +173,11 @@ def train(
             ``lr * min_lr_ratio``.
         grad_clip: max gradient norm (0: off). ema, ema_decay: weight averaging.
         amp: bf16 autocast on CPU, fp16 autocast and a grad scaler on CUDA.
+        num_workers, threads: DataLoader workers and torch intra-op threads; ``None`` chooses
+            them from the usable cores and the load at the start
+            (:func:`yolo_heads.threads.plan_cpu`; ``OMP_NUM_THREADS`` wins for threads); the
+            choice is printed (logged without ``progress``). Pin ``threads`` for runs that
+            repeat bit for bit on any machine state.
         max_bad_steps: a step with a non-finite loss is skipped with a warning; this many in a
             row stop training with an error.
         out_dir: the run folder (``results.csv``, ``weights/``, plots); ``None`` writes nothing.
@@ -199,6 +210,11 @@ def train(
     rank = dist.get_rank() if distributed else 0
     world = dist.get_world_size() if distributed else 1
     device = torch.device(device)
+    plan = plan_cpu(threads, num_workers, ranks=world)
+    if device.type == "cpu":
+        plan.apply()
+    if rank == 0:
+        (print if progress else log.info)(plan.describe())
     model.to(device).train()
     net: nn.Module = (
         DistributedDataParallel(model, device_ids=None if device.type == "cpu" else [device])
@@ -215,7 +231,7 @@ def train(
         batch_size=batch_size,
         sampler=sampler,
         collate_fn=collate,
-        num_workers=num_workers,
+        num_workers=plan.workers,
         drop_last=len(dataset) >= 2 * batch_size * world,
     )
     opt = create_optimizer_v2(model, opt=optimizer, lr=lr, weight_decay=weight_decay)
