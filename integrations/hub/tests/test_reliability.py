@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import signal
 import stat
 from pathlib import Path
@@ -269,3 +270,35 @@ def test_command_line_user_errors_are_one_line_and_exit_2(tmp_path, capsys):
     code = main(["add-to-cache", str(folder), "org/name", "--cache-dir", str(blocker / "cache")])
     assert code == 2
     assert "a-file" in _one_line(capsys.readouterr().err)
+
+
+# ------------------------------------------------------- issue 25: folders checked before use
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda f: (f / "config.json").write_text('{"architecture": "te'), "config.json .*JSON"),
+        (
+            lambda f: (f / "model.safetensors").write_bytes(
+                (f / "model.safetensors").read_bytes()[:100]
+            ),
+            "model.safetensors.* truncated",
+        ),
+    ],
+)
+def test_a_corrupt_folder_is_refused_before_the_cache_or_the_network(
+    tmp_path, capsys, monkeypatch, damage, reason
+):
+    folder = save_for_hub(_model(0), tmp_path / "repo")
+    damage(folder)
+    cache = tmp_path / "cache"
+    assert main(["add-to-cache", str(folder), "org/name", "--cache-dir", str(cache)]) == 2
+    assert re.search(reason, _one_line(capsys.readouterr().err))
+    assert not cache.exists()  # nothing laid into the cache
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the network was reached before the folder was checked")
+
+    monkeypatch.setattr("huggingface_hub.HfApi.create_repo", no_network)
+    assert main(["push", str(folder), "org/name"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert re.search(reason, line) and "network" not in line

@@ -26,6 +26,7 @@ from huggingface_hub.file_download import repo_folder_name
 
 from ._checks import as_path, check_text
 from ._files import atomic_path, write_text_atomic
+from .checkpoint import check_folder
 
 __all__ = ["add_to_cache"]
 
@@ -77,6 +78,7 @@ def add_to_cache(
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     if not files:
         raise ValueError(f"folder={str(folder)!r} is empty")
+    check_folder(folder)  # a broken file would only fail at a later load, from the cache
     cache = Path(cache_dir if cache_dir is not None else constants.HF_HUB_CACHE)
     storage = cache / repo_folder_name(repo_id=repo_id, repo_type=repo_type)
 

@@ -35,6 +35,7 @@ from ._files import write_atomic
 
 __all__ = [
     "CheckpointError",
+    "check_folder",
     "check_state_dict",
     "load_weights",
     "read_json",
@@ -161,6 +162,22 @@ def read_json(path: str | os.PathLike) -> dict[str, Any]:
             f"{path} holds a JSON {type(data).__name__}, not an object with named fields"
         )
     return data
+
+
+def check_folder(folder: str | os.PathLike) -> Path:
+    """Check a folder before it is laid into a cache or pushed: every JSON file at its top level
+    (``config.json``, ``dictionary.json``) is a JSON object and every safetensors file has a
+    readable header and all the bytes it announces. Returns the folder.
+
+    Raises:
+        CheckpointError: naming the first file that is not so.
+    """
+    folder = Path(folder)
+    for path in sorted(folder.glob("*.json")):
+        read_json(path)
+    for path in sorted(folder.rglob(f"*{SAFETENSORS_SUFFIX}")):
+        _safetensors_header(path)
+    return folder
 
 
 def _listing(names: list[str]) -> str:

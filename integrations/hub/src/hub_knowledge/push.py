@@ -20,6 +20,7 @@ from typing import Any
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi
 from torch import nn
 
+from .checkpoint import check_folder
 from .save import save_for_hub
 
 __all__ = ["push_folder", "push_to_hub"]
@@ -44,6 +45,7 @@ def push_folder(
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     if not files:
         raise ValueError(f"folder={str(folder)!r} is empty; nothing to push")
+    check_folder(folder)  # before the network: a broken file is named, not a connection error
     api = HfApi(endpoint=endpoint, token=token, library_name="hub-knowledge")
     # create_repo may resolve a bare name to "<user>/<name>"
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type).repo_id
