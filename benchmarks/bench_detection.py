@@ -198,7 +198,16 @@ def _ultralytics_env(quick: bool) -> None:
     os.environ["YOLO_CONFIG_DIR"] = str(config)
 
 
-def train_ultralytics(key: str, seed: int, quick: bool, epochs: int) -> dict[str, Any]:
+def train_ultralytics(
+    key: str,
+    seed: int,
+    quick: bool,
+    epochs: int,
+    spec: dict[str, Any] | None = None,
+    work: Path | None = None,
+) -> dict[str, Any]:
+    """Train and score one Ultralytics run: ``spec`` (default ``ROWS[key]``'s) may name the
+    yaml as ``model`` (default ``yolov8n.yaml``); ``work`` is the folder for its runs."""
     _ultralytics_env(quick)
     from ultralytics import YOLO, settings
 
@@ -206,14 +215,15 @@ def train_ultralytics(key: str, seed: int, quick: bool, epochs: int) -> dict[str
     from yolo_heads.evaluate import evaluate_coco
 
     settings.update({"sync": False})
-    spec = ROWS[key][2]
+    spec = ROWS[key][2] if spec is None else spec
+    work = _work(quick) if work is None else work
     data = make_data(spec.get("data", "demo"), quick)
-    model = YOLO("yolov8n.yaml")
+    model = YOLO(spec.get("model", "yolov8n.yaml"))
     args: dict[str, Any] = {
         "data": data["yolo"], "epochs": epochs, "imgsz": IMAGE_SIZE, "batch": BATCH,
         "device": "cpu", "workers": 0, "pretrained": False, "amp": False, "plots": False,
         "val": False, "seed": seed, "deterministic": True, "cache": True, "verbose": False,
-        "project": str(_work(quick) / "runs"), "name": f"{key}_s{seed}", "exist_ok": True,
+        "project": str(work / "runs"), "name": f"{key}_s{seed}", "exist_ok": True,
     }  # fmt: skip
     if spec["matched"]:
         # yolo-heads' schedule: AdamW lr 4e-3, cosine to 0.05 x, no nbs loss scaling, warm-up
@@ -266,14 +276,24 @@ def train_ultralytics(key: str, seed: int, quick: bool, epochs: int) -> dict[str
     }  # fmt: skip
 
 
-def train_yolo_heads(key: str, seed: int, quick: bool, epochs: int) -> dict[str, Any]:
+def train_yolo_heads(
+    key: str,
+    seed: int,
+    quick: bool,
+    epochs: int,
+    spec: dict[str, Any] | None = None,
+    work: Path | None = None,
+) -> dict[str, Any]:
+    """Train and score one yolo-heads run: ``spec`` (default ``ROWS[key]``'s) gives the config
+    overrides as ``o``; ``work`` is the folder for its runs."""
     from yolo_heads.config import load_config
     from yolo_heads.evaluate import evaluate_detector
     from yolo_heads.run import run_training
 
-    spec = ROWS[key][2]
+    spec = ROWS[key][2] if spec is None else spec
+    work = _work(quick) if work is None else work
     data = make_data(spec.get("data", "demo"), quick)
-    out = _work(quick) / "runs" / f"{key}_s{seed}"
+    out = work / "runs" / f"{key}_s{seed}"
     overrides = [
         f"data.train={data['train']}", "data.val=null", f"out={out}",
         f"schedule.epochs={epochs}", f"schedule.seed={seed}",
