@@ -190,3 +190,54 @@ def test_unknown_flag_names_the_command_and_its_options(command, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--no-progess"])
     assert "did you mean --no-progress" in capsys.readouterr().err
+
+
+def test_method_backbones_build_without_importing_their_package_first(tmp_path):
+    # the README's `model.backbone=kw_resnet18 'model.backbone_kwargs={budget: 0.5}'` from a fresh
+    # interpreter: nothing had imported kernelwarehouse, so timm did not know the name
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from yolo_heads.config import load_config\n"
+        "from yolo_heads.run import build_detector\n"
+        "assert 'kernelwarehouse' not in sys.modules\n"
+        "cfg = load_config(overrides=['data.train=x.json', 'model.backbone=kw_resnet18',\n"
+        "    'model.backbone_kwargs={budget: 0.5, channels: [8, 16, 32, 64]}'])\n"
+        "model = build_detector(cfg, num_classes=3)\n"
+        "import kernelwarehouse as kw\n"
+        "print(sum(isinstance(m, kw.KWConv2d) for m in model.modules()))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.split()[-1]) > 0
+
+
+def test_export_without_onnx_is_one_line_naming_the_extra(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a)
+    )
+    # checked before the weights are read (this folder does not even exist)
+    assert main(["export", "--weights", str(tmp_path / "w"), "--format", "onnx"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "onnx" in err and "yolo-heads[export]" in err
+    extras = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert {"onnx", "onnxscript"} <= {
+        d.split(">")[0] for d in extras["project"]["optional-dependencies"]["export"]
+    }
+
+
+def test_export_says_which_thresholds_are_baked_in(tmp_path, capsys, tiny):
+    from yolo_heads import YOLODetector, save_checkpoint
+
+    weights = save_checkpoint(YOLODetector(num_classes=2, **tiny), tmp_path / "w", image_size=64)
+    out = tmp_path / "d.onnx"
+    assert main(["export", "--weights", str(weights), "--out", str(out), "--conf", "0.1"]) == 0
+    text = capsys.readouterr().out
+    assert "conf=0.1" in text and "iou=0.65" in text and "max_det=300" in text and "--conf" in text

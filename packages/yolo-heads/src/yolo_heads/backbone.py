@@ -110,6 +110,30 @@ def _probe(module: nn.Module, in_chans: int, size: int = 128) -> tuple[list[int]
     return [size // f.shape[-1] for f in feats], [f.shape[1] for f in feats]
 
 
+#: Installed packages that add names to timm's factory when imported (KernelWarehouse's
+#: ``kw_*``, the paper configurations of timm-knowledge), by name prefix; "" for any name.
+METHOD_PACKAGES = {"kw_": "kernelwarehouse", "": "timm_knowledge"}
+
+
+def _register_method_models(name: str) -> None:
+    """Import the installed method packages whose names timm does not know yet, so that a
+    config (``model.backbone=kw_resnet18``) works without the caller importing them first."""
+    import importlib
+    import importlib.util
+
+    base = name.split(".")[0]
+    for prefix, package in METHOD_PACKAGES.items():
+        if timm.is_model(base):
+            return
+        if base.startswith(prefix) and importlib.util.find_spec(package) is not None:
+            importlib.import_module(package)
+    if not timm.is_model(base) and base.startswith("kw_"):
+        raise ValueError(
+            f"backbone={name!r} is a KernelWarehouse model; install the kernelwarehouse package "
+            "(pip install kernelwarehouse) to build it"
+        )
+
+
 def create_backbone(
     backbone: str | nn.Module, in_chans: int = 3, pretrained: bool = False, **kwargs: Any
 ) -> PyramidBackbone:
@@ -131,6 +155,7 @@ def create_backbone(
     # would reach for the Hub and fail there with an error that names no argument.
     check_bool("pretrained", pretrained, fn="create_backbone")
     if isinstance(backbone, str):
+        _register_method_models(backbone)
         try:
             body = timm.create_model(
                 backbone, features_only=True, pretrained=pretrained, in_chans=in_chans, **kwargs

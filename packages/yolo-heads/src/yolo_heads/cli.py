@@ -231,6 +231,15 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    if args.format == "onnx":
+        missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise UsageError(
+                f"--format onnx needs {' and '.join(missing)}, which is not installed: "
+                "pip install 'yolo-heads[export]'"
+            )
     from .export import export_onnx, export_program
 
     model, size = _weights(args)
@@ -239,6 +248,11 @@ def _export(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else weights / "model.onnx"
         path = export_onnx(
             model, out, image_size=size, conf=args.conf, iou=args.iou, max_det=args.max_det
+        )
+        print(
+            f"NMS is inside the graph with conf={args.conf:g}, iou={args.iou:g}, "
+            f"max_det={args.max_det} baked in: boxes scoring under {args.conf:g} never come out "
+            "(a young model may give none); export again with --conf / --iou / --max-det to change"
         )
     else:
         import torch
