@@ -241,3 +241,34 @@ def test_export_says_which_thresholds_are_baked_in(tmp_path, capsys, tiny):
     assert main(["export", "--weights", str(weights), "--out", str(out), "--conf", "0.1"]) == 0
     text = capsys.readouterr().out
     assert "conf=0.1" in text and "iou=0.65" in text and "max_det=300" in text and "--conf" in text
+
+
+def test_predict_draws_what_it_lists_on_the_original_image(tmp_path, tiny, monkeypatch):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    import yolo_heads.plots
+    from yolo_heads import YOLODetector, save_checkpoint
+
+    weights = save_checkpoint(YOLODetector(num_classes=2, **tiny), tmp_path / "w", image_size=64)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 90, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    drawn = []
+    real = yolo_heads.plots.draw_detections
+
+    def spy(images, targets, predictions, names, path, conf=0.25, **kwargs):
+        drawn.append((images, predictions, conf))
+        return real(images, targets, predictions, names, path, conf=conf, **kwargs)
+
+    monkeypatch.setattr(yolo_heads.plots, "draw_detections", spy)
+    out = tmp_path / "pred"
+    argv = ["predict", "--weights", str(weights), "--source", str(tmp_path / "a.png")]
+    assert main([*argv, "--conf", "0.001", "--out", str(out)]) == 0
+    (record,) = json.loads((out / "predictions.json").read_text())
+    ((images, (pred,), conf),) = drawn
+    assert tuple(images.shape) == (1, 3, 40, 90)  # the image as given, not the 64 px canvas
+    assert conf == 0.001 and len(pred["scores"]) == len(record["scores"]) > 0
+    torch.testing.assert_close(
+        pred["boxes"], torch.tensor(record["boxes_xyxy"]), atol=0.01, rtol=0, check_dtype=False
+    )

@@ -214,8 +214,11 @@ def _predict(args: argparse.Namespace) -> int:
         canvas, meta = letterbox(image, size)
         tensor = torch.from_numpy(canvas.copy()).permute(2, 0, 1).float()[None] / 255.0
         pred = fused.predict(tensor, conf=args.conf, iou=args.iou, max_det=args.max_det)[0]
-        draw_detections(tensor, None, [pred], names, out / f"{path.stem}.png")
         boxes = boxes_to_original(pred["boxes"], meta)
+        # drawn on the image as given, with the boxes the JSON lists (every one above --conf)
+        original = torch.from_numpy(image.copy()).permute(2, 0, 1).float()[None] / 255.0
+        drawn = dict(pred, boxes=boxes)
+        draw_detections(original, None, [drawn], names, out / f"{path.stem}.png", conf=args.conf)
         records.append(
             {
                 "file": str(path),
