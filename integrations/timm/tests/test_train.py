@@ -248,3 +248,12 @@ def test_resume_from_a_truncated_checkpoint_is_named(image_folder, tmp_path, cap
     with pytest.raises(ValueError, match=r"resume=.*last\.pth.* cannot be read"):
         train(_config(image_folder, tmp_path / "run", model="resnet10t", model_kwargs={},
                       epochs=2, resume=str(last)))  # fmt: skip
+
+
+def test_command_line_takes_no_abbreviated_flags(image_folder, tmp_path, capsys):
+    # `--epoch 1` was read as --epochs 1; a new flag could change what an old command means
+    out = str(tmp_path / "run")
+    base = ["train", "--model", "resnet10t", "--data-dir", str(image_folder), "--output", out]
+    assert main([*base, "--epoch", "1"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "--epoch" in line and "unrecognized" in line

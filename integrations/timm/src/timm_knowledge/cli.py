@@ -20,7 +20,12 @@ __all__ = ["main"]
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage mistakes (an unknown flag, a bad number) as one line and exit status 2."""
+    """Usage mistakes (an unknown flag, a bad number) as one line and exit status 2. No
+    abbreviations: ``--epoch 1`` is an error, not ``--epochs 1``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
