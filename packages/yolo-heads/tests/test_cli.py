@@ -272,3 +272,12 @@ def test_predict_draws_what_it_lists_on_the_original_image(tmp_path, tiny, monke
     torch.testing.assert_close(
         pred["boxes"], torch.tensor(record["boxes_xyxy"]), atol=0.01, rtol=0, check_dtype=False
     )
+
+
+def test_val_against_data_with_another_class_count_is_refused(tmp_path, tiny, digits, capsys):
+    from yolo_heads import YOLODetector, save_checkpoint
+
+    weights = save_checkpoint(YOLODetector(num_classes=3, **tiny), tmp_path / "w", image_size=64)
+    assert main(["val", "--weights", str(weights), "--data", str(digits[1])]) == 2
+    (err,) = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert "3 classes" in err and "10 classes" in err and str(digits[1]) in err

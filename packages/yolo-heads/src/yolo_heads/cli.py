@@ -167,6 +167,12 @@ def _val(args: argparse.Namespace) -> int:
 
     model, size = _weights(args)
     dataset = create_dataset(args.data, split=args.split, image_size=size)
+    if len(dataset.class_names) != model.num_classes:
+        raise UsageError(
+            f"--data {args.data!r} has {len(dataset.class_names)} classes but --weights "
+            f"{args.weights!r} was trained for {model.num_classes} classes: its labels would be "
+            "scored as the wrong categories; validate on the data set it was trained on"
+        )
     metrics = evaluate_detector(
         fuse_for_inference(model),
         dataset,
