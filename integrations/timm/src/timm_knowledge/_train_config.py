@@ -40,7 +40,7 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "temp_init": (0.0, 1.0, True),
 }
 _POSITIVE_INTS = ("epochs", "batch_size")
-_NON_NEGATIVE_INTS = ("workers", "seed")
+_NON_NEGATIVE_INTS = ("threads", "seed")
 _NAMES = ("model", "data_dir", "output", "train_split", "val_split", "opt", "sched", "device")
 
 
@@ -80,7 +80,8 @@ class TrainConfig:
     temp_epochs: float = 10.0
     temp_init: float = 1.0
     resume: str | None = None
-    workers: int = 0
+    workers: int = -1  # DataLoader workers; -1: from the usable cores (timm_knowledge.threads)
+    threads: int = 0  # torch intra-op threads; 0: from the usable cores and the load
     seed: int = 0
     skip_bad_images: bool = False  # leave out unreadable images (warned); default: fail, named
     device: str = "cpu"
@@ -114,10 +115,13 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise ValueError(f"{name}={value!r} is invalid: expected a non-empty string")
-        for name in _POSITIVE_INTS + _NON_NEGATIVE_INTS:
-            value, low = getattr(self, name), 1 if name in _POSITIVE_INTS else 0
+        for name in _POSITIVE_INTS + _NON_NEGATIVE_INTS + ("workers",):
+            value = getattr(self, name)
+            low = 1 if name in _POSITIVE_INTS else -1 if name == "workers" else 0
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                kind = "a positive integer" if low else "an integer >= 0"
+                kind = {1: "a positive integer", 0: "an integer >= 0"}.get(
+                    low, "an integer >= 0, or -1 (from the usable cores)"
+                )
                 raise ValueError(f"{name}={value!r} is invalid: expected {kind}")
         self._check_image_size()
         for name, (low, high, low_ok) in _RANGES.items():

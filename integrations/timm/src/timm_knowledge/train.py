@@ -48,6 +48,7 @@ from torch import nn
 import kernelwarehouse as kw
 
 from ._train_config import AMP_DTYPES, TrainConfig
+from .threads import choose as choose_cpu
 
 __all__ = ["TrainConfig", "train"]
 
@@ -185,6 +186,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     cfg.check()
     rank, world = _rank_world()
     device = torch.device(cfg.device)
+    threads, workers, plan = choose_cpu(cfg.threads, cfg.workers, ranks=world)
+    if device.type == "cpu":
+        torch.set_num_threads(threads)
+    if rank == 0:
+        print(plan, flush=True)
     torch.manual_seed(cfg.seed + rank)
     random.seed(cfg.seed + rank)
     out = Path(cfg.output)
@@ -217,7 +223,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         std=data_cfg["std"],
         interpolation=data_cfg["interpolation"],
         crop_pct=data_cfg["crop_pct"],
-        num_workers=cfg.workers,
+        num_workers=workers,
         distributed=world > 1,
         use_prefetcher=False,
         persistent_workers=False,
