@@ -321,6 +321,7 @@ def measure_static(quick: bool) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     static = {"sizes": sizes(quick), "speed": speed(quick), "finished": time.time()}
+    static["command"] = " ".join(["python", *sys.argv])
     cache = _cache(quick)
     cache.mkdir(parents=True, exist_ok=True)
     detection._write_json(cache / "static.json", static)
@@ -428,6 +429,13 @@ def report(quick: bool) -> str:
             "",
         ]
     lines += [f"Peers: {detection._peer_versions()}.", ""]
+    if static is not None:
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(static["finished"]))
+        lines += [
+            f"Sections 1 and 2 were measured by `{static.get('command', 'main()')}` (finished "
+            f"{when}); section 3 from the cached training runs.",
+            "",
+        ]
     lines += ["## 1. Size: parameters and GFLOPs at 640 px", ""]
     if static is None:
         lines += ["not measured", ""]
@@ -545,6 +553,15 @@ def report(quick: bool) -> str:
         "",
     ]
     lines += _comparisons(results)
+    lines += [
+        "",
+        "'within spread': the difference of the means is no larger than the larger of the two "
+        "sample sds (3 seeds), so these seeds do not separate the rows; 'beyond the spread' is "
+        "the opposite, not a significance test. At this epoch count every row is far from "
+        "converged (bench_detection's 30-epoch 3.05M row is in detection.md), so the table "
+        "compares early training, where the recipes' warm-up and bias initialisation weigh "
+        "more than they would at convergence.",
+    ]
     return "\n".join(lines) + "\n"
 
 
