@@ -20,7 +20,7 @@ from timm_knowledge import threads
 )
 def test_choice(monkeypatch, cores, load, omp, args, expected):
     monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: set(range(cores)))
-    monkeypatch.setattr(threads.os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(threads, "busy_cores", lambda: load)
     if omp is None:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     else:

@@ -14,7 +14,7 @@ def machine(monkeypatch):
 
     def set_machine(cores: int, load: float, omp: str | None = None) -> None:
         monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: set(range(cores)))
-        monkeypatch.setattr(threads.os, "getloadavg", lambda: (load, load, load))
+        monkeypatch.setattr(threads, "_other_load", lambda: load)
         if omp is None:
             monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
         else:
@@ -80,3 +80,24 @@ def test_training_applies_the_plan(digits, machine):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(previous)
+
+
+def test_other_work_is_measured_now_not_a_minute_ago():
+    """Two busy processes show as two busy cores within the sampling window (the reference is
+    /proc/stat read here around the same window)."""
+    import subprocess
+    import sys
+
+    if threads._cpu_times() is None:
+        pytest.skip("no /proc/stat on this platform")
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        import time
+
+        time.sleep(0.5)
+        busy = threads._other_load(window=0.5)
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
+    assert busy >= min(2, threads.os.cpu_count() or 1) - 0.5

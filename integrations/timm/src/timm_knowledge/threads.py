@@ -14,8 +14,29 @@ from __future__ import annotations
 
 import math
 import os
+import time
 
-__all__ = ["choose"]
+__all__ = ["busy_cores", "choose"]
+
+
+def busy_cores(window: float = 0.25) -> float:
+    """Cores other work keeps busy now: /proc/stat over ``window`` seconds while this process
+    sleeps (the load average lags a minute behind: a run that just ended still counts), or the
+    1-minute load average off Linux."""
+    try:
+        samples = []
+        for pause in (window, 0.0):
+            with open("/proc/stat", encoding="ascii") as f:
+                cpu = [float(v) for v in f.readline().split()[1:]]
+            samples.append((sum(cpu) - cpu[3] - cpu[4], sum(cpu)))
+            time.sleep(pause)
+        (busy0, all0), (busy1, all1) = samples
+        return max(0.0, (busy1 - busy0) / (all1 - all0) * (os.cpu_count() or 1))
+    except (OSError, ValueError, IndexError, ZeroDivisionError):
+        try:
+            return os.getloadavg()[0]
+        except (AttributeError, OSError):
+            return 0.0
 
 
 def choose(threads: int = 0, workers: int = -1, ranks: int = 1) -> tuple[int, int, str]:
@@ -24,10 +45,7 @@ def choose(threads: int = 0, workers: int = -1, ranks: int = 1) -> tuple[int, in
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         usable = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        load = 0.0
+    load = busy_cores()
     cores = max(1, usable // max(ranks, 1))
     if workers < 0:  # small machines load in the main process; large ones give a quarter
         workers = 0 if cores <= 2 else min(4, cores // 4)

@@ -35,10 +35,33 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _other_load() -> float:
+def _cpu_times() -> tuple[float, float] | None:
+    """(busy, total) jiffies of all CPUs from /proc/stat, or None off Linux."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [float(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def _other_load(window: float = 0.25) -> float:
+    """How many cores other work keeps busy now: /proc/stat over ``window`` seconds while this
+    process sleeps (the load average lags by a minute: a run that just ended still counts);
+    the 1-minute load average where /proc/stat is missing."""
+    import time
+
+    first = _cpu_times()
+    if first is not None:
+        time.sleep(window)
+        second = _cpu_times()
+        if second is not None and second[1] > first[1]:
+            share = (second[0] - first[0]) / (second[1] - first[1])
+            return max(0.0, share * (os.cpu_count() or 1))
     try:
         return max(0.0, os.getloadavg()[0])
-    except (AttributeError, OSError):  # no load average on this platform: assume idle
+    except (AttributeError, OSError):  # no load average either: assume idle
         return 0.0
 
 
@@ -98,8 +121,7 @@ def plan_cpu(threads: int | None = None, workers: int | None = None, *, ranks: i
     elif env.isdigit() and int(env) > 0:
         threads, source = int(env), "OMP_NUM_THREADS"
     else:
-        # The load average counts the runnable processes of the last minute: what other work
-        # already takes from this machine's cores before the run starts.
+        # What other work takes from this machine's cores as the run starts.
         free = usable_cores() - load - workers
         if free >= compute - 0.5:
             threads, source = compute, "all free cores"
