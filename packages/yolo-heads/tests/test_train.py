@@ -309,3 +309,16 @@ def test_bad_sample_fails_before_any_update(digits, tiny):
     for k, v in model.state_dict().items():
         if v.dtype.is_floating_point and "running" not in k:
             torch.testing.assert_close(v, before[k])
+
+
+def test_resume_keeps_the_runs_best_checkpoint(digits, tiny, tmp_path):
+    """A resumed run reports the best checkpoint written before the restart (it said None
+    when no later epoch improved on it)."""
+    data = CocoDetection(digits[0], image_size=64)
+    val = CocoDetection(digits[1], image_size=64)
+    common = dict(batch_size=4, out_dir=tmp_path, progress=False, plots=False, warmup_steps=1)
+    first = train(_build(tiny), data, val_dataset=val, epochs=1, **common)
+    assert first.best == tmp_path / "weights" / "best"
+    with pytest.warns(UserWarning):  # nothing left to train: the run is already complete
+        resumed = train(_build(tiny), data, val_dataset=val, epochs=1, resume=tmp_path, **common)
+    assert resumed.best == first.best

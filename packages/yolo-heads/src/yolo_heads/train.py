@@ -266,6 +266,10 @@ def train(
         best_fitness, result.skipped_steps = state["best_fitness"], state["skipped_steps"]
         result.history = list(state["history"])
         _set_rng_state(state["rng"])
+        # The best checkpoint of the run so far stays the run's best until an epoch beats it.
+        best = last.parent / "best"
+        if best.is_dir():
+            result.best = best
         if start_epoch >= epochs:
             warnings.warn(
                 f"resume: {last} already trained {start_epoch} of {epochs} epochs", stacklevel=2
