@@ -15,7 +15,7 @@ from .backbone import create_backbone
 from .heads import HEADS
 from .knowledge import attach_retriever_dictionary, implicit_feature_alignment
 from .necks import MAX_DEPTH, NECKS
-from .nms import postprocess
+from .nms import predict_from_outputs
 
 
 def _rd_kwargs(rd: dict[str, Any] | bool) -> tuple[str | None, dict[str, Any]]:
@@ -243,13 +243,4 @@ class YOLODetector(nn.Module):
         if self.head_name == "classification":
             probs = outputs.softmax(-1)
             return [{"scores": p, "labels": p.argmax()} for p in probs]
-        boxes, scores = self.head.decode(outputs)
-        return postprocess(
-            boxes,
-            scores,
-            conf,
-            iou,
-            max_det,
-            multi_label=multi_label,
-            image_size=tuple(images.shape[-2:]),
-        )
+        return predict_from_outputs(self.head, outputs, images, conf, iou, max_det, multi_label)

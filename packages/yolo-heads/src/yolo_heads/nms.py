@@ -106,3 +106,15 @@ def postprocess(
         keep = ops.batched_nms(box, score, cls, iou)[:max_det]
         results.append({"boxes": box[keep], "scores": score[keep], "labels": cls[keep]})
     return results
+
+
+def predict_from_outputs(
+    head, outputs, images: torch.Tensor, conf: float, iou: float, max_det: int, multi_label: bool
+) -> list[dict[str, torch.Tensor]]:
+    """A detection head's raw ``outputs`` for ``images`` decoded and put through
+    :func:`postprocess` (what every detector's ``predict`` does after its forward)."""
+    boxes, scores = head.decode(outputs)
+    return postprocess(
+        boxes, scores, conf, iou, max_det, multi_label=multi_label,
+        image_size=tuple(images.shape[-2:]),
+    )  # fmt: skip

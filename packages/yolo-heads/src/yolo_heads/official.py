@@ -233,11 +233,16 @@ def load(
             state[key] = _class_rows(value.reshape(-1, *own[key].shape[1:]), own[key], anchors)
         else:
             state[key] = own[key]
+    return _load_reporting(model, state, skipped, "class-output tensors")
+
+
+def _load_reporting(model: Any, state: dict, skipped: list[str], what: str) -> Any:
+    """Load ``state`` into ``model``, log and keep (``model.skipped_keys``) the re-initialised
+    class outputs; returns the model."""
     if skipped:
+        what = what % len(skipped) if "%d" in what else f"{len(skipped)} {what}"
         log.warning(
-            "official.load: class count differs; re-initialised %d class-output tensors: %s",
-            len(skipped),
-            ", ".join(skipped),
+            "official.load: class count differs; re-initialised %s: %s", what, ", ".join(skipped)
         )
     model.load_state_dict(state)
     model.skipped_keys = skipped
@@ -295,15 +300,7 @@ def _load_darknet(
         skipped.append(key)
         anchors = model.head.num_anchors
         state[key] = _class_rows(value.reshape(-1, *own[key].shape[1:]), own[key], anchors)
-    if skipped:
-        log.warning(
-            "official.load: class count differs; re-initialised the class rows of %d tensors: %s",
-            len(skipped),
-            ", ".join(skipped),
-        )
-    model.load_state_dict(state)
-    model.skipped_keys = skipped
-    return model
+    return _load_reporting(model, state, skipped, "the class rows of %d tensors")
 
 
 def _with_checkpoint_class_width(model: GraphDetector, state: Mapping[str, Any]) -> GraphDetector:

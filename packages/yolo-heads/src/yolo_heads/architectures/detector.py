@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .._checks import check_images, check_int, check_targets
-from ..nms import postprocess
+from ..nms import predict_from_outputs
 from .blocks import BLOCKS, RepConv
 from .darknet import DarknetInfo, build_darknet, parse_cfg
 from .graph import HEAD_BLOCKS, Layer, LayerGraph, parse_table
@@ -300,11 +300,7 @@ class GraphDetector(nn.Module):
         outputs = self(images)
         if isinstance(outputs, tuple):
             outputs = outputs[0]
-        boxes, scores = self.head.decode(outputs)
-        return postprocess(
-            boxes, scores, conf, iou, max_det, multi_label=multi_label,
-            image_size=tuple(images.shape[-2:]),
-        )  # fmt: skip
+        return predict_from_outputs(self.head, outputs, images, conf, iou, max_det, multi_label)
 
 
 def _override(name: str, layers: list[Layer], tag: str, extra: Any) -> list[Layer]:
