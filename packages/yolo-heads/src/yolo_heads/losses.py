@@ -107,6 +107,14 @@ class AnchorFreeLoss:
     def __call__(
         self, outputs: Sequence[torch.Tensor], targets: Sequence[dict[str, torch.Tensor]]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        parts, _ = self.weighted_parts(outputs, targets)
+        return sum(parts.values()), {k: v.detach() for k, v in parts.items()}
+
+    def weighted_parts(
+        self, outputs: Sequence[torch.Tensor], targets: Sequence[dict[str, torch.Tensor]]
+    ) -> tuple[dict[str, torch.Tensor], TaskAlignedAssigner.Result]:
+        """The weighted parts (in the graph) and the assignment they were computed with (a
+        segmentation loss reads its foreground anchors and their objects)."""
         head = self.head
         dist_logits, cls_logits, points, strides = head.flatten(outputs)
         b, a, _ = cls_logits.shape
@@ -147,7 +155,7 @@ class AnchorFreeLoss:
             "dfl": dfl_loss * self.gains["dfl"],
             "cls": cls_loss * self.gains["cls"],
         }
-        return sum(parts.values()), {k: v.detach() for k, v in parts.items()}
+        return parts, assigned
 
 
 class AnchorBasedLoss:

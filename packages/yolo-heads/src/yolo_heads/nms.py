@@ -65,13 +65,15 @@ def postprocess(
     max_candidates: int = 30000,
     multi_label: bool = True,
     image_size: tuple[int, int] | None = None,
+    extras: torch.Tensor | None = None,
 ) -> list[dict[str, torch.Tensor]]:
     """Decoded boxes [B, A, 4] and class scores [B, A, C] to per-image detections.
 
     Keeps (box, class) pairs scoring above ``conf`` (every class of a box when ``multi_label``,
     else its best), at most ``max_candidates`` of them, runs torchvision's per-class NMS at
     ``iou`` (no IoU matrix of our own) and keeps the ``max_det`` best. Boxes are clipped to
-    ``image_size`` (height, width) when given.
+    ``image_size`` (height, width) when given. ``extras`` [B, A, K] (per-anchor values such as
+    mask coefficients) adds ``extras`` [K_det, K]: the rows of the kept detections.
 
     >>> boxes = torch.tensor([[[0.0, 0, 9, 9], [1, 1, 9, 9]]])
     >>> scores = torch.tensor([[[0.9], [0.8]]])
@@ -105,6 +107,8 @@ def postprocess(
         # Unchecked: scores that pass ``> conf`` are never NaN, and no data-dependent checks here.
         keep = ops.batched_nms(box, score, cls, iou)[:max_det]
         results.append({"boxes": box[keep], "scores": score[keep], "labels": cls[keep]})
+        if extras is not None:
+            results[-1]["extras"] = extras[len(results) - 1][anchor_idx[keep]]
     return results
 
 
@@ -112,7 +116,10 @@ def predict_from_outputs(
     head, outputs, images: torch.Tensor, conf: float, iou: float, max_det: int, multi_label: bool
 ) -> list[dict[str, torch.Tensor]]:
     """A detection head's raw ``outputs`` for ``images`` decoded and put through
-    :func:`postprocess` (what every detector's ``predict`` does after its forward)."""
+    :func:`postprocess` (what every detector's ``predict`` does after its forward); a
+    segmentation head (one with ``predict``) adds each detection's mask."""
+    if hasattr(head, "predict"):
+        return head.predict(outputs, tuple(images.shape[-2:]), conf, iou, max_det, multi_label)
     boxes, scores = head.decode(outputs)
     return postprocess(
         boxes, scores, conf, iou, max_det, multi_label=multi_label,

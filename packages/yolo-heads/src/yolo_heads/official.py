@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from .architectures import GraphDetector
-from .heads import AnchorBasedHead, YOLOv9Head
+from .heads import AnchorBasedHead, SegmentHead, YOLOv9Head
 
 __all__ = ["authors_outputs", "load", "read_state_dict", "to_authors_key"]
 
@@ -338,7 +338,10 @@ def _v7_anchors(model: GraphDetector) -> int:
 
 def _is_class_output(model: GraphDetector, key: str) -> bool:
     rest = key[len(PREFIX) :].split(".", 1)[1]
-    return bool(re.match(r"^heads\.\d+\.class_conv\.2\.|^out\.\d+\.(conv\.|mul\.)", rest))
+    # a segmenter's detection sub-heads (v9-c-seg) sit under detect.
+    return bool(
+        re.match(r"^(detect\.)?heads\.\d+\.class_conv\.2\.|^out\.\d+\.(conv\.|mul\.)", rest)
+    )
 
 
 @torch.no_grad()
@@ -347,9 +350,11 @@ def authors_outputs(model: nn.Module, images: torch.Tensor) -> dict[str, torch.T
 
     YOLOv9 heads: ``out.<tag>.<l>.class`` [B, C, H, W], ``.anchor`` [B, R, 4, H, W] (bin
     logits), ``.vector`` [B, 4, H, W] (expected distances); YOLOv7: ``out.Main.<l>``
-    [B, 3 (5 + C), H, W]. Tags are ``Main`` and, when built, ``AUX`` (which the authors' forward
-    runs in eval too). YOLOR (``Darknet.forward``'s ``(decoded, (p_0, p_1, p_2))``):
-    ``out.level.<l>`` [B, 3, H, W, 5 + C] raw, ``out.decoded`` [B, N, 5 + C] (box centre and size
+    [B, 3 (5 + C), H, W]; segmenters (v9-c-seg): ``out.<tag>.<l>`` [B, M, H, W] mask
+    coefficients and ``out.<tag>.3`` [B, M, H4, W4] prototypes, as their forward returns (ours
+    also computes boxes and classes, left out here). Tags are ``Main`` and, when built, ``AUX``
+    (which the authors' forward runs in eval too). YOLOR (``Darknet.forward``'s
+    ``(decoded, (p_0, p_1, p_2))``): ``out.level.<l>`` [B, 3, H, W, 5 + C] raw, ``out.decoded`` [B, N, 5 + C] (box centre and size
     in pixels, sigmoid objectness and classes). Runs ``model`` in eval mode.
     """
     was_training = model.training
@@ -366,6 +371,11 @@ def authors_outputs(model: nn.Module, images: torch.Tensor) -> dict[str, torch.T
         return out
     for tag, head in (("Main", model.head), ("AUX", model.aux_head)):
         if head is None:
+            continue
+        if isinstance(head, SegmentHead):  # theirs returns only coefficients and prototypes
+            _, coefficients, prototypes = head.split(tagged[tag])
+            out.update({f"out.{tag}.{level}": c for level, c in enumerate(coefficients)})
+            out[f"out.{tag}.{len(coefficients)}"] = prototypes
             continue
         for level, raw in enumerate(tagged[tag]):
             key = f"out.{tag}.{level}"

@@ -30,7 +30,7 @@ AUX_WEIGHT = 0.25  # the authors' ``loss.aux``: PGI's auxiliary loss counts a qu
 def _build(
     layers: list[Layer], table: dict[str, Any], num_classes: int, in_chans: int
 ) -> list[nn.Module]:
-    from ..heads import AnchorBasedHead, YOLOv9Head
+    from ..heads import AnchorBasedHead, SegmentHead, YOLOv9Head
 
     channels: dict[int, Any] = {-1: in_chans}
     modules: list[nn.Module] = []
@@ -41,6 +41,18 @@ def _build(
         if layer.block == "Detect":
             module: nn.Module = YOLOv9Head(
                 in_channels, num_classes, strides, reg_max=table.get("reg_max", 16), **layer.args
+            )
+            out = None
+        elif layer.block == "Segment":
+            # sources: the three detection levels, then the stride-4 map of the prototypes
+            module = SegmentHead(
+                in_channels[:-1],
+                num_classes,
+                strides,
+                detect="yolov9",
+                prototype_channels=in_channels[-1],
+                reg_max=table.get("reg_max", 16),
+                **layer.args,
             )
             out = None
         elif layer.block == "IDetect":

@@ -1,12 +1,14 @@
 """A detector built from a layer table: the authors' YOLOv7 / YOLOv9 / rd-9c as data.
 
 A table (``yolov9.yaml``, ``yolov7.yaml`` beside this file) lists layers in sections
-``backbone``, ``neck``, ``head`` and ``auxiliary``; each layer is ``[source, block, args, tag]``:
+``backbone``, ``neck``, ``head``, ``detection`` (layers feeding a segmenter's head, as the
+authors' v9-c-seg has) and ``auxiliary``; each layer is ``[source, block, args, tag]``:
 
 - ``source``: ``-1`` (the previous layer), ``input`` (the image), ``-k`` (k layers back), a tag
   of an earlier layer, or a list of those (the block then receives a list).
 - ``block``: a name in :data:`~yolo_heads.architectures.blocks.BLOCKS` or a head (``Detect``:
-  YOLOv9's head, ``IDetect``: YOLOv7's implicit head).
+  YOLOv9's head, ``IDetect``: YOLOv7's implicit head, ``Segment``: YOLOv9's head with mask
+  coefficients and prototypes, :class:`~yolo_heads.heads.SegmentHead`).
 - ``args``: keyword arguments of the block; its input channels are filled in from the sources.
 - ``tag`` (optional): a name for later sources; ``B3``/``B4``/``B5`` in the backbone are its
   stride 8/16/32 features (timm's ``feature_info``), ``Main``/``AUX`` are the heads.
@@ -27,8 +29,8 @@ from torch import nn
 
 from .blocks import BLOCKS
 
-SECTIONS = ("backbone", "neck", "head", "auxiliary")
-TABLE_HEADS = ("Detect", "IDetect")
+SECTIONS = ("backbone", "neck", "head", "detection", "auxiliary")
+TABLE_HEADS = ("Detect", "IDetect", "Segment")
 HEAD_BLOCKS = (*TABLE_HEADS, "yolo")  # "yolo": the head of a darknet cfg (darknet.py)
 INPUT = "input"
 

@@ -1,4 +1,5 @@
-"""Prediction heads, in a registry: ``anchor_free``, ``anchor_based`` and ``classification``."""
+"""Prediction heads, in a registry: ``anchor_free``, ``anchor_based``, ``yolov9``, ``segment``
+and ``classification``."""
 
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ def check_head_args(
 from .anchor_based import DEFAULT_ANCHORS, AnchorBasedHead  # noqa: E402
 from .anchor_free import AnchorFreeHead  # noqa: E402
 from .classification import ClassificationHead  # noqa: E402
+from .segment import SegmentHead  # noqa: E402
 from .yolov9 import YOLOv9Head  # noqa: E402
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "AnchorBasedHead",
     "AnchorFreeHead",
     "ClassificationHead",
+    "SegmentHead",
     "YOLOv9Head",
     "register_head",
 ]
