@@ -156,7 +156,8 @@ def _train(args: argparse.Namespace) -> int:
         last = result.history[-1]
         shown = " ".join(f"{k}={v:.4g}" for k, v in last.items() if k != "epoch")
         print(f"epoch {last['epoch']}: {shown}")
-    print(f"run folder: {cfg.out}  (best: {result.best}, last: {result.last})")
+    best = f"{result.best} (epoch {result.best_epoch})" if result.best else None
+    print(f"run folder: {cfg.out}  (best: {best}, last: {result.last})")
     return 0
 
 

@@ -39,6 +39,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm.auto import tqdm
 
 from ._checks import check_positive, renamed_kwargs
+from ._files import existing_folder
+from ._resume import restore_best
 from .checkpoint import load_checkpoint, load_trainer_state, save_checkpoint
 from .data.coco import collate
 from .results import Results
@@ -88,6 +90,8 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     last: Path | None = None
     best: Path | None = None
+    best_epoch: int | None = None
+    best_fitness: float | None = None
     skipped_steps: int = 0
 
 
@@ -253,6 +257,13 @@ def train(
     result = TrainResult(model=model)
     start_epoch, updates, best_fitness = 0, 0, -math.inf
 
+    if resume is not None and _nothing_saved_yet(Path(resume)):
+        warnings.warn(
+            f"resume: {str(resume)!r} has no saved epoch yet (stopped during epoch 1); "
+            "training from epoch 1",
+            stacklevel=2,
+        )
+        resume = None
     if resume is not None:
         last = Path(resume)
         last = last / "weights" / "last" if (last / "weights").is_dir() else last
@@ -266,10 +277,13 @@ def train(
         best_fitness, result.skipped_steps = state["best_fitness"], state["skipped_steps"]
         result.history = list(state["history"])
         _set_rng_state(state["rng"])
-        # The best checkpoint of the run so far stays the run's best until an epoch beats it.
-        best = last.parent / "best"
-        if best.is_dir():
-            result.best = best
+        # The best checkpoint of the run so far stays the run's best until an epoch beats it
+        # (rewritten from last when a kill came between the two writes of its epoch).
+        result.last = last
+        result.best, result.best_epoch = restore_best(last, state, write=rank == 0)
+        if result.best is not None:
+            result.best_fitness = best_fitness
+        results.write(result.history, None, plots=plots)  # a kill may have come before it
         if start_epoch >= epochs:
             warnings.warn(
                 f"resume: {last} already trained {start_epoch} of {epochs} epochs", stacklevel=2
@@ -341,6 +355,8 @@ def train(
         fitness = row.get("AP", -math.inf if val_dataset is not None else float(epoch))
         improved = fitness > best_fitness
         best_fitness = max(best_fitness, fitness)
+        if improved:
+            result.best_epoch, result.best_fitness = epoch + 1, fitness
         if out is not None and rank == 0:
             state = {
                 "epoch": epoch + 1,
@@ -349,6 +365,7 @@ def train(
                 "optimizer": opt.state_dict(),
                 "scaler": scaler.state_dict(),
                 "best_fitness": best_fitness,
+                "best_epoch": result.best_epoch,
                 "skipped_steps": result.skipped_steps,
                 "history": result.history,
                 "rng": _rng_state(),
@@ -371,3 +388,10 @@ def train(
                 callback(row)
     result.model = final
     return result
+
+
+def _nothing_saved_yet(run: Path) -> bool:
+    """True for a run folder stopped before its first ``weights/last`` was complete."""
+    if not run.is_dir() or (run / "config.json").is_file() or run.name == "last":
+        return False
+    return not existing_folder(run / "weights" / "last").is_dir()
