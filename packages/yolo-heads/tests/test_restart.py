@@ -110,7 +110,7 @@ def test_a_kill_at_any_write_resumes_to_the_runs_best(
     digits, tiny, tmp_path, monkeypatch, validate
 ):
     """Killed before any rename of the uninterrupted run, a resumed run ends with the best
-    checkpoint, results.csv and trainer state of the uninterrupted run.
+    checkpoint, results.csv and trainer state of the uninterrupted run and no temporaries.
 
     With validation this young detector scores AP 0 in both epochs, so only epoch 1 improves:
     killed during that first best write, the run used to finish without any weights/best.
@@ -139,9 +139,45 @@ def test_a_kill_at_any_write_resumes_to_the_runs_best(
         assert _rows(out) == want_rows, n
         state = load_trainer_state(out / "weights" / "last")
         assert (state["epoch"], state["best_epoch"]) == (2, straight.best_epoch)
+        assert not list(out.rglob("*.tmp")), n
 
 
 def _rows(run):
     """results.csv without the wall-clock column."""
     with open(run / "results.csv") as f:
         return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
+
+
+def test_a_finished_run_leaves_no_temporaries(digits, tiny, tmp_path):
+    """Temporaries of killed writes that no later write repeats (a best checkpoint, the last
+    epoch's plots) are removed when the run or its resume finishes; the complete old copy of
+    a checkpoint whose swap was killed between its renames is put back, not deleted."""
+    _run(digits, tiny, tmp_path)
+    weights = tmp_path / "weights"
+    debris = [
+        weights / ".best.0123abcd.tmp",
+        tmp_path / ".pr_curve.png.k2j3h4.tmp",
+        tmp_path / ".results.png.x9y8z7.tmp",
+        tmp_path / ".results.csv.q1w2e3.tmp",
+    ]
+    debris[0].mkdir()
+    (debris[0] / "model.safetensors").write_bytes(b"half")
+    for path in debris[1:]:
+        path.write_bytes(b"half")
+    best = weights / "best"
+    aside = weights / ".best.4567cdef.old.tmp"
+    os.replace(best, aside)  # killed between the two renames of a swap
+    resumed = _run(digits, tiny, tmp_path, resume=tmp_path)
+    assert not list(tmp_path.rglob("*.tmp"))
+    assert resumed.best == best and read_config(best)["knowledge"]["epoch"] == resumed.best_epoch
+    with open(tmp_path / "results.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2]
+
+
+def test_clean_temporaries_keeps_other_files(tmp_path):
+    (tmp_path / "results.csv").write_text("epoch\n")
+    (tmp_path / ".hidden").write_text("mine")
+    (tmp_path / ".plot.png.abc.tmp").write_text("half")
+    removed = _files.clean_temporaries(tmp_path)
+    assert [p.name for p in removed] == [".plot.png.abc.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden", "results.csv"]

@@ -82,6 +82,39 @@ def write_folder_atomic(folder: str | os.PathLike, fill: Callable[[Path], None])
     return folder
 
 
+def clean_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries killed writes left in ``folder`` (not recursive); returns them.
+
+    A write that is never repeated (the best checkpoint of an epoch no later epoch beats, the
+    last epoch's plots) never cleans its own stale temporaries, so a finished run does it. The
+    complete old copy of a folder whose swap was killed between its two renames is renamed back
+    to its name when nothing took that name, never deleted.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for stale in sorted(folder.glob(".*.tmp")):
+        name = _target_name(stale)
+        if stale.name.endswith(".old.tmp") and stale.is_dir() and name is not None:
+            target = folder / name
+            if not target.exists():
+                os.replace(stale, target)
+                continue
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+        removed.append(stale)
+    return removed
+
+
+def _target_name(stale: Path) -> str | None:
+    """``best`` for ``.best.1a2b3c4d.old.tmp``: the name before the tag of a folder swap."""
+    parts = stale.name[1:].removesuffix(".old.tmp").rsplit(".", 1)
+    return parts[0] if len(parts) == 2 and parts[0] else None
+
+
 def existing_folder(folder: str | os.PathLike) -> Path:
     """``folder``, or the complete old copy a swap killed between its two renames left."""
     folder = Path(folder)

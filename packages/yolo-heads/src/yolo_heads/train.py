@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm.auto import tqdm
 
 from ._checks import check_positive, renamed_kwargs
-from ._files import existing_folder
+from ._files import clean_temporaries, existing_folder
 from ._resume import restore_best
 from .checkpoint import load_checkpoint, load_trainer_state, save_checkpoint
 from .data.coco import collate
@@ -386,6 +386,9 @@ def train(
         if rank == 0:
             for callback in callbacks:
                 callback(row)
+    if out is not None and rank == 0:  # temporaries of killed writes no later write repeats
+        for folder in (out, out / "weights"):
+            clean_temporaries(folder)
     result.model = final
     return result
 
