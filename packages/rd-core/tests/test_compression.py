@@ -164,3 +164,26 @@ def test_compress_errors():
         compress(model, teacher, 8, ["not an image"], progress=False)
     with pytest.raises(ValueError, match="empty"):
         compress(model, teacher, 8, [], progress=False)
+
+
+def test_compressed_with_rd_model_saved_by_timm_rebuilds_with_its_atom_count(tmp_path):
+    """Issue 25: timm's save_for_hf writes the build arguments timm recorded; after compress
+    they must name the student's atom count, or the saved folder cannot be loaded."""
+    from timm.models import save_for_hf
+
+    model = timm.create_model(
+        "with_rd",
+        base_architecture="resnet18",
+        rd_attachments=[{"at": "layer2", "num_atoms": 16}],
+        num_classes=3,
+        channels=(8, 16, 32, 64),
+        stem_width=8,
+    ).eval()
+    data = [torch.randn(2, 3, 32, 32) for _ in range(2)]
+    compress(model, attached(model)["layer2"].rd, 4, data, progress=False)
+    save_for_hf(model, str(tmp_path / "small"), safe_serialization=True)
+    clone = timm.create_model(f"local-dir:{tmp_path / 'small'}", pretrained=True).eval()
+    assert attached(clone)["layer2"].rd.num_atoms == 4
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(clone(images), model(images))

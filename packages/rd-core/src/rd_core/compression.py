@@ -318,6 +318,40 @@ def _evaluate(
     return loss_sum / batches, cos_sum / count, math.sqrt(diff_sq / max(ref_sq, 1e-30))
 
 
+def _record_atom_count(model: nn.Module, name: str, num_atoms: int) -> None:
+    """Keep the build arguments timm recorded for ``model`` (``_model_args``, what
+    ``timm.models.save_for_hf`` and hub-knowledge write to ``config.json``) in step with the
+    student, so a saved compressed model is rebuilt with its new atom count.
+
+    ``with_rd`` models list their RDs in ``rd_attachments``; an architecture with one RD and a
+    ``num_atoms`` argument (``rd_resnet18``) or an ``rd`` one (a detector registered in timm,
+    ``yolo_rd_resnet50``) takes the count there. Other models record
+    nothing here; their savers read the count from the module (e.g. yolo-heads' checkpoints).
+    """
+    recorded = getattr(model, "_model_args", None)
+    if not isinstance(recorded, dict):
+        return
+    recorded = dict(recorded)
+    at = name.removesuffix(".rd")  # an attach() insertion keeps its RD under "<at>.rd"
+    entries = recorded.get("rd_attachments")
+    if isinstance(entries, (list, tuple)):
+        recorded["rd_attachments"] = [
+            {**entry, "num_atoms": num_atoms}
+            if isinstance(entry, dict) and entry.get("at") == at
+            else entry
+            for entry in entries
+        ]
+    elif "num_atoms" in recorded or recorded.get("rd"):
+        if sum(isinstance(m, RetrieverDictionary) for m in model.modules()) != 1:
+            return  # one argument cannot describe RDs of different sizes
+        if "num_atoms" in recorded:
+            recorded["num_atoms"] = num_atoms
+        else:  # a detector's rd=True / rd={...} (yolo-heads' names registered in timm)
+            rd = recorded["rd"]
+            recorded["rd"] = {**(rd if isinstance(rd, dict) else {}), "num_atoms": num_atoms}
+    model._model_args = recorded  # timm.models._input.update_model_args does the same
+
+
 def compress(
     model: nn.Module | None,
     rd: RetrieverDictionary,
@@ -383,6 +417,10 @@ def compress(
         >>> report = compress(None, teacher, 8, feats, epochs=2, progress=False)
         >>> report.student.num_atoms
         8
+
+    A timm model's recorded build arguments follow (``num_atoms`` of ``rd_resnet18``, the
+    entry of a ``with_rd`` model's ``rd_attachments``), so ``timm.models.save_for_hf`` and
+    ``hub_knowledge.save_for_hub`` write a ``config.json`` that rebuilds the student.
     """
     check_rd("compress", rd)
     check_data("compress", data)
@@ -476,9 +514,10 @@ def compress(
         for m, mode in saved_modes:
             m.training = mode
     if location is not None:
-        parent, attribute, _ = location
+        parent, attribute, name = location
         setattr(parent, attribute, student)
         student.train(rd.training)
+        _record_atom_count(model, name, num_atoms)
     return CompressionReport(
         student=student,
         kept_atoms=kept,
