@@ -25,8 +25,10 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -104,6 +106,41 @@ def _check_metadata(metadata: Any) -> None:
             ) from None
 
 
+def _with_atom_counts(model: nn.Module, args: dict[str, Any]) -> dict[str, Any]:
+    """``args`` with the atom count every Retriever-Dictionary of ``model`` has now.
+
+    Dictionary compression (:func:`rd_core.compress`, ``yolo-heads compress``) swaps an RD for
+    a smaller one after the model was built, so the build arguments it was created with no
+    longer rebuild it: an attached RD's count goes into ``rd``, a built-in RD block's (rd-9c's
+    ``B3``) into its layer tag's arguments.
+    """
+    rd_core = sys.modules.get("rd_core")  # no RD can be in a model when rd-core is not loaded
+    if rd_core is None:
+        return args
+    args = copy.deepcopy(args)
+    inserted = {id(insertion.rd) for insertion in rd_core.attached(model).values()}
+    for name, module in model.named_modules():
+        if not isinstance(module, rd_core.RetrieverDictionary):
+            continue
+        if id(module) in inserted:
+            rd = args.get("rd")
+            if rd:  # built with rd=...: the count goes with it (one RD per detector)
+                args["rd"] = {**(rd if isinstance(rd, dict) else {}), "num_atoms": module.num_atoms}
+            continue
+        # a block of an authors' layer table, "layers.<i>.<...>": its tag's arguments
+        parts = name.split(".")
+        specs = getattr(getattr(model, "graph", None), "specs", None)
+        spec = specs[int(parts[1])] if specs and parts[0] == "layers" else None
+        if spec is None or not spec.tag:
+            raise ValueError(
+                f"the Retriever-Dictionary {name!r} ({module.num_atoms} atoms) has no place in "
+                "the model's build config; it cannot be saved to be rebuilt"
+            )
+        if spec.args.get("num_atoms") != module.num_atoms:
+            args[spec.tag] = {**(args.get(spec.tag) or {}), "num_atoms": module.num_atoms}
+    return args
+
+
 def detector_config(
     model: nn.Module,
     *,
@@ -143,7 +180,7 @@ def detector_config(
         "num_classes": num_classes,
         "num_features": None,
         "pretrained_cfg": pretrained_cfg,
-        "model_args": dict(args),
+        "model_args": _with_atom_counts(model, dict(args)),
         "knowledge": {
             "producer": f"yolo-heads {__version__}",
             "entrypoint_module": "yolo_heads.registry",

@@ -6,6 +6,7 @@
     yolo-heads val --weights runs/digits/weights/best --data data/digits/val.json
     yolo-heads predict --weights runs/digits/weights/best --source data/digits/val
     yolo-heads export --weights runs/digits/weights/best --format onnx
+    yolo-heads compress runs/digits/weights/best --num-atoms 256   # -> weights/best-rd256
     torchrun --nproc_per_node=2 -m yolo_heads.cli train --config digits   # DDP (gloo on CPU)
 
 ``train`` takes one YAML config (a path, or a built-in name: ``digits``, ``coco``) and any
@@ -100,6 +101,35 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--iou", type=float, default=0.65, help="ONNX: NMS IoU threshold")
     p.add_argument("--max-det", type=int, default=300, help="ONNX: detections per image")
     p.add_argument("--out", help="output file (default: beside the weights)")
+
+    p = sub.add_parser(
+        "compress",
+        help="distil a checkpoint's Retriever-Dictionary into fewer atoms (YOLO-RD 3.3)",
+        formatter_class=fmt,
+    )
+    p.add_argument("weights", help="checkpoint folder, e.g. RUN/weights/best")
+    p.add_argument("--num-atoms", type=int, required=True, help="atoms to keep (< the trained)")
+    p.add_argument("--out", help="folder to write (default: WEIGHTS-rdN beside the weights)")
+    p.add_argument("--data", help="images to distil on (default: the run's data.train)")
+    p.add_argument("--split", default="train", help="split of a YOLO data YAML")
+    p.add_argument("--images", help="a COCO JSON's image folder (default: beside it)")
+    p.add_argument("--image-size", type=int, help="default: the checkpoint's training size")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--epochs", type=int, default=1, help="passes over the data (paper: 1)")
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
+    p.add_argument("--temperature", type=float, default=0.1, help="tau of equation 8")
+    p.add_argument(
+        "--max-positions", type=int, default=4096, help="positions per batch in the loss; 0: all"
+    )
+    p.add_argument(
+        "--usage-score",
+        default="mean_abs",
+        help="how the kept atoms are ranked: mean_abs, top1 or top1_then_mean_abs",
+    )
+    p.add_argument("--max-batches", type=int, help="batches per epoch (default: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     p = sub.add_parser(
         "digits", help="write the handwritten-digits detection set", formatter_class=fmt
@@ -276,6 +306,56 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compress(args: argparse.Namespace) -> int:
+    # numbers first: a typo fails at once, before torch is imported
+    for flag, value, low in (
+        ("--num-atoms", args.num_atoms, 2),
+        ("--batch-size", args.batch_size, 1),
+        ("--epochs", args.epochs, 1),
+        ("--max-positions", args.max_positions, 0),
+        ("--seed", args.seed, 0),
+        ("--max-batches", args.max_batches, 1),
+        ("--image-size", args.image_size, 32),
+    ):
+        if value is not None and value < low:
+            raise UsageError(f"{flag} {value} is not valid; expected an integer >= {low}")
+    for flag, value in (("--lr", args.lr), ("--temperature", args.temperature)):
+        if not value > 0 or value == float("inf"):
+            raise UsageError(f"{flag} {value} is not valid; expected a finite number > 0")
+    if args.max_positions == 1:
+        raise UsageError("--max-positions 1 is not valid; expected 0 (all) or an integer >= 2")
+    from .checkpoint import read_config
+    from .compress import compress_checkpoint
+    from .threads import plan_cpu
+
+    read_config(args.weights)  # a checkpoint folder, before the data is read
+    plan = plan_cpu(workers=0)
+    plan.apply()
+    print(plan.describe(), file=sys.stderr)
+    result = compress_checkpoint(
+        args.weights,
+        args.num_atoms,
+        out=args.out,
+        data=args.data,
+        split=args.split,
+        image_dir=args.images,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        lr=args.lr,
+        temperature=args.temperature,
+        max_positions=args.max_positions or None,
+        usage_score=args.usage_score,
+        max_batches=args.max_batches,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    print(f"distilled on {result.data}")
+    print(result.summary())
+    return 0
+
+
 def _digits(args: argparse.Namespace) -> int:
     from .data import SIZE_SPREAD, make_digits_detection
 
@@ -314,6 +394,7 @@ COMMANDS = {
     "val": _val,
     "predict": _predict,
     "export": _export,
+    "compress": _compress,
     "digits": _digits,
 }
 
