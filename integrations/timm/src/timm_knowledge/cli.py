@@ -1,5 +1,8 @@
 """``timm-knowledge`` command line: ``timm-knowledge train --model kw_resnet18 --data-dir ...``.
 
+``timm-knowledge compress OUT/model --num-atoms 256 --data-dir ...`` distils a trained ``rd_*``
+model's Retriever-Dictionary into fewer atoms (:mod:`timm_knowledge.compress`).
+
 Every :class:`timm_knowledge.train.TrainConfig` field is one flag (``--temp-epochs 20``,
 ``--model-ema``, ``--amp``, ``--model-kwargs '{"budget": 0.5}'``). Run under ``torchrun`` for
 DistributedDataParallel.
@@ -66,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument(
                 flag, type=kind, required=required, default=default, help=f"(default: {default})"
             )
+    from .compress import add_arguments as compress_arguments
+
+    compress_arguments(
+        commands.add_parser(
+            "compress", help="distil an rd_* model's dictionary into fewer atoms (YOLO-RD 3.3)"
+        )
+    )
     return parser
 
 
@@ -81,6 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # --help (0) or a usage error (2, already printed)
         return int(e.code or 0)
     command = args.pop("command")
+    if command == "compress":
+        from .compress import run as compress
+
+        return compress(args)
     try:
         cfg = TrainConfig(**args)
         cfg.check()
