@@ -382,8 +382,14 @@ def train(
             )
             if improved:
                 result.best = save_checkpoint(final, out / "weights" / "best", **labels)
-            results.write(result.history, evaluation, plots=plots)
+            # results.png costs about 0.6 CPU s per drawing (a tenth of a small digits epoch):
+            # drawn when the epoch was validated and at the end, as Ultralytics draws it.
+            last_epoch = epoch + 1 == epochs
+            results.write(
+                result.history, evaluation, plots=plots and (evaluation is not None or last_epoch)
+            )
         if rank == 0:
+            (print if progress else log.info)(epoch_line(row, epochs))
             for callback in callbacks:
                 callback(row)
     if out is not None and rank == 0:  # temporaries of killed writes no later write repeats
