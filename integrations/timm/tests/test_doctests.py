@@ -9,6 +9,7 @@ MODULES = [
     "timm_knowledge.kw_paper",
     "timm_knowledge.rd_paper",
     "timm_knowledge.det_paper",
+    "timm_knowledge.compress",
 ]
 
 
