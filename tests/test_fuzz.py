@@ -453,10 +453,6 @@ def _entries(tmp) -> dict[str, Entry]:
     e["yolo_heads.AnchorBasedHead"] = Entry(
         yh.AnchorBasedHead, lambda: {"in_channels": [8, 8, 8], "num_classes": 3}
     )
-    e["yolo_heads.ClassificationHead"] = Entry(
-        yh.ClassificationHead,
-        lambda: {"in_channels": [8, 8, 8], "num_classes": 3, "hidden": 8, "dropout": 0.0},
-    )
     e["yolo_heads.AnchorFreeLoss"] = Entry(
         yh.AnchorFreeLoss,
         lambda: {

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import timm_knowledge
 from timm_knowledge import KW_PAPER_BUDGETS, PAPER_MODELS, budget_suffix, list_paper_models
-from yolo_heads.architectures import list_architectures
+from yolo_heads.architectures import list_architectures, list_classifiers
 
 
 def _params(model: torch.nn.Module) -> int:
@@ -23,9 +23,9 @@ def test_every_paper_configuration_is_listed_with_a_hub_repository():
     assert set(timm.list_models("kw_*_*x")) >= set(list_paper_models("kernelwarehouse"))
     assert set(timm.list_models("rd_*")) == set(timm_knowledge.RD_ARCHITECTURES)
     # yolo_detector is yolo-heads' own generic entry (any checkpoint folder), and its authors'
-    # architectures (yolov9_t ... yolov7) are registered under their own names: not paper models
-    # of this project
-    authors = set(list_architectures())
+    # architectures (yolov9_t ... yolov7, the classifiers yolov9_c_cls / yolo_rd_9c_cls) are
+    # registered under their own names: not paper models of this project
+    authors = {*list_architectures(), *list_classifiers()}
     assert set(timm.list_models("yolo*")) == {*detectors, "yolo_detector", *authors}
     for name in names:
         cfg = timm.models.get_pretrained_cfg(name)

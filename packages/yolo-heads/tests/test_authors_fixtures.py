@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from yolo_heads.architectures import GraphDetector, architecture_for
+from yolo_heads.architectures import GraphDetector, architecture_for, build_architecture
 from yolo_heads.official import authors_outputs, load
 
 FIXTURES = sorted((Path(__file__).parent / "fixtures" / "authors").glob("*.safetensors"))
@@ -23,10 +23,11 @@ FIXTURES = sorted((Path(__file__).parent / "fixtures" / "authors").glob("*.safet
 def _has_main_outputs(path: Path) -> bool:
     with safe_open(path, "pt") as f:
         names = f.keys()
-    return any(k.startswith("out.Main") for k in names)
+    return any(k.startswith("out.Main.") for k in names)
 
 
-# The YOLO-RD repo's models (tagged outputs out.Main.* / out.AUX.*); YOLOR's have one head.
+# The YOLO-RD repo's detectors (tagged outputs out.Main.* / out.AUX.*); YOLOR's have one head,
+# v9-c-cls one tensor (out.Main, the logits).
 TAGGED = [p for p in FIXTURES if _has_main_outputs(p)]
 
 
@@ -71,7 +72,7 @@ def test_outputs_match_the_authors(path: Path) -> None:
     assert sum(p.numel() for p in model.parameters()) == int(meta["params"])
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert trainable == int(meta["params_trainable"])
-    deploy = GraphDetector(name, auxiliary=False)
+    deploy = build_architecture(name, auxiliary=False)
     assert sum(p.numel() for p in deploy.parameters()) == int(meta["params_deploy"])
 
     outputs = authors_outputs(model, images)

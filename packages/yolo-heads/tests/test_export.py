@@ -11,6 +11,7 @@ import torch
 import torchvision
 
 from yolo_heads import YOLODetector
+from yolo_heads.architectures import GraphClassifier
 from yolo_heads.data import CocoDetection, collate
 from yolo_heads.export import DetectionGraph, export_onnx, export_program
 from yolo_heads.fuse import fuse_for_inference
@@ -197,7 +198,7 @@ def test_export_bad_input(trained, tiny, tmp_path, monkeypatch):
         export_onnx(model, tmp_path / "a.onnx", image_size=64, conf=1.5)
     with pytest.raises(ValueError, match="opset=11"):
         export_onnx(model, tmp_path / "a.onnx", image_size=64, opset=11)
-    classifier = YOLODetector(num_classes=3, head="classification", **tiny)
+    classifier = GraphClassifier("yolov9_c_cls", num_classes=3)
     with pytest.raises(ValueError, match="no detection head"):
         export_onnx(classifier, tmp_path / "a.onnx", image_size=64)
 

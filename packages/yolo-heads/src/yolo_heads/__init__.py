@@ -18,7 +18,7 @@ from .detector import YOLODetector
 from .evaluate import evaluate_coco, evaluate_detector
 from .export import export_onnx, export_program
 from .fuse import FusionError, conv_bn_pairs, fuse_conv_bn, fuse_for_inference
-from .heads import HEADS, AnchorBasedHead, AnchorFreeHead, ClassificationHead, register_head
+from .heads import HEADS, AnchorBasedHead, AnchorFreeHead, register_head
 from .losses import AnchorBasedLoss, AnchorFreeLoss, distribution_focal_loss
 from .necks import FPN, NECKS, PAN, register_neck
 from .nms import batched_nms, nms, postprocess
@@ -33,7 +33,6 @@ __all__ = [
     "AnchorBasedLoss",
     "AnchorFreeHead",
     "AnchorFreeLoss",
-    "ClassificationHead",
     "FusionError",
     "PyramidBackbone",
     "TaskAlignedAssigner",

@@ -17,6 +17,9 @@ from .knowledge import attach_retriever_dictionary, implicit_feature_alignment
 from .necks import MAX_DEPTH, NECKS
 from .nms import predict_from_outputs
 
+#: the head name of the classification head, retired: classification is timm's
+RETIRED_HEAD = "classification"
+
 
 def _rd_kwargs(rd: dict[str, Any] | bool) -> tuple[str | None, dict[str, Any]]:
     if rd is True:
@@ -83,7 +86,8 @@ class YOLODetector(nn.Module):
         num_classes: number of object classes.
         neck: ``"pan"`` (default) or ``"fpn"`` (see :data:`yolo_heads.necks.NECKS`).
         head: ``"anchor_free"`` (DFL + task-aligned assignment, YOLOv9), ``"anchor_based"``
-            (three anchors per level, YOLOR/YOLOv7) or ``"classification"``.
+            (three anchors per level, YOLOR/YOLOv7) or ``"yolov9"``. Classification is timm's
+            (``timm.create_model("yolov9_c_cls")``, ``timm-knowledge train``).
         implicit: YOLOR implicit knowledge: feature alignment (ImplicitAdd) on every neck output
             and prediction refinement (add before, multiply after) on every output convolution.
             Needs ``implicit-knowledge``; ``implicit_prior`` picks its modelling.
@@ -130,6 +134,13 @@ class YOLODetector(nn.Module):
         # Before the backbone is built: a bad neck or head argument fails at once.
         fn = "YOLODetector"
         check_choice("neck", neck, NECKS, fn=fn)
+        if head == RETIRED_HEAD:
+            raise ValueError(
+                f"{fn}: head={head!r} was retired (one classification path): classify with a timm "
+                "classifier, e.g. timm.create_model('yolov9_c_cls', num_classes=N) (the authors' "
+                "YOLOv9 classifier), trained by `timm-knowledge train --model yolov9_c_cls "
+                "--data-dir <image folder>`"
+            )
         check_choice("head", head, HEADS, fn=fn)
         check_int("num_classes", num_classes, fn=fn)
         check_int("neck_channels", neck_channels, low=2, fn=fn)
@@ -200,7 +211,7 @@ class YOLODetector(nn.Module):
         return self.alignment(feats) if self.alignment is not None else feats
 
     def forward(self, images: torch.Tensor) -> Any:
-        """Raw head outputs for :meth:`loss` (one tensor per level; logits for classification).
+        """Raw head outputs for :meth:`loss` (one tensor per level).
 
         ``images`` are ``[B, in_chans, H, W]`` in [0, 1] with H and W multiples of 32; the
         backbone's normalisation (``mean``/``std`` buffers) is applied here.
@@ -217,8 +228,6 @@ class YOLODetector(nn.Module):
         image) and ``labels`` [N]; ``N = 0`` is a background image. ``image_size`` (H, W) enables
         the check that boxes lie inside the image (inferred from the outputs when omitted).
         """
-        if self.head_name == "classification":
-            return self._loss(outputs, targets)
         if image_size is None:
             h, w = outputs[0].shape[-2:] if outputs[0].ndim == 4 else outputs[0].shape[2:4]
             image_size = (h * self.backbone.strides[0], w * self.backbone.strides[0])
@@ -237,10 +246,6 @@ class YOLODetector(nn.Module):
         """Per-image ``boxes`` [K, 4] (xyxy pixels of the input), ``scores`` [K], ``labels`` [K].
 
         Runs in the module's current mode; call ``model.eval()`` first for inference.
-        For the classification head: ``scores`` [C] probabilities and the best ``labels``.
         """
         outputs = self(images)
-        if self.head_name == "classification":
-            probs = outputs.softmax(-1)
-            return [{"scores": p, "labels": p.argmax()} for p in probs]
         return predict_from_outputs(self.head, outputs, images, conf, iou, max_det, multi_label)

@@ -48,7 +48,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .architectures import GraphDetector
+from .architectures import GraphClassifier, GraphDetector, list_classifiers
+from .architectures.classifier import fit_authors_state
 from .heads import AnchorBasedHead, SegmentHead, YOLOv9Head
 
 __all__ = ["authors_outputs", "load", "read_state_dict", "to_authors_key"]
@@ -166,7 +167,7 @@ def _class_rows(value: torch.Tensor, own: torch.Tensor, anchors: int) -> torch.T
 
 def load(
     source: str | os.PathLike | Mapping[str, Any],
-    model: str | GraphDetector = "yolov9_c",
+    model: str | GraphDetector | GraphClassifier = "yolov9_c",
     *,
     ema: bool = True,
     strict_classes: bool = False,
@@ -181,12 +182,19 @@ def load(
     depends on the class count), so the returned model may be a rebuilt one: use the return
     value. Any other mismatch raises ``ValueError`` naming the first key.
 
+    The classifiers (``model="yolov9_c_cls"``, a :class:`GraphClassifier`): with another class
+    count the final Linear keeps the model's initialisation.
+
     YOLOR's models (``model="yolor_csp"`` ...): ``source`` is their ``.pt`` (``ckpt["model"]``,
     the EMA ``Darknet.state_dict()``) or that state dict; with another class count the class
     rows of each anchor (output convolution and ImplicitMul) keep the model's initialisation.
     """
     if _is_darknet(model):
         return _load_darknet(source, model, strict_classes=strict_classes)
+    if isinstance(model, GraphClassifier) or model in list_classifiers():
+        state = {to_ours(k): v for k, v in read_state_dict(source, ema=ema).items()}
+        model, skipped = fit_authors_state(model, state, strict_classes)
+        return _load_reporting(model, state, skipped, "class-output tensors")
     state = {
         # their implicit vectors are [1, C, 1, 1], implicit-knowledge's [C]
         to_ours(k): v.reshape(-1) if k.endswith(".implicit") else v
@@ -355,11 +363,14 @@ def authors_outputs(model: nn.Module, images: torch.Tensor) -> dict[str, torch.T
     also computes boxes and classes, left out here). Tags are ``Main`` and, when built, ``AUX``
     (which the authors' forward runs in eval too). YOLOR (``Darknet.forward``'s
     ``(decoded, (p_0, p_1, p_2))``): ``out.level.<l>`` [B, 3, H, W, 5 + C] raw, ``out.decoded`` [B, N, 5 + C] (box centre and size
-    in pixels, sigmoid objectness and classes). Runs ``model`` in eval mode.
+    in pixels, sigmoid objectness and classes). Classifiers (v9-c-cls): ``out.Main`` [B, C],
+    the logits. Runs ``model`` in eval mode.
     """
     was_training = model.training
     model.eval()
     try:
+        if isinstance(model, GraphClassifier):  # v9-c-cls: the logits
+            return {"out.Main": model(images)}
         tagged = model.forward_tags(images)
     finally:
         model.train(was_training)

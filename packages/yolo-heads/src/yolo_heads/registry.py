@@ -8,7 +8,10 @@ and ``timm.create_model("hf-hub:<repo>", pretrained=True)`` read.
 The authors' detectors (:mod:`yolo_heads.architectures`: ``yolov9_t`` ... ``yolo_rd_9c``,
 ``yolov7``, YOLOR's ``yolor_csp`` ... ``yolor_w6``; ``yolo_cfg`` with ``cfg=``) are registered
 by name too; their ``features_only`` gives the backbone's stride 8/16/32(/64) maps (the tables'
-B3/B4/B5) through ``forward_intermediates``.
+B3/B4/B5) through ``forward_intermediates``. The authors' classifier ``yolov9_c_cls`` (and
+``yolo_rd_9c_cls``, with rd-9c's Retriever-Dictionary) is a plain timm classifier
+(:class:`~yolo_heads.architectures.GraphClassifier`): ``num_classes``, ``reset_classifier``,
+``features_only``, and ``timm-knowledge train`` trains it.
 
 Example:
     >>> import timm, yolo_heads
@@ -18,6 +21,9 @@ Example:
     >>> backbone = timm.create_model("yolov9_t", features_only=True)
     >>> backbone.feature_info.channels(), backbone.feature_info.reduction()
     ([64, 96, 128], [8, 16, 32])
+    >>> classifier = timm.create_model("yolov9_c_cls", num_classes=10)
+    >>> classifier.get_classifier(), classifier.pretrained_cfg["classifier"]
+    (Linear(in_features=1024, out_features=10, bias=True), 'layers.9.head')
 """
 
 from __future__ import annotations
@@ -28,7 +34,13 @@ from typing import Any
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
-from .architectures import GraphDetector, get_architecture, list_architectures
+from .architectures import (
+    GraphClassifier,
+    GraphDetector,
+    get_architecture,
+    list_architectures,
+    list_classifiers,
+)
 from .detector import YOLODetector
 
 ARCHITECTURE = "yolo_detector"
@@ -47,6 +59,18 @@ PRETRAINED_CFG: dict[str, Any] = {
     "license": "apache-2.0",
 }
 
+def _classifier_cfg(name: str) -> dict[str, Any]:
+    """A classifier table's timm config: [0, 1] images (mean 0, std 1), its Linear named."""
+    head = len(get_architecture(name)["backbone"]) + len(get_architecture(name).get("head", []))
+    return dict(
+        PRETRAINED_CFG,
+        input_size=(3, 224, 224),
+        pool_size=(7, 7),
+        first_conv="layers.0.conv.conv",
+        classifier=f"layers.{head - 1}.head",
+    )
+
+
 # The authors' models take [0, 1] images without normalisation, as the generic detector does.
 default_cfgs = generate_default_cfgs(
     {
@@ -59,6 +83,7 @@ default_cfgs = generate_default_cfgs(
             )
             for name in list_architectures()
         },
+        **{name: _classifier_cfg(name) for name in list_classifiers()},
     }
 )
 
@@ -74,10 +99,11 @@ def yolo_detector(pretrained: bool = False, **kwargs: Any) -> nn.Module:
 def _architecture_entrypoint(name: str):
     # every backbone feature: strides 8/16/32, and 64 for YOLOR's P6 / W6
     out_indices = tuple(range(len(get_architecture(name).get("features") or (8, 16, 32))))
+    model_class = GraphClassifier if name in list_classifiers() else GraphDetector
 
     def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
         return build_model_with_cfg(
-            partial(GraphDetector, name),
+            partial(model_class, name),
             name,
             pretrained,
             feature_cfg={"feature_cls": "getter", "out_indices": out_indices},
@@ -88,12 +114,14 @@ def _architecture_entrypoint(name: str):
     entrypoint.__module__ = __name__
     source = get_architecture(name).get("source")
     entrypoint.__doc__ = (
-        f"The authors' {source} as a GraphDetector (yolo-heads)."
+        f"The authors' {source} as a {model_class.__name__} (yolo-heads)."
         if source
+        else "yolov9_c_cls with rd-9c's Retriever-Dictionary at B3 (yolo-heads)."
+        if model_class is GraphClassifier
         else "A GraphDetector from a darknet cfg file: cfg=<path or text> (yolo-heads)."
     )
     return register_model(entrypoint)
 
 
-for _name in list_architectures():
+for _name in [*list_architectures(), *list_classifiers()]:
     globals()[_name] = _architecture_entrypoint(_name)

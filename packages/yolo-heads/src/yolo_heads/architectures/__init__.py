@@ -4,10 +4,13 @@ Each YOLO-RD-repo family is one layer table (``yolov9.yaml``, ``yolov7.yaml``) b
 :class:`GraphDetector` from the blocks in :mod:`yolo_heads.architectures.blocks`; YOLOR's
 detectors (``yolor.yaml``) are the authors' darknet cfg files (``cfg/``) read by
 :mod:`yolo_heads.architectures.darknet`, and ``yolo_cfg`` builds any cfg file of the user's.
+The classifier tables (v9-c-cls, :func:`list_classifiers`) build a :class:`GraphClassifier`.
 
     >>> sorted(list_architectures())  # doctest: +NORMALIZE_WHITESPACE
     ['yolo_cfg', 'yolo_rd_9c', 'yolor_csp', 'yolor_csp_x', 'yolor_p6', 'yolor_w6', 'yolov7',
      'yolov9_c', 'yolov9_m', 'yolov9_s', 'yolov9_t']
+    >>> list_classifiers()
+    ['yolov9_c_cls', 'yolo_rd_9c_cls']
 """
 
 from __future__ import annotations
@@ -20,15 +23,19 @@ from typing import Any
 import yaml
 
 from .blocks import BLOCKS
+from .classifier import GraphClassifier, is_classifier_table
 from .detector import GraphDetector
 
 __all__ = [
     "BLOCKS",
+    "GraphClassifier",
     "GraphDetector",
     "architecture_for",
+    "build_architecture",
     "get_architecture",
     "get_cfg",
     "list_architectures",
+    "list_classifiers",
 ]
 
 FAMILIES = ("yolov9.yaml", "yolov7.yaml", "yolor.yaml")
@@ -46,8 +53,21 @@ def _tables() -> dict[str, dict[str, Any]]:
 
 
 def list_architectures() -> list[str]:
-    """Names of the built-in layer tables."""
-    return list(_tables())
+    """Names of the built-in detector tables (:class:`GraphDetector`)."""
+    return [name for name, table in _tables().items() if not is_classifier_table(table)]
+
+
+def list_classifiers() -> list[str]:
+    """Names of the built-in classifier tables (:class:`GraphClassifier`)."""
+    return [name for name, table in _tables().items() if is_classifier_table(table)]
+
+
+def build_architecture(name: str, **kwargs: Any) -> GraphDetector | GraphClassifier:
+    """The model of the table ``name``: a :class:`GraphClassifier` for a classifier table, a
+    :class:`GraphDetector` otherwise; ``kwargs`` go to its constructor."""
+    if name in list_classifiers():
+        return GraphClassifier(name, **kwargs)
+    return GraphDetector(name, **kwargs)
 
 
 def get_architecture(name: str) -> dict[str, Any]:

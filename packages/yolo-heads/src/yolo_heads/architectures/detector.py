@@ -20,6 +20,7 @@ from torch import nn
 from .._checks import check_images, check_int, check_targets
 from ..nms import predict_from_outputs
 from .blocks import BLOCKS, RepConv
+from .classifier import is_classifier_table
 from .darknet import DarknetInfo, build_darknet, parse_cfg
 from .graph import HEAD_BLOCKS, Layer, LayerGraph, parse_table
 
@@ -113,6 +114,11 @@ class GraphDetector(nn.Module):
         super().__init__()
         fn = "GraphDetector"
         table = get_architecture(architecture)
+        if is_classifier_table(table):
+            raise ValueError(
+                f"architecture={architecture!r} is a classifier; build it with GraphClassifier "
+                f"(or timm.create_model({architecture!r}))"
+            )
         check_int("num_classes", num_classes, fn=fn)
         check_int("in_chans", in_chans, fn=fn)
         #: a darknet cfg's head levels and the authors' key names (None for layer tables)

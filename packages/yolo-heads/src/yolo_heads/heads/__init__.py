@@ -1,5 +1,5 @@
-"""Prediction heads, in a registry: ``anchor_free``, ``anchor_based``, ``yolov9``, ``segment``
-and ``classification``."""
+"""Prediction heads, in a registry: ``anchor_free``, ``anchor_based``, ``yolov9`` and ``segment``;
+image classification is timm's (``timm.create_model("yolov9_c_cls")``, ``timm-knowledge train``)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,6 @@ def check_head_args(
 
 from .anchor_based import DEFAULT_ANCHORS, AnchorBasedHead  # noqa: E402
 from .anchor_free import AnchorFreeHead  # noqa: E402
-from .classification import ClassificationHead  # noqa: E402
 from .segment import SegmentHead  # noqa: E402
 from .yolov9 import YOLOv9Head  # noqa: E402
 
@@ -50,7 +49,6 @@ __all__ = [
     "HEADS",
     "AnchorBasedHead",
     "AnchorFreeHead",
-    "ClassificationHead",
     "SegmentHead",
     "YOLOv9Head",
     "register_head",
