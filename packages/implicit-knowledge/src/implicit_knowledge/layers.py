@@ -27,6 +27,8 @@ class ImplicitLayer(nn.Module):
     # Initial distribution of the representation (YOLOR section 4.3).
     init_mean: float = 0.0
     init_std: float = 0.02
+    # a Python-side view TorchScript must not compile (the checks around it run in eager only)
+    __jit_unused_properties__ = ("expected_channels",)
 
     def __init__(
         self, channels: int, prior: str = "vector", prior_dim: int | None = None, dim: int = 1
@@ -58,6 +60,7 @@ class ImplicitLayer(nn.Module):
         """Width the input must have on ``dim`` (None: any)."""
         return self.channels
 
+    @torch.jit.unused
     def _channel_axis(self, x: torch.Tensor) -> int:
         if x.dim() < 2:
             raise ValueError(
@@ -76,8 +79,9 @@ class ImplicitLayer(nn.Module):
 
     def _broadcast(self, x: torch.Tensor) -> torch.Tensor:
         """The representation shaped to broadcast against ``x``."""
+        axis = self.dim % x.dim() if torch.jit.is_scripting() else self._channel_axis(x)
         shape = [1] * x.dim()
-        shape[self._channel_axis(x)] = self.channels
+        shape[axis] = self.channels
         return self.implicit().to(x.dtype).view(shape)
 
     def extra_repr(self) -> str:

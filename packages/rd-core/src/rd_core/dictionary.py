@@ -117,6 +117,8 @@ class NormalizedDictionary(nn.Module):
         torch.Size([1, 4, 3, 3])
     """
 
+    __jit_unused_properties__ = ("trainable", "atoms")  # Python-side views, not for TorchScript
+
     def __init__(
         self,
         num_atoms: int,
@@ -176,6 +178,8 @@ class ConvBNDictionary(nn.Module):
         >>> d(torch.randn(2, 6, 3, 3)).shape
         torch.Size([2, 4, 3, 3])
     """
+
+    __jit_unused_properties__ = ("trainable", "atoms")  # Python-side views, not for TorchScript
 
     def __init__(
         self,

@@ -53,6 +53,9 @@ class RetrieverDictionary(nn.Module):
         torch.Size([64, 32])
     """
 
+    # Python-side views TorchScript must not compile
+    __jit_unused_properties__ = ("fused", "mix_weights", "atoms", "trainable_dictionary", "config")
+
     def __init__(
         self,
         in_channels: int,
@@ -148,6 +151,8 @@ class RetrieverDictionary(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def _check_input(self, x: torch.Tensor) -> None:
+        if torch.jit.is_tracing():
+            return  # a traced graph keeps no Python checks (and comparing sizes would warn)
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(
@@ -176,10 +181,26 @@ class RetrieverDictionary(nn.Module):
         return self.dictionary(self.coefficients(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            # equation 7 as written: TorchScript keeps no Python-side cache (the fold below
+            # saves little next to the retriever's convolutions)
+            w_x, w_d = self._script_mix
+            return w_x * x + w_d * self.dictionary(self.norm(self.retriever(x)))
+        return self._forward_eager(x)
+
+    def __prepare_scriptable__(self) -> RetrieverDictionary:
+        # torch.jit.script calls this first: the mixing weights as constants of this variant
+        self._script_mix = tuple(float(w) for w in self.mix_weights)
+        return self
+
+    @torch.jit.unused
+    def _forward_eager(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         w_x, w_d = self.mix_weights
         if self._can_use_inference_cache():
-            weight, bias = self._folded_dictionary()
+            # while tracing, the fold is recorded in the graph instead of cached: a cached
+            # tensor would be a constant in the second (checking) trace and the graphs differ
+            weight, bias = self._folded_dictionary(cache=not torch.jit.is_tracing())
             normalised = self.norm.normalize(self.retriever(x))
             out = F.conv2d(normalised, weight, bias)
             return out.add_(x, alpha=w_x) if w_x != 0.0 else out
@@ -197,8 +218,11 @@ class RetrieverDictionary(nn.Module):
             return True
         return not any(p.requires_grad for p in self._folded_parameters())
 
-    def _folded_dictionary(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """PONO affine + dictionary + mixing weight as one 1x1 conv; computed once per state."""
+    def _folded_dictionary(self, cache: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """PONO affine + dictionary + mixing weight as one 1x1 conv; computed once per state
+        (every call with ``cache=False``)."""
+        if not cache:
+            return self._fold()
         tensors = self._folded_parameters()
         key = (
             tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors),
@@ -208,6 +232,11 @@ class RetrieverDictionary(nn.Module):
         )
         if self._inference_cache is not None and self._inference_cache[0] == key:
             return self._inference_cache[1], self._inference_cache[2]
+        weight, bias = self._fold()
+        self._inference_cache = (key, weight, bias)
+        return weight, bias
+
+    def _fold(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         with torch.no_grad():
             weight, bias = self.dictionary.linear_map()  # [f, N], [f] | None
             if self.norm.affine:
@@ -217,7 +246,6 @@ class RetrieverDictionary(nn.Module):
             w_d = self.mix_weights[1]
             weight = (weight * w_d)[:, :, None, None].contiguous()
             bias = None if bias is None else bias * w_d
-        self._inference_cache = (key, weight, bias)
         return weight, bias
 
     def train(self, mode: bool = True) -> RetrieverDictionary:

@@ -44,6 +44,10 @@ def positional_norm(x: torch.Tensor, eps: float = 1e-5, form: str = "variance") 
     check_float("positional_norm", "eps", eps)
     if form not in PONO_FORMS:
         raise ValueError(f"positional_norm: form={form!r} is not one of {PONO_FORMS}")
+    return _positional_norm(x, eps, form)
+
+
+def _positional_norm(x: torch.Tensor, eps: float, form: str) -> torch.Tensor:
     # Two explicit passes instead of torch.var_mean(dim=1): on CPU the fused reduction over the
     # channel axis of an NCHW map was ~4x slower than mean + centred mean of squares, and the
     # centred form keeps the variance exact (no E[x^2] - E[x]^2 cancellation).
@@ -99,13 +103,20 @@ class PositionalNorm(nn.Module):
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """The normalisation alone, without ``gamma`` / ``beta``."""
+        if torch.jit.is_scripting():
+            return _positional_norm(x, self.eps, self.form)
+        return self._normalize_checked(x)
+
+    @torch.jit.unused
+    def _normalize_checked(self, x: torch.Tensor) -> torch.Tensor:
         return positional_norm(x, self.eps, self.form)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.normalize(x)
-        if self.affine:
-            shape = (1, -1) + (1,) * (x.dim() - 2)
-            y = y * self.weight.view(shape) + self.bias.view(shape)
+        weight, bias = self.weight, self.bias
+        if weight is not None and bias is not None:
+            shape = [1, -1] + [1] * (x.dim() - 2)
+            y = y * weight.view(shape) + bias.view(shape)
         return y
 
     def extra_repr(self) -> str:

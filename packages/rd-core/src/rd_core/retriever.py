@@ -28,6 +28,8 @@ class ConvNormAct(nn.Sequential):
         torch.Size([1, 4, 5, 5])
     """
 
+    __jit_unused_properties__ = ("is_linear",)  # a Python-side view, not for TorchScript
+
     def __init__(
         self,
         in_channels: int,
