@@ -148,6 +148,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_weights(weights: str) -> None:
+    """``--weights`` is a checkpoint folder, checked before torch loads (seconds of CPU)."""
+    from ._files import existing_folder
+
+    folder = existing_folder(weights)
+    if not folder.is_dir():
+        hint = " (give the checkpoint folder, not a file in it)" if Path(weights).is_file() else ""
+        raise UsageError(f"--weights {weights!r} is not a checkpoint folder{hint}")
+    if not (folder / "config.json").is_file():
+        raise UsageError(f"--weights {weights!r} has no config.json; expected a checkpoint folder")
+
+
 def _weights(args: argparse.Namespace):
     from .checkpoint import load_checkpoint, read_config
     from .threads import plan_cpu
@@ -161,18 +173,21 @@ def _weights(args: argparse.Namespace):
 
 
 def _train(args: argparse.Namespace) -> int:
-    import torch
-    import torch.distributed as dist
-
-    from .config import load_config
-    from .run import resume_config, run_training
+    from .config import check_data_files, load_config
 
     if args.resume and args.config:
         raise UsageError("--resume takes the run's own config.yaml; do not also pass --config")
+    if not args.resume:  # the config and its data files are checked before torch loads
+        cfg = load_config(args.config, args.overrides)
+        check_data_files(cfg)
+
+    import torch
+    import torch.distributed as dist
+
+    from .run import resume_config, run_training
+
     if args.resume:
         cfg = resume_config(args.resume, args.overrides)
-    else:
-        cfg = load_config(args.config, args.overrides)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     try:
@@ -192,6 +207,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _val(args: argparse.Namespace) -> int:
+    _check_weights(args.weights)
+    if not Path(args.data).is_file():
+        raise UsageError(f"--data {args.data!r} does not exist; expected a COCO JSON or data YAML")
     from .data import create_dataset
     from .evaluate import evaluate_detector
     from .fuse import fuse_for_inference
@@ -229,6 +247,9 @@ def _images(source: Path) -> list[Path]:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    _check_weights(args.weights)
+    images = _images(Path(args.source))  # before the model loads
+
     import numpy as np
     import torch
     from PIL import Image
@@ -243,7 +264,7 @@ def _predict(args: argparse.Namespace) -> int:
     names = model.label_names or [str(i) for i in range(model.num_classes)]
     out = Path(args.out)
     records = []
-    for path in _images(Path(args.source)):
+    for path in images:
         try:
             image = np.asarray(Image.open(path).convert("RGB"))
         except OSError as err:
@@ -280,6 +301,7 @@ def _export(args: argparse.Namespace) -> int:
                 f"--format onnx needs {' and '.join(missing)}, which is not installed: "
                 "pip install 'yolo-heads[export]'"
             )
+    _check_weights(args.weights)
     from .export import export_onnx, export_program
 
     model, size = _weights(args)

@@ -33,6 +33,7 @@ __all__ = [
     "RDConfig",
     "RunConfig",
     "ScheduleConfig",
+    "check_data_files",
     "detector_kwargs",
     "load_config",
     "save_config",
@@ -283,6 +284,28 @@ def load_config(
         raise ConfigError(f"config: {missing} must be set (e.g. data.train=path/to/train.json)")
     _check(cfg)
     return cfg
+
+
+def check_data_files(cfg: DictConfig) -> None:
+    """``data.train`` and ``data.val`` exist; a missing digits set names the command that
+    writes it (``yolo-heads digits DIR``). Cheap: the CLI runs it before torch loads."""
+    for key in ("train", "val"):
+        value = cfg.data[key]
+        if value is None or Path(value).is_file():
+            continue
+        path = Path(value)
+        what = "is a folder" if path.is_dir() else "does not exist"
+        message = f"data.{key}={value!r} {what}"
+        if not path.is_absolute():
+            message += f" (relative to the current folder {os.getcwd()})"
+        if path.name in ("train.json", "val.json") and "digits" in path.parent.name:
+            message += (
+                f"; the digits set is written by `yolo-heads digits {path.parent}` (or point "
+                f"data.train= / data.val= at yours)"
+            )
+        else:
+            message += "; expected a COCO annotation JSON or a YOLO data YAML"
+        raise ConfigError(message)
 
 
 def save_config(cfg: DictConfig, path: str | os.PathLike) -> Path:
