@@ -4,13 +4,16 @@ run point at what to do (``yolo-heads digits DIR``, ``data=data.yaml``)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from yolo_heads.cli import main
+from yolo_heads.config import ConfigError, load_config
 
 # Runs the CLI as the console script does (argv[0] is the script, then `from yolo_heads.cli
 # import main`), then prints the heavy modules that got imported.
@@ -119,3 +122,39 @@ def test_train_digits_in_a_fresh_folder_names_the_digits_command(tmp_path, capsy
     assert "data.train='data/digits/train.json' does not exist" in err
     assert "`yolo-heads digits data/digits`" in err
     assert not (tmp_path / "runs").exists()  # nothing written before the data is there
+
+
+def _data_yaml(tmp_path: Path, **entries) -> Path:
+    path = tmp_path / "data.yaml"
+    path.write_text(yaml.safe_dump({"path": str(tmp_path), "names": ["a", "b"], **entries}))
+    return path
+
+
+def test_data_shortcut_sets_both_splits_from_one_yaml(tmp_path):
+    path = _data_yaml(tmp_path, train="images/train", val="images/val")
+    cfg = load_config(overrides=[f"data={path}"])
+    assert cfg.data.train == cfg.data.val == str(path)
+    # later overrides still win
+    cfg = load_config(overrides=[f"data={path}", "data.val=other.json"])
+    assert (cfg.data.train, cfg.data.val) == (str(path), "other.json")
+    # a YAML without a val split validates nothing
+    (tmp_path / "other").mkdir()
+    no_val = _data_yaml(tmp_path / "other", train=".")
+    assert load_config(overrides=[f"data={no_val}"]).data.val is None
+    with pytest.raises(ConfigError, match=r"data='train.json' is not valid.*data.train= and"):
+        load_config(overrides=["data=train.json"])
+
+
+def test_data_shortcut_trains_a_yolo_txt_set(digits, tmp_path, capsys):
+    from yolo_heads.data import write_yolo_txt
+
+    data = write_yolo_txt({"train": digits[0], "val": digits[1]}, tmp_path / "yolo")
+    run = tmp_path / "run"
+    argv = ["train", "--config", "digits", "--no-progress", "--no-plots", f"data={data}"]
+    argv += [f"out={run}", "schedule.epochs=1", "model.neck_channels=16", "data.cache=false"]
+    argv += ["model.backbone_kwargs={channels: [8, 16, 32, 64], stem_width: 8}"]
+    assert main(argv) == 0
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["data"]["train"] == saved["data"]["val"] == str(data)
+    assert "AP" in (run / "results.csv").read_text().splitlines()[0]
+    assert json.loads((run / "weights" / "best" / "config.json").read_text())

@@ -267,6 +267,12 @@ def load_config(
             f"model.architecture={o[len('model=') :]}" if o.startswith("model=") else o
             for o in overrides
         ]
+        # `data=coco8.yaml`: both splits from one YOLO data YAML, as Ultralytics' `data=`
+        overrides = [
+            part
+            for o in overrides
+            for part in (_data_shortcut(o) if o.startswith("data=") else [o])
+        ]
         bad = [o for o in overrides if "=" not in o]
         if bad:
             raise ConfigError(
@@ -306,6 +312,27 @@ def check_data_files(cfg: DictConfig) -> None:
         else:
             message += "; expected a COCO annotation JSON or a YOLO data YAML"
         raise ConfigError(message)
+
+
+def _data_shortcut(override: str) -> list[str]:
+    """``data=path/data.yaml`` (Ultralytics' form): one YOLO data YAML sets ``data.train`` and,
+    when the YAML lists a ``val`` split, ``data.val``."""
+    value = override[len("data=") :]
+    if Path(value).suffix.lower() not in (".yaml", ".yml"):
+        raise ConfigError(
+            f"data={value!r} is not valid; data= takes a YOLO data YAML (train, val, names) "
+            "for both splits; a COCO JSON holds one split: set data.train= and data.val="
+        )
+    listed = None
+    if Path(value).is_file():
+        import yaml
+
+        try:
+            listed = yaml.safe_load(Path(value).read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            raise ConfigError(f"data={value!r} is not valid YAML ({err})") from None
+    has_val = not isinstance(listed, dict) or listed.get("val") is not None
+    return [f"data.train={value}", *([f"data.val={value}"] if has_val else [])]
 
 
 def save_config(cfg: DictConfig, path: str | os.PathLike) -> Path:
