@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -172,6 +173,13 @@ def _weights(args: argparse.Namespace):
     return load_checkpoint(args.weights), int(size)
 
 
+class _StdoutLines(logging.Handler):
+    """Prints log messages to the current ``sys.stdout``, one line each, flushed."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), flush=True)
+
+
 def _train(args: argparse.Namespace) -> int:
     from .config import check_data_files, load_config
 
@@ -190,11 +198,20 @@ def _train(args: argparse.Namespace) -> int:
         cfg = resume_config(args.resume, args.overrides)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    # without bars the trainer logs its lines (threads, one per epoch): print them as they come
+    printer = _StdoutLines()
+    train_log = logging.getLogger("yolo_heads.train")
+    level = train_log.level
+    if args.no_progress:
+        train_log.addHandler(printer)
+        train_log.setLevel(logging.INFO)
     try:
         result = run_training(
             cfg, resume=args.resume, progress=not args.no_progress, plots=not args.no_plots
         )
     finally:
+        train_log.removeHandler(printer)
+        train_log.setLevel(level)
         if dist.is_initialized():
             dist.destroy_process_group()
     if result.history and (not dist.is_initialized()):

@@ -20,7 +20,28 @@ import torch
 from ._files import write_text_atomic
 from .evaluate import METRICS, predict_dataset
 
-__all__ = ["Evaluation", "Results"]
+__all__ = ["Evaluation", "Results", "csv_columns"]
+
+
+def csv_columns(history: list[dict[str, float]]) -> list[str]:
+    """``results.csv``'s header: ``epoch``, the loss parts (every other key, in the order the
+    rows first name them), every COCO box metric (empty until an epoch is validated), the mask
+    metrics when a row has one (instance segmentation), ``lr``, ``seconds``.
+
+    The order does not depend on which epochs were validated (``val_interval``), so files of
+    two runs line up.
+
+    >>> csv_columns([{"epoch": 1, "loss": 2.0, "box": 1.0, "lr": 0.1, "seconds": 3.0}])
+    ['epoch', 'loss', 'box', 'AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'lr', 'seconds']
+    """
+    seen: list[str] = []
+    for row in history:
+        seen.extend(k for k in row if k not in seen)
+    tail = ("lr", "seconds")
+    masks = [k for k in seen if k.startswith("mask_")]  # mask_AP ... mask_APl, in their order
+    fixed = {"epoch", *METRICS, *masks, *tail}
+    losses = [k for k in seen if k not in fixed]
+    return ["epoch", *losses, *METRICS, *masks, *tail]
 
 
 @dataclass
@@ -68,9 +89,7 @@ class Results:
     ) -> None:
         if self.folder is None:
             return
-        columns: list[str] = []
-        for row in history:
-            columns.extend(k for k in row if k not in columns)
+        columns = csv_columns(history)
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
         writer.writeheader()

@@ -125,6 +125,23 @@ def _as_float(outputs: Any) -> Any:
     return [o.float() for o in outputs] if isinstance(outputs, list) else outputs
 
 
+def epoch_line(row: dict[str, float], epochs: int) -> str:
+    """One epoch's console line: its number, the mean loss parts, AP and AP50 (and the mask
+    ones) when it was validated, and its seconds (training and validation).
+
+    >>> epoch_line({"epoch": 3, "loss": 2.5, "box": 1.25, "AP": 0.1234, "AP50": 0.5, "APs": 0.1,
+    ...             "lr": 0.004, "seconds": 12.34}, 30)
+    'epoch 3/30  loss 2.500  box 1.250  AP 0.1234  AP50 0.5000  12.3 s'
+    """
+    metrics = [k for k in row if k.startswith(("AP", "mask_AP"))]
+    parts = [f"epoch {int(row['epoch'])}/{epochs}"]
+    skip = {"epoch", "lr", "seconds", *metrics}
+    parts += [f"{k} {v:.3f}" for k, v in row.items() if k not in skip]
+    parts += [f"{k} {row[k]:.4f}" for k in ("AP", "AP50", "mask_AP", "mask_AP50") if k in row]
+    parts.append(f"{row.get('seconds', 0.0):.1f} s")
+    return "  ".join(parts)
+
+
 def _agree_on_skip(loss: torch.Tensor, distributed: bool) -> bool:
     """True when the loss is not finite on this rank or any other (all ranks skip together,
     so DistributedDataParallel's gradient all-reduce never waits for a rank that skipped)."""
@@ -299,7 +316,10 @@ def train(
             dataset.set_epoch(epoch)
         sums: dict[str, float] = {}
         count = 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress or rank)
+        # leave=False: the epoch's summary line below takes the bar's place
+        bar = tqdm(
+            loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress or rank, leave=False
+        )
         for images, targets in bar:
             images = images.to(device)
             targets = [
