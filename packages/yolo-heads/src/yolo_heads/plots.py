@@ -167,6 +167,17 @@ def _dashed_rectangle(draw: ImageDraw.ImageDraw, box, colour, width: int, dash: 
             draw.line((start, end), fill=colour, width=width)
 
 
+def _wrap(text: str, font: Any, width: int) -> list[str]:
+    """``text`` broken at spaces into lines at most ``width`` pixels wide in ``font``."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and font.getlength(f"{lines[-1]} {word}") <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines
+
+
 def draw_detections(
     images: torch.Tensor,
     targets: Sequence[dict[str, Any]] | None,
@@ -176,14 +187,18 @@ def draw_detections(
     conf: float = 0.25,
     max_images: int = 16,
     min_side: int = 256,
+    top_k: int | Sequence[int] | None = None,
+    title: str | None = None,
 ) -> Path:
     """A grid of ``images`` [B, 3, H, W] (in [0, 1]) with ground truth and predicted boxes.
 
     Each class has its colour (:func:`class_colour`); ground truth is drawn dashed, predictions
-    solid with ``name score`` above the box (those scoring at least ``conf``). Small images are
-    upscaled by an integer factor to at least ``min_side`` pixels, boxes scaled with them.
-    ``targets`` / ``predictions`` hold xyxy pixel boxes of the images as given; either may be
-    None. Written atomically to ``path`` (PNG).
+    solid with ``name score`` above the box (those scoring at least ``conf``; with ``top_k``,
+    only that many of them per image, the highest-scoring: one number for all images or one per
+    image). ``title`` is written above the grid (say there which predictions are drawn). Small
+    images are upscaled by an integer factor to at least ``min_side`` pixels, boxes scaled with
+    them. ``targets`` / ``predictions`` hold xyxy pixel boxes of the images as given; either
+    may be None. Written atomically to ``path`` (PNG).
     """
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
@@ -192,6 +207,14 @@ def draw_detections(
     for name, per_image in (("targets", targets), ("predictions", predictions)):
         if per_image is not None and len(per_image) < n:
             raise ValueError(f"{name} has {len(per_image)} entries for {n} images; give one each")
+    per_image_k = [top_k] * n if top_k is None or isinstance(top_k, int) else list(top_k)
+    if len(per_image_k) < n or any(
+        k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 0)
+        for k in per_image_k
+    ):
+        raise ValueError(
+            f"top_k={top_k!r} is not valid; expected None, an integer >= 0 or one per image"
+        )
     h, w = images.shape[-2:]
     scale = max(1, math.ceil(min_side / max(h, w)))
     line = max(1, scale // 2)
@@ -199,9 +222,13 @@ def draw_detections(
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     gap = 4
-    sheet = Image.new(
-        "RGB", (cols * (w * scale + gap) + gap, rows * (h * scale + gap) + gap), "white"
-    )
+    width = cols * (w * scale + gap) + gap
+    title_lines = _wrap(title, font, width - 2 * gap) if title else []
+    line_height = font.getbbox("Ag")[3] + 2
+    header = len(title_lines) * line_height + (gap if title_lines else 0)
+    sheet = Image.new("RGB", (width, header + rows * (h * scale + gap) + gap), "white")
+    for j, text in enumerate(title_lines):
+        ImageDraw.Draw(sheet).text((gap, gap + j * line_height), text, fill=(0, 0, 0), font=font)
 
     def name_of(label: int) -> str:
         return (
@@ -220,19 +247,27 @@ def draw_detections(
                 _dashed_rectangle(draw, box, class_colour(label), line, dash=3 * scale)
         if predictions is not None:
             p = predictions[i]
-            shown = p["scores"] >= conf
+            shown = (p["scores"] >= conf).nonzero().flatten()
+            if per_image_k[i] is not None:
+                order = p["scores"][shown].argsort(descending=True)
+                shown = shown[order[: per_image_k[i]]]
             for box, score, label in zip(
                 p["boxes"][shown].tolist(), p["scores"][shown].tolist(), p["labels"][shown].tolist()
             ):
                 x1, y1, x2, y2 = (v * scale for v in box)
                 colour = class_colour(label)
                 draw.rectangle((x1, y1, x2, y2), outline=colour, width=line)
-                text = f"{name_of(label)} {score:.2f}"
+                # a young model's best boxes score under 0.01: "0.004", not "0.00"
+                text = (
+                    f"{name_of(label)} {score:.2f}"
+                    if score >= 0.01
+                    else f"{name_of(label)} {score:.1g}"
+                )
                 left, top, right, bottom = draw.textbbox((x1, y1), text, font=font)
                 th = bottom - top
                 y_text = y1 - th - 2 if y1 - th - 2 >= 0 else y1 + line
                 draw.rectangle((x1, y_text, x1 + right - left + 2, y_text + th + 2), fill=colour)
                 draw.text((x1 + 1, y_text + 1 - (top - y1)), text, fill=(0, 0, 0), font=font)
         r, c = divmod(i, cols)
-        sheet.paste(tile, (gap + c * (w * scale + gap), gap + r * (h * scale + gap)))
+        sheet.paste(tile, (gap + c * (w * scale + gap), header + gap + r * (h * scale + gap)))
     return write_atomic(path, lambda tmp: sheet.save(tmp, format="PNG"))

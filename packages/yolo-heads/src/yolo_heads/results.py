@@ -23,6 +23,12 @@ from .evaluate import METRICS, predict_dataset
 __all__ = ["Evaluation", "Results", "csv_columns"]
 
 
+VAL_PREDICTIONS_TITLE = (
+    "solid: each image's N highest-scoring predictions at any score (N = its objects, at "
+    "least 1), with their scores; dashed: ground truth"
+)
+
+
 def csv_columns(history: list[dict[str, float]]) -> list[str]:
     """``results.csv``'s header: ``epoch``, the loss parts (every other key, in the order the
     rows first name them), every COCO box metric (empty until an epoch is validated), the mask
@@ -106,7 +112,6 @@ class Results:
         if evaluation is None or evaluation.evaluator is None:
             return
         names = getattr(self, "class_names", None)
-        # a handful of low-confidence boxes would hide the picture: draw those a user would keep
         plotting.plot_pr_curve(evaluation.evaluator, names, self.folder / "pr_curve.png")
         ex = evaluation.examples
         if ex.get("images"):
@@ -116,4 +121,7 @@ class Results:
                 ex["predictions"],
                 names,
                 self.folder / "val_predictions.png",
+                conf=0.0,
+                top_k=[max(1, len(t["labels"])) for t in ex["targets"]],
+                title=VAL_PREDICTIONS_TITLE,
             )
