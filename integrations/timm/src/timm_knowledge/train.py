@@ -87,6 +87,15 @@ def _save_hub_dir(model: nn.Module, target: Path, model_args: dict[str, Any]) ->
     shutil.rmtree(old, ignore_errors=True)
 
 
+# last.pth layout: 2 counts "epoch" from 1 (the epochs done); 1 (no key) counted it from 0
+_STATE_VERSION = 2
+
+
+def _epochs_done(state: dict[str, Any]) -> int:
+    done = int(state["epoch"])
+    return done if state.get("state_version", 1) >= 2 else done + 1
+
+
 def _rng_state() -> dict[str, Any]:
     return {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
 
@@ -284,7 +293,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         scheduler.load_state_dict(state["scheduler"])
         if ema is not None and "ema" in state:
             ema.load_state_dict(state["ema"])
-        start_epoch, step = int(state["epoch"]) + 1, int(state["step"])
+        start_epoch, step = _epochs_done(state), int(state["step"])
         _set_rng_state(state["rng"])
     net = model
     if world > 1:
@@ -316,7 +325,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             with amp():
                 loss = criterion(net(images), targets)
             if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"loss is {loss.item()} at step {step} (epoch {epoch})")
+                raise FloatingPointError(
+                    f"loss is {loss.item()} at step {step} (epoch {epoch + 1})"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -329,11 +340,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             loss_sum += loss.item()
             lr = optimizer.param_groups[0]["lr"]
             rows.append(
-                {"epoch": epoch, "step": step - 1, "lr": lr, "tau": tau, "loss": loss.item()}
+                {"epoch": epoch + 1, "step": step - 1, "lr": lr, "tau": tau, "loss": loss.item()}
             )
         scheduler.step(epoch + 1)
         metrics = {
-            "epoch": epoch,
+            "epoch": epoch + 1,
             "train_loss": _reduce([loss_sum / max(len(rows), 1)], device)[0] / world,
             "lr": optimizer.param_groups[0]["lr"],
             "tau": kw.get_temperature(model),
@@ -353,7 +364,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "epoch": epoch,
+                "epoch": epoch + 1,  # epochs done; numbered from 1 as in the logs
+                "state_version": _STATE_VERSION,
                 "step": step,
                 "rng": _rng_state(),
                 "config": json.dumps(dataclasses.asdict(cfg)),

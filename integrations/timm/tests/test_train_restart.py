@@ -1,0 +1,79 @@
+"""What a user of ``timm-knowledge train`` sees across a run and its restart: the log's epoch
+numbers and learning rates, the saved model's config and file modes, ``--resume`` from the run
+folder alone, and Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+from timm.data import resolve_data_config
+
+import timm_knowledge  # noqa: F401  (registers the names)
+from timm_knowledge.cli import main
+from timm_knowledge.train import TrainConfig, train
+
+MODEL_KWARGS = {"budget": 1.0, "layers": [1, 1, 1, 1], "zero_init_last": False}
+PER_EPOCH = 3  # 12 training images, batch 4
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    """train/ and val/ with 3 classes of 32 px images (a dominant colour plus noise)."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 4), ("val", 2)):
+        for c, name in enumerate(("red", "green", "blue")):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 90, (32, 32, 3))
+                pixels[..., c] += 160
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+def _flags(images: Path, out: Path) -> list[str]:
+    return [
+        "--model", "kw_resnet18", "--model-kwargs", json.dumps(MODEL_KWARGS),
+        "--data-dir", str(images), "--output", str(out), "--epochs", "2", "--batch-size", "4",
+        "--image-size", "32", "--lr", "0.05", "--temp-epochs", "1.5", "--no-aug",
+        "--workers", "0", "--threads", "1",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def straight(images, tmp_path_factory) -> Path:
+    """An uninterrupted 2-epoch run, written under umask 022."""
+    out = tmp_path_factory.mktemp("straight")
+    before = os.umask(0o022)
+    try:
+        assert main(["train", *_flags(images, out)]) == 0
+    finally:
+        os.umask(before)
+    return out
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_epochs_are_numbered_from_1(straight):
+    """As in yolo-heads' results.csv: epoch 1 is the first (the logs said 0)."""
+    assert [e["epoch"] for e in _lines(straight / "metrics.jsonl")] == [1, 2]
+    rows = _lines(straight / "iterations.jsonl")
+    assert [r["epoch"] for r in rows] == [1] * PER_EPOCH + [2] * PER_EPOCH
+    assert json.loads((straight / "summary.json").read_text())["epoch"] == 2
+    assert torch.load(straight / "last.pth", weights_only=True)["epoch"] == 2
