@@ -77,3 +77,14 @@ def test_epochs_are_numbered_from_1(straight):
     assert [r["epoch"] for r in rows] == [1] * PER_EPOCH + [2] * PER_EPOCH
     assert json.loads((straight / "summary.json").read_text())["epoch"] == 2
     assert torch.load(straight / "last.pth", weights_only=True)["epoch"] == 2
+
+
+def test_logged_lr_is_the_rate_each_update_used(straight):
+    """timm's cosine schedule per update, written out: update i (from 0) of T uses
+    lr * (1 + cos(pi * i / T)) / 2 (min_lr 0, no warm-up); the log showed update i + 1's."""
+    rows = _lines(straight / "iterations.jsonl")
+    total = 2 * PER_EPOCH
+    expected = [0.05 * (1 + math.cos(math.pi * i / total)) / 2 for i in range(total)]
+    np.testing.assert_allclose([r["lr"] for r in rows], expected, rtol=1e-9)
+    epochs = _lines(straight / "metrics.jsonl")  # each epoch: the rate of its last update
+    assert [e["lr"] for e in epochs] == [rows[PER_EPOCH - 1]["lr"], rows[-1]["lr"]]

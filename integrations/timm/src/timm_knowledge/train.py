@@ -330,6 +330,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            lr = optimizer.param_groups[0]["lr"]  # the rate this update uses
             optimizer.step()
             step += 1
             scheduler.step_update(num_updates=step)
@@ -338,7 +339,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 if has_kw:
                     kw.set_temperature(ema.module, tau)
             loss_sum += loss.item()
-            lr = optimizer.param_groups[0]["lr"]
             rows.append(
                 {"epoch": epoch + 1, "step": step - 1, "lr": lr, "tau": tau, "loss": loss.item()}
             )
@@ -346,7 +346,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         metrics = {
             "epoch": epoch + 1,
             "train_loss": _reduce([loss_sum / max(len(rows), 1)], device)[0] / world,
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": rows[-1]["lr"] if rows else optimizer.param_groups[0]["lr"],  # its last update's
             "tau": kw.get_temperature(model),
             "seconds": time.perf_counter() - began,
             **{
