@@ -88,3 +88,12 @@ def test_logged_lr_is_the_rate_each_update_used(straight):
     np.testing.assert_allclose([r["lr"] for r in rows], expected, rtol=1e-9)
     epochs = _lines(straight / "metrics.jsonl")  # each epoch: the rate of its last update
     assert [e["lr"] for e in epochs] == [rows[PER_EPOCH - 1]["lr"], rows[-1]["lr"]]
+
+
+def test_saved_model_says_the_trained_input_size(straight):
+    """A 32 px run's config.json said timm's 224, so resolve_data_config evaluated at 224."""
+    for folder in ("model",):
+        config = json.loads((straight / folder / "config.json").read_text())
+        assert config["pretrained_cfg"]["input_size"] == [3, 32, 32]
+        model = timm.create_model(f"local-dir:{straight / folder}", pretrained=True)
+        assert resolve_data_config(model=model)["input_size"] == (3, 32, 32)

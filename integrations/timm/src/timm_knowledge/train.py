@@ -224,6 +224,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     data_cfg = resolve_data_config(model=model)
+    # the saved config.json says the trained resolution, so resolve_data_config on the saved
+    # model evaluates at it (not at the base architecture's 224)
+    trained = {
+        k: v for k, v in getattr(model, "pretrained_cfg", {}).items() if k != "test_input_size"
+    }
+    model.pretrained_cfg = {**trained, "input_size": (3, *cfg.image_hw)}
     data_cfg["input_size"] = (3, *cfg.image_hw)
     common = dict(
         input_size=data_cfg["input_size"],
