@@ -97,3 +97,9 @@ def test_saved_model_says_the_trained_input_size(straight):
         assert config["pretrained_cfg"]["input_size"] == [3, 32, 32]
         model = timm.create_model(f"local-dir:{straight / folder}", pretrained=True)
         assert resolve_data_config(model=model)["input_size"] == (3, 32, 32)
+
+
+def test_saved_files_follow_the_umask(straight):
+    """model.safetensors was 0600 beside a 0644 config.json under umask 022."""
+    for name in ("model/model.safetensors", "model/config.json", "last.pth", "metrics.jsonl"):
+        assert (straight / name).stat().st_mode & 0o777 == 0o644, name

@@ -75,11 +75,20 @@ def _append_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
             f.write(json.dumps(row) + "\n")
 
 
+def _umask_mode(base: int) -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return base & ~mask
+
+
 def _save_hub_dir(model: nn.Module, target: Path, model_args: dict[str, Any]) -> None:
-    """``config.json`` + ``model.safetensors`` written into a temporary folder, then swapped in."""
+    """``config.json`` + ``model.safetensors`` written into a temporary folder, then swapped in.
+    Files get the permissions the umask gives (safetensors writes its file 0600)."""
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     save_for_hf(model, str(tmp), model_args=model_args or None, safe_serialization=True)
+    for child in tmp.iterdir():
+        os.chmod(child, _umask_mode(0o666))
     old = target.with_name(target.name + ".old")
     if target.exists():
         os.replace(target, old)
