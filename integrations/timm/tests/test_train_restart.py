@@ -103,3 +103,54 @@ def test_saved_files_follow_the_umask(straight):
     """model.safetensors was 0600 beside a 0644 config.json under umask 022."""
     for name in ("model/model.safetensors", "model/config.json", "last.pth", "metrics.jsonl"):
         assert (straight / name).stat().st_mode & 0o777 == 0o644, name
+
+
+def _same_run(run: Path, straight: Path) -> None:
+    assert [e["epoch"] for e in _lines(run / "metrics.jsonl")] == [1, 2]
+    rows, reference = _lines(run / "iterations.jsonl"), _lines(straight / "iterations.jsonl")
+    assert [r["step"] for r in rows] == list(range(2 * PER_EPOCH))
+    for key in ("tau", "lr", "loss"):
+        np.testing.assert_allclose([r[key] for r in rows], [r[key] for r in reference], rtol=1e-4)
+    final = torch.load(run / "last.pth", weights_only=True)["model"]
+    for key, value in torch.load(straight / "last.pth", weights_only=True)["model"].items():
+        torch.testing.assert_close(final[key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_resume_needs_only_the_run_folder(images, straight, tmp_path, monkeypatch):
+    """``--resume RUN`` reads the run's saved options (it demanded --model, --data-dir and
+    --output again) and finishes like the uninterrupted run."""
+    run = tmp_path / "run"
+
+    def killed(*args, **kwargs):  # after epoch 1's last.pth and log lines
+        raise KeyboardInterrupt
+
+    cfg = TrainConfig(
+        model="kw_resnet18",
+        model_kwargs=MODEL_KWARGS,
+        data_dir=str(images),
+        output=str(run),
+        epochs=2,
+        batch_size=4,
+        image_size=32,
+        lr=0.05,
+        temp_epochs=1.5,
+        no_aug=True,
+        workers=0,
+        threads=1,
+    )
+    with monkeypatch.context() as m:
+        m.setattr("timm_knowledge.train._save_hub_dir", killed)
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg)
+    assert main(["train", "--resume", str(run)]) == 0
+    _same_run(run, straight)
+    assert main(["train", "--resume", str(run / "last.pth"), "--epochs", "3"]) == 0
+    assert [e["epoch"] for e in _lines(run / "metrics.jsonl")] == [1, 2, 3]
+
+
+def test_resume_without_a_run_is_one_line(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
+    assert "no such run folder or last.pth" in capsys.readouterr().err
+    assert main(["train", "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--model, --data-dir, --output" in err and "--resume" in err
