@@ -154,3 +154,52 @@ def test_resume_without_a_run_is_one_line(tmp_path, capsys):
     assert main(["train", "--epochs", "2"]) == 2
     err = capsys.readouterr().err
     assert "--model, --data-dir, --output" in err and "--resume" in err
+
+
+# Epoch 1's model/ write waits: Ctrl-C lands there, after last.pth and the epoch's log lines.
+SLOW_SAVE = textwrap.dedent(
+    """
+    import sys, time
+    import timm_knowledge.train as trainer
+    from timm_knowledge.cli import main
+
+    save = trainer._save_hub_dir
+
+    def slow(*args, **kwargs):
+        print("saving", flush=True)
+        time.sleep(120)
+        save(*args, **kwargs)
+
+    trainer._save_hub_dir = slow
+    raise SystemExit(main(sys.argv[1:]))
+    """
+)
+
+
+def test_ctrl_c_is_one_line_exit_130_and_resumes_exactly(images, straight, tmp_path):
+    """SIGINT to a real ``timm-knowledge train`` process: one line and status 130, as
+    ``yolo-heads train`` (it was a KeyboardInterrupt traceback); ``--resume`` then finishes
+    like the uninterrupted run."""
+    run = tmp_path / "run"
+    script = tmp_path / "slow_save.py"
+    script.write_text(SLOW_SAVE)
+    process = subprocess.Popen(
+        [sys.executable, str(script), "train", *_flags(images, run)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        for line in process.stdout:
+            if line.strip() == "saving" or time.monotonic() > deadline:
+                break
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "timm-knowledge train: interrupted"
+    assert main(["train", "--resume", str(run)]) == 0
+    _same_run(run, straight)

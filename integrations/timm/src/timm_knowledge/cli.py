@@ -6,7 +6,8 @@ model's Retriever-Dictionary into fewer atoms (:mod:`timm_knowledge.compress`).
 Every :class:`timm_knowledge.train.TrainConfig` field is one flag (``--temp-epochs 20``,
 ``--model-ema``, ``--amp``, ``--model-kwargs '{"budget": 0.5}'``). ``--resume RUN`` (the run
 folder or its ``last.pth``) needs no other flag: the run's saved options are used, and flags
-given with it override them. Run under ``torchrun`` for DistributedDataParallel.
+given with it override them. Ctrl-C stops with one line and exit status 130 (resume continues
+from the last finished epoch). Run under ``torchrun`` for DistributedDataParallel.
 """
 
 from __future__ import annotations
@@ -133,6 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:  # data or checkpoint that cannot be used, named
         print(f"timm-knowledge {command}: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: as yolo-heads, one line; --resume continues the run
+        print(f"timm-knowledge {command}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

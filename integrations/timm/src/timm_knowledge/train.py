@@ -69,6 +69,19 @@ def _write_json_atomic(path: Path, payload: Any) -> None:
     os.replace(tmp, path)
 
 
+def _keep_epochs(path: Path, done: int) -> None:
+    """Drop the rows of epochs after ``done`` (logged before a kill came ahead of their
+    checkpoint), so a resumed run's log has each epoch once."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line)["epoch"] <= done]
+    if len(kept) != len(lines):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
+
+
 def _append_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     with path.open("a") as f:
         for row in rows:
@@ -310,6 +323,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             ema.load_state_dict(state["ema"])
         start_epoch, step = _epochs_done(state), int(state["step"])
         _set_rng_state(state["rng"])
+        if rank == 0 and state.get("state_version", 1) >= 2:
+            for log in ("metrics.jsonl", "iterations.jsonl"):
+                _keep_epochs(out / log, start_epoch)
     net = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model)
