@@ -232,7 +232,8 @@ def _val(args: argparse.Namespace) -> int:
     from .fuse import fuse_for_inference
 
     model, size = _weights(args)
-    dataset = create_dataset(args.data, split=args.split, image_size=size)
+    segmenter = hasattr(model.head, "coefficients")  # instance masks scored beside the boxes
+    dataset = create_dataset(args.data, split=args.split, image_size=size, masks=segmenter)
     if len(dataset.class_names) != model.num_classes:
         raise UsageError(
             f"--data {args.data!r} has {len(dataset.class_names)} classes but --weights "
@@ -247,7 +248,12 @@ def _val(args: argparse.Namespace) -> int:
         iou=args.iou,
         max_det=args.max_det,
     )
-    print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    boxes = {k: v for k, v in metrics.items() if not k.startswith("mask_")}
+    masks = {k[len("mask_") :]: v for k, v in metrics.items() if k.startswith("mask_")}
+    prefix = "box:  " if masks else ""
+    print(prefix + " ".join(f"{k}={v:.4f}" for k, v in boxes.items()))
+    if masks:
+        print("mask: " + " ".join(f"{k}={v:.4f}" for k, v in masks.items()))
     return 0
 
 
@@ -274,6 +280,7 @@ def _predict(args: argparse.Namespace) -> int:
     from ._files import write_text_atomic
     from .data.letterbox import boxes_to_original, letterbox
     from .fuse import fuse_for_inference
+    from .masks import encode_rle, masks_to_original
     from .plots import draw_detections
 
     model, size = _weights(args)
@@ -293,6 +300,10 @@ def _predict(args: argparse.Namespace) -> int:
         # drawn on the image as given, with the boxes the JSON lists (every one above --conf)
         original = torch.from_numpy(image.copy()).permute(2, 0, 1).float()[None] / 255.0
         drawn = dict(pred, boxes=boxes)
+        masks = None
+        if "masks" in pred:  # a segmenter: its masks on the image as given, too
+            masks = masks_to_original(pred["masks"], meta)
+            drawn["masks"] = masks
         draw_detections(original, None, [drawn], names, out / f"{path.stem}.png", conf=args.conf)
         records.append(
             {
@@ -302,6 +313,8 @@ def _predict(args: argparse.Namespace) -> int:
                 "labels": [names[int(i)] for i in pred["labels"]],
             }
         )
+        if masks is not None:  # COCO RLE on the image as given
+            records[-1]["masks_rle"] = [encode_rle(m) for m in masks]
     write_text_atomic(out / "predictions.json", json.dumps(records, indent=1))
     found = sum(len(r["scores"]) for r in records)
     print(f"{found} objects in {len(records)} images -> {out}/")

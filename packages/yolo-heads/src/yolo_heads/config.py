@@ -134,8 +134,16 @@ class ScheduleConfig:
     max_bad_steps: int = 10  # non-finite losses in a row before training stops
 
 
+#: what a run trains: boxes, or boxes and instance masks
+TASKS = ("detect", "segment")
+
+
 @dataclass
 class RunConfig:
+    # detect, or segment: the head gains mask coefficients and prototypes (model.head picks the
+    # detection part: anchor_free / yolov9; an architecture must be a segmenter such as
+    # yolov9_c_seg) and the data must carry masks (COCO segmentation, YOLO-seg polygons)
+    task: str = "detect"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -204,8 +212,43 @@ def _check(cfg: DictConfig) -> None:
             )
     if m.cfg is not None or m.architecture == "yolo_cfg":
         _check_cfg(m.cfg, m.architecture)
+    _check_task(cfg.task, m)
     if s.ema_decay >= 1:
         raise ConfigError(f"schedule.ema_decay={s.ema_decay} is not valid; expected < 1")
+
+
+def _check_task(task: str, m: DictConfig) -> None:
+    """``task``: one of :data:`TASKS`, and a model that can do it."""
+    if task not in TASKS:
+        raise ConfigError(f"task={task!r} is not valid; expected one of {list(TASKS)}")
+    if task != "segment":
+        return
+    from .heads.segment import DETECTION_HEADS
+
+    if m.architecture is not None or m.cfg is not None:
+        from .architectures import get_architecture, list_architectures
+
+        segmenters = [n for n in list_architectures() if _has_block(get_architecture(n), "Segment")]
+        if m.architecture not in segmenters:
+            raise ConfigError(
+                f"task=segment with model.architecture={m.architecture!r}: it has no segmentation "
+                f"head; the segmenters are {segmenters} (or leave model.architecture unset for "
+                "a timm backbone with a segmentation head)"
+            )
+    elif m.head not in DETECTION_HEADS:
+        raise ConfigError(
+            f"task=segment with model.head={m.head!r}: the segmentation head carries one of "
+            f"{list(DETECTION_HEADS)}"
+        )
+
+
+def _has_block(table: dict[str, Any], block: str) -> bool:
+    return any(
+        isinstance(row, list) and len(row) > 1 and row[1] == block
+        for section in table.values()
+        if isinstance(section, list)
+        for row in section
+    )
 
 
 def _check_cfg(cfg: str | None, architecture: str | None) -> None:
@@ -368,13 +411,16 @@ def detector_kwargs(cfg: DictConfig, num_classes: int | None = None) -> dict[str
         if m["cfg"] is not None:  # the text: a checkpoint rebuilds the model without the file
             kwargs["cfg"] = Path(m["cfg"]).read_text(encoding="utf-8")
         return kwargs if num_classes is None else {**kwargs, "num_classes": num_classes}
+    head, head_kwargs = m["head"], {"image_size_hint": cfg.data.image_size, **m["head_kwargs"]}
+    if cfg.get("task", "detect") == "segment":  # the detection head inside the segmentation head
+        head, head_kwargs = "segment", {"detect": head, **head_kwargs}
     kwargs: dict[str, Any] = {
         "backbone": m["backbone"],
         "neck": m["neck"],
         "neck_channels": m["neck_channels"],
         "neck_depth": m["neck_depth"],
-        "head": m["head"],
-        "head_kwargs": {"image_size_hint": cfg.data.image_size, **m["head_kwargs"]},
+        "head": head,
+        "head_kwargs": head_kwargs,
         "loss_kwargs": m["loss_kwargs"],
         "implicit": m["implicit"]["enabled"],
         "implicit_prior": m["implicit"]["prior"],

@@ -1,4 +1,5 @@
-"""COCO evaluation through pycocotools: AP, AP50, AP75, APs, APm, APl."""
+"""COCO evaluation through pycocotools: AP, AP50, AP75, APs, APm, APl of boxes, and of masks
+(``iou_type="segm"``; reported as ``mask_AP`` ...) for instance segmentation."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from ._checks import check_path, coco_box_problem, renamed_kwargs
 from .boxes import xyxy_to_xywh
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+#: the same metrics of masks (pycocotools' ``iouType="segm"``)
+MASK_METRICS = tuple(f"mask_{name}" for name in METRICS)
 
 
 def _check_detections(
@@ -116,7 +119,10 @@ def _read_detections(detections: Any) -> list[Any]:
 
 
 def coco_evaluator(
-    ann_file: str | Path, detections: Sequence[dict[str, Any]] | str | Path, verbose: bool = False
+    ann_file: str | Path,
+    detections: Sequence[dict[str, Any]] | str | Path,
+    verbose: bool = False,
+    iou_type: str = "bbox",
 ) -> Any:
     """pycocotools' ``COCOeval`` of ``detections`` against ``ann_file``, after ``evaluate``,
     ``accumulate`` and ``summarize`` (``stats`` holds the metrics, ``eval["precision"]`` the
@@ -124,11 +130,15 @@ def coco_evaluator(
     an empty result list).
 
     ``detections`` is a COCO results list (dicts with ``image_id``, ``category_id``, ``bbox``
-    as [x, y, w, h] and ``score``) or the path of such a JSON file.
+    as [x, y, w, h] and ``score``) or the path of such a JSON file. ``iou_type="segm"`` scores
+    their ``segmentation`` (COCO RLE) against the ground truth's instead of the boxes; the
+    detections' areas are then their masks' (pycocotools' results format for masks).
     """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
+    if iou_type not in ("bbox", "segm"):
+        raise ValueError(f"iou_type={iou_type!r} is not valid; expected 'bbox' or 'segm'")
     ann_file = check_path("ann_file", ann_file, fn="evaluate_coco")
     if not ann_file.is_file():
         raise FileNotFoundError(f"evaluate_coco: ann_file={str(ann_file)!r} does not exist")
@@ -138,25 +148,50 @@ def coco_evaluator(
     with quiet:
         gt = COCO(str(ann_file))
     _check_detections(detections, set(gt.getImgIds()), set(gt.getCatIds()), ann_file)
+    if iou_type == "segm":
+        _check_masks(gt, detections, ann_file)
     if not detections:
         return None
+    if iou_type == "segm":
+        results = [{k: v for k, v in d.items() if k != "bbox"} for d in detections]
+    else:
+        results = [dict(d, bbox=[float(v) for v in d["bbox"]]) for d in detections]
     with quiet:
-        dt = gt.loadRes([dict(d, bbox=[float(v) for v in d["bbox"]]) for d in detections])
-        evaluator = COCOeval(gt, dt, iouType="bbox")
+        dt = gt.loadRes(results)
+        evaluator = COCOeval(gt, dt, iouType=iou_type)
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
     return evaluator
 
 
+def _check_masks(gt: Any, detections: list[Any], ann_file: Path) -> None:
+    """Mask scoring needs a segmentation on every ground truth object and detection."""
+    for ann in gt.dataset.get("annotations", []):
+        if not ann.get("segmentation"):
+            raise ValueError(
+                f"evaluate_coco: ann_file={str(ann_file)!r} annotation id={ann.get('id')} has no "
+                "segmentation; iou_type='segm' needs masks (polygons or RLE) on every object"
+            )
+    for i, det in enumerate(detections):
+        if "segmentation" not in det:
+            raise ValueError(
+                f"detections[{i}] has no 'segmentation'; iou_type='segm' needs each "
+                "detection's mask as COCO RLE (yolo_heads.masks.encode_rle)"
+            )
+
+
 def evaluate_coco(
-    ann_file: str | Path, detections: Sequence[dict[str, Any]] | str | Path, verbose: bool = False
+    ann_file: str | Path,
+    detections: Sequence[dict[str, Any]] | str | Path,
+    verbose: bool = False,
+    iou_type: str = "bbox",
 ) -> dict[str, float]:
     """COCO box metrics of ``detections`` against the ground truth in ``ann_file``.
 
     Returns AP (IoU .50:.95), AP50, AP75 and APs/APm/APl as pycocotools computes them (see
     :func:`coco_evaluator`); an area range without ground truth reads -1 as in pycocotools.
-    No detections give zeros.
+    No detections give zeros. ``iou_type="segm"`` scores the detections' masks instead.
 
     >>> import json, tempfile, pathlib
     >>> gt = {"images": [{"id": 1, "width": 64, "height": 64}],
@@ -168,7 +203,7 @@ def evaluate_coco(
     >>> round(evaluate_coco(path, dets)["AP"], 6)
     1.0
     """
-    evaluator = coco_evaluator(ann_file, detections, verbose=verbose)
+    evaluator = coco_evaluator(ann_file, detections, verbose=verbose, iou_type=iou_type)
     if evaluator is None:
         return dict.fromkeys(METRICS, 0.0)
     return {name: float(evaluator.stats[i]) for i, name in enumerate(METRICS)}
@@ -181,17 +216,22 @@ def predictions_to_coco(
 ) -> list[dict[str, Any]]:
     """Detector outputs on letterboxed images to COCO results on the original images.
 
-    ``targets`` are the dataset's per-image dicts (``image_id`` and ``meta``).
+    ``targets`` are the dataset's per-image dicts (``image_id`` and ``meta``). Predictions with
+    ``masks`` [K, S, S] (a segmenter's) add each mask, on the original image, as COCO RLE.
     """
     from .data.letterbox import boxes_to_original
+    from .masks import encode_rle, masks_to_original
 
     results = []
     for pred, target in zip(predictions, targets):
         boxes = pred["boxes"].detach().float().cpu()
+        masks = pred["masks"].detach().cpu() if "masks" in pred else None
         if "meta" in target:
             boxes = boxes_to_original(boxes, target["meta"])
-        for box, score, label in zip(
-            xyxy_to_xywh(boxes).tolist(), pred["scores"].tolist(), pred["labels"].tolist()
+            if masks is not None:
+                masks = masks_to_original(masks, target["meta"])
+        for k, (box, score, label) in enumerate(
+            zip(xyxy_to_xywh(boxes).tolist(), pred["scores"].tolist(), pred["labels"].tolist())
         ):
             results.append(
                 {
@@ -201,6 +241,8 @@ def predictions_to_coco(
                     "score": round(float(score), 5),
                 }
             )
+            if masks is not None:
+                results[-1]["segmentation"] = encode_rle(masks[k])
     return results
 
 
@@ -249,6 +291,12 @@ def evaluate_detector(
     progress: bool = True,
 ) -> dict[str, float]:
     """Run ``model.predict`` over a dataset from :func:`yolo_heads.data.create_dataset` (no
-    augmentation) and score it with :func:`evaluate_coco` on the dataset's ``ann_file``."""
+    augmentation) and score it with :func:`evaluate_coco` on the dataset's ``ann_file``; a
+    dataset built with ``masks=True`` (and a segmenter) adds the mask metrics ``mask_AP`` ...
+    """
     detections = predict_dataset(model, dataset, batch_size, conf, iou, max_det, progress)
-    return evaluate_coco(dataset.ann_file, detections)
+    metrics = evaluate_coco(dataset.ann_file, detections)
+    if getattr(dataset, "with_masks", False):
+        masks = evaluate_coco(dataset.ann_file, detections, iou_type="segm")
+        metrics.update({f"mask_{name}": value for name, value in masks.items()})
+    return metrics

@@ -23,6 +23,11 @@ Where ONNX Runtime and torchvision can disagree:
   and then keeps each image's ``max_det`` best, so the result is the same as ``predict``'s;
 - ``predict`` keeps at most 30000 candidates per image before NMS, the graph keeps all, which
   only matters for huge inputs with a very low ``conf``.
+
+A segmenter (:class:`~yolo_heads.heads.SegmentHead`) gets a second output ``masks`` ``[K, H, W]``
+(uint8, 1 inside the object), row for row with ``detections``: the detection's coefficients
+times its image's prototypes, up-sampled bilinearly to the input, ``sigmoid > 0.5``, cropped to
+the box, as ``predict``'s ``masks``.
 """
 
 from __future__ import annotations
@@ -118,9 +123,12 @@ class DetectionGraph(nn.Module):
                 "needs a YOLODetector with head='anchor_free' or 'anchor_based'"
             )
         self.model, self.conf, self.iou, self.max_det = model, float(conf), float(iou), max_det
+        #: a segmenter: a second output, the detections' masks
+        self.segments = hasattr(model.head, "coefficients")
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        boxes, scores = self.model.head.decode(self.model(images))
+    def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        outputs = self.model(images)
+        boxes, scores = self.model.head.decode(outputs)
         h, w = images.shape[-2:]
         x1, y1, x2, y2 = boxes.unbind(-1)
         boxes = torch.stack(
@@ -130,18 +138,46 @@ class DetectionGraph(nn.Module):
         selected = multiclass_nms(boxes, scores, self.max_det, self.iou, self.conf)
         image, label, anchor = selected.unbind(1)
         score = scores[image, label, anchor]
-        box = boxes[image, anchor]
         # Keep each image's max_det best: rank inside the image in descending score order.
         order = score.argsort(descending=True)
-        image, label, score, box = image[order], label[order], score[order], box[order]
+        image, label, score, anchor = image[order], label[order], score[order], anchor[order]
         same = image[:, None] == torch.arange(images.shape[0], device=image.device)[None, :]
         rank = same.long().cumsum(0).gather(1, image[:, None]).squeeze(1) - 1
         # Image-major, best first: the key is unique, so the sort needs no stability.
         key = torch.where(rank < self.max_det, image * self.max_det + rank, -1)
         order = key.argsort()
         order = order[key[order] >= 0]
-        image, label, score, box = image[order], label[order], score[order], box[order]
-        return torch.cat((image[:, None].to(box), box, score[:, None], label[:, None].to(box)), 1)
+        image, label, score, anchor = image[order], label[order], score[order], anchor[order]
+        box = boxes[image, anchor]
+        rows = torch.cat((image[:, None].to(box), box, score[:, None], label[:, None].to(box)), 1)
+        if not self.segments:
+            return rows
+        coefficients = self.model.head.coefficients(outputs)[image, anchor]
+        return rows, _masks(coefficients, outputs[-1], image, box, (h, w))
+
+
+def _masks(
+    coefficients: torch.Tensor,
+    prototypes: torch.Tensor,
+    image: torch.Tensor,
+    boxes: torch.Tensor,
+    size: tuple[int, int],
+) -> torch.Tensor:
+    """Masks [K, H, W] (uint8) of detections: as :func:`yolo_heads.masks.masks_for_boxes`,
+    with each detection's prototypes picked by its image index (no per-row loop)."""
+    b, m, ph, pw = prototypes.shape
+    # [K, B, ph * pw] then the row's own image: K x B products are small next to a gather of
+    # K copies of the prototypes
+    every = torch.einsum("km,bmn->kbn", coefficients, prototypes.reshape(b, m, ph * pw))
+    index = image.view(-1, 1, 1).expand(-1, 1, ph * pw)
+    logits = every.gather(1, index).reshape(-1, 1, ph, pw)
+    logits = nn.functional.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    h, w = size
+    cols = torch.arange(w, device=boxes.device, dtype=boxes.dtype).view(1, 1, -1) + 0.5
+    rows = torch.arange(h, device=boxes.device, dtype=boxes.dtype).view(1, -1, 1) + 0.5
+    x1, y1, x2, y2 = (v.view(-1, 1, 1) for v in boxes.unbind(1))
+    inside = (cols >= x1) & (cols < x2) & (rows >= y1) & (rows < y2)
+    return ((logits[:, 0].sigmoid() > 0.5) & inside).to(torch.uint8)
 
 
 def _example(model: nn.Module, image_size: int | tuple[int, int], batch: int) -> torch.Tensor:
@@ -199,7 +235,8 @@ def export_onnx(
     Input ``images`` ``[B, 3, H, W]`` (float32 in [0, 1], dynamic ``B``, ``(H, W) =
     image_size``), output ``detections`` ``[K, 7]`` = ``(batch_index, x1, y1, x2, y2, score,
     label)``, the rows of ``model.predict(images, conf, iou, max_det)`` (see the module
-    docstring for where ONNX Runtime's NMS can differ). Implicit knowledge and BatchNorm are
+    docstring for where ONNX Runtime's NMS can differ); a segmenter's second output is
+    ``masks`` ``[K, H, W]``. Implicit knowledge and BatchNorm are
     folded first (:func:`yolo_heads.fuse_for_inference`). The file is written under a temporary
     name and renamed, so a failed export leaves nothing at ``path``. Needs ``onnx`` and
     ``onnxscript``.
@@ -225,7 +262,7 @@ def export_onnx(
         graph,
         (example,),
         input_names=["images"],
-        output_names=["detections"],
+        output_names=["detections", "masks"] if graph.segments else ["detections"],
         dynamic_shapes=(_batch_dim(),),
         custom_translation_table={
             torch.ops.yolo_heads.multiclass_nms.default: _onnx_multiclass_nms

@@ -362,8 +362,9 @@ def authors_outputs(model: nn.Module, images: torch.Tensor) -> dict[str, torch.T
     coefficients and ``out.<tag>.3`` [B, M, H4, W4] prototypes, as their forward returns (ours
     also computes boxes and classes, left out here). Tags are ``Main`` and, when built, ``AUX``
     (which the authors' forward runs in eval too). YOLOR (``Darknet.forward``'s
-    ``(decoded, (p_0, p_1, p_2))``): ``out.level.<l>`` [B, 3, H, W, 5 + C] raw, ``out.decoded`` [B, N, 5 + C] (box centre and size
-    in pixels, sigmoid objectness and classes). Classifiers (v9-c-cls): ``out.Main`` [B, C],
+    ``(decoded, (p_0, p_1, p_2))``): ``out.level.<l>`` [B, 3, H, W, 5 + C] raw,
+    ``out.decoded`` [B, N, 5 + C] (box centre and size in pixels, sigmoid objectness and
+    classes). Classifiers (v9-c-cls): ``out.Main`` [B, C],
     the logits. Runs ``model`` in eval mode.
     """
     was_training = model.training

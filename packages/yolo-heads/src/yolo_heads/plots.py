@@ -178,6 +178,23 @@ def _wrap(text: str, font: Any, width: int) -> list[str]:
     return lines
 
 
+def _with_masks(pixels: torch.Tensor, found: Any, outline: bool, alpha: float = 0.45):
+    """``pixels`` [H, W, 3] uint8 with ``found["masks"]`` in their class colours: filled at
+    ``alpha`` (predictions), or as their one-pixel outline (ground truth)."""
+    if found is None or "masks" not in found or len(found["masks"]) == 0:
+        return pixels
+    out = pixels.float()
+    masks = found["masks"].detach().cpu().bool()
+    if outline:  # the mask less its erosion by a 3 x 3 square
+        inner = -torch.nn.functional.max_pool2d(-masks[None].float(), 3, 1, 1)[0]
+        masks = masks & (inner < 0.5)
+    for mask, label in zip(masks, found["labels"].tolist()):
+        colour = torch.tensor(class_colour(int(label)), dtype=torch.float32)
+        weight = 1.0 if outline else alpha
+        out[mask] = out[mask] * (1 - weight) + colour * weight
+    return out.round().clamp(0, 255).byte()
+
+
 def draw_detections(
     images: torch.Tensor,
     targets: Sequence[dict[str, Any]] | None,
@@ -198,7 +215,8 @@ def draw_detections(
     image). ``title`` is written above the grid (say there which predictions are drawn). Small
     images are upscaled by an integer factor to at least ``min_side`` pixels, boxes scaled with
     them. ``targets`` / ``predictions`` hold xyxy pixel boxes of the images as given; either
-    may be None. Written atomically to ``path`` (PNG).
+    may be None. With ``masks`` [K, H, W] (instance segmentation) predicted masks are filled in
+    their class colour and ground truth masks outlined. Written atomically to ``path`` (PNG).
     """
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
@@ -239,6 +257,14 @@ def draw_detections(
 
     for i in range(n):
         pixels = (images[i].detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0)
+        pixels = _with_masks(pixels, targets[i] if targets is not None else None, outline=True)
+        if predictions is not None and "masks" in predictions[i]:
+            kept = predictions[i]["scores"] >= conf
+            if per_image_k[i] is not None:
+                top = predictions[i]["scores"][kept].argsort(descending=True)[: per_image_k[i]]
+                kept = kept.nonzero().flatten()[top]
+            shown_masks = {k: predictions[i][k][kept] for k in ("masks", "labels")}
+            pixels = _with_masks(pixels, shown_masks, outline=False)
         tile = Image.fromarray(pixels.cpu().numpy()).resize((w * scale, h * scale), Image.NEAREST)
         draw = ImageDraw.Draw(tile)
         if targets is not None:

@@ -1,10 +1,11 @@
 """A run folder's record: ``results.csv``, validation with pycocotools, and the plots.
 
-``results.csv`` has one row per epoch (``epoch``, each loss part, ``AP`` ... ``APl``, ``lr``,
-``seconds``); it is rewritten whole, atomically, after every epoch. With plots on, the folder
-also gets ``results.png`` (loss and metric curves), ``pr_curve.png`` (precision-recall at IoU
-0.5 per class) and ``val_predictions.png`` (validation images with ground truth and
-predictions) from the latest validation.
+``results.csv`` has one row per epoch (``epoch``, each loss part, ``AP`` ... ``APl``, for
+instance segmentation also ``mask_AP`` ... ``mask_APl``, ``lr``, ``seconds``); it is rewritten
+whole, atomically, after every epoch. With plots on, the folder also gets ``results.png`` (loss
+and metric curves), ``pr_curve.png`` (precision-recall at IoU 0.5 per class) and
+``val_predictions.png`` (validation images with ground truth and predictions) from the latest
+validation.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 
 from ._files import write_text_atomic
-from .evaluate import METRICS, predict_dataset
+from .evaluate import MASK_METRICS, METRICS, predict_dataset
 
 __all__ = ["Evaluation", "Results", "csv_columns"]
 
@@ -88,6 +89,10 @@ class Results:
             metrics = dict.fromkeys(METRICS, 0.0)
         else:
             metrics = {name: float(evaluator.stats[i]) for i, name in enumerate(METRICS)}
+        if getattr(dataset, "with_masks", False):  # instance segmentation: masks scored too
+            masks = coco_evaluator(dataset.ann_file, detections, iou_type="segm")
+            stats = masks.stats if masks is not None else [0.0] * len(MASK_METRICS)
+            metrics.update({name: float(stats[i]) for i, name in enumerate(MASK_METRICS)})
         return Evaluation(metrics, evaluator, examples)
 
     def write(

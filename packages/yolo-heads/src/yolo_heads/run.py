@@ -47,6 +47,7 @@ def _image_dir(path: str | None) -> dict[str, str]:
 def build_datasets(cfg: DictConfig):
     """The training set (augmented as ``cfg.augment`` says) and the validation set or None."""
     aug = cfg.augment
+    masks = cfg.get("task", "detect") == "segment"  # instance masks in the targets
     train_set = create_dataset(
         cfg.data.train,
         split="train",
@@ -61,6 +62,7 @@ def build_datasets(cfg: DictConfig):
         affine_scale=aug.affine_scale,
         hsv=(aug.hsv_h, aug.hsv_s, aug.hsv_v),
         skip_bad_images=cfg.data.skip_bad_images,
+        masks=masks,
         **_image_dir(cfg.data.train_images),
     )
     val_set = None
@@ -69,6 +71,7 @@ def build_datasets(cfg: DictConfig):
             cfg.data.val,
             split="val",
             image_size=cfg.data.image_size,
+            masks=masks,
             **_image_dir(cfg.data.val_images),
         )
     if cfg.data.cache:

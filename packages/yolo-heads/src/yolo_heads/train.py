@@ -322,8 +322,10 @@ def train(
         )
         for images, targets in bar:
             images = images.to(device)
+            # boxes, labels and, for instance segmentation, masks
             targets = [
-                {"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets
+                {k: t[k].to(device) for k in ("boxes", "labels", "masks") if k in t}
+                for t in targets
             ]
             with _autocast(device, amp):
                 outputs = net(images)

@@ -24,17 +24,20 @@ from torch.utils.data import Dataset
 
 from .augment import affine_window, hsv_jitter, mosaic
 from .letterbox import boxes_to_canvas, letterbox
+from .masks import affine_masks, masks_to_canvas, mosaic_masks, rasterize
 
 
 @dataclass(frozen=True)
 class ImageRecord:
     """One image: its COCO ``image_id``, file, xyxy ``boxes`` [N, 4] (original pixels, float32)
-    and contiguous ``labels`` [N] (int64)."""
+    and contiguous ``labels`` [N] (int64); ``segments``: each box's COCO segmentation (polygons
+    or RLE, original pixels; see :mod:`yolo_heads.data.masks`), None when the file has none."""
 
     image_id: int
     path: Path
     boxes: np.ndarray
     labels: np.ndarray
+    segments: tuple | None = None
 
 
 SKIP_HINT = (
@@ -102,6 +105,9 @@ class DetectionDataset(Dataset):
       per axis and scale in ``1 +- affine_scale`` (Ultralytics' ``translate`` / ``scale``).
     - ``hsv``: ``(h, s, v)`` gains: hue shifted by up to ``h`` of the colour circle, saturation
       and value scaled by ``1 +- s`` and ``1 +- v`` (Ultralytics' 0.015, 0.7, 0.4).
+
+    ``masks=True`` (instance segmentation) adds ``masks`` to the target: uint8 [N, S, S], one
+    per box, on the canvas, moved by the letterbox and every augmentation as the image is.
     """
 
     records: list[ImageRecord]
@@ -123,8 +129,11 @@ class DetectionDataset(Dataset):
         translate: float = 0.0,
         affine_scale: float = 0.0,
         hsv: tuple[float, float, float] = (0.0, 0.0, 0.0),
+        masks: bool = False,
     ) -> None:
         _check_image_size(image_size)
+        #: targets carry ``masks`` (instance segmentation)
+        self.with_masks = bool(masks)
         for name, value, top in (
             ("mosaic", mosaic, 1.0),
             ("translate", translate, 0.5),
@@ -213,11 +222,22 @@ class DetectionDataset(Dataset):
         image = cached[index] if cached is not None else self._decode(index)
         return image, torch.from_numpy(record.boxes.copy()), torch.from_numpy(record.labels.copy())
 
+    def load_masks(self, index: int, height: int, width: int) -> np.ndarray:
+        """Item ``index``'s masks on its original image, uint8 [N, height, width]."""
+        record = self.records[index]
+        if record.segments is None:
+            raise ValueError(
+                f"image {str(record.path)!r} has no masks in the dataset; instance segmentation "
+                "needs COCO 'segmentation' (polygons or RLE) or YOLO-seg polygon labels"
+            )
+        return rasterize(record.segments, height, width)
+
     def _placed(
         self, index: int, rng: np.random.Generator | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any, torch.Tensor | None]:
         """Item ``index`` letterboxed (with the scale, placement, flip and contrast draws from
-        ``rng`` when augmenting): the image tensor, boxes, labels (before ``min_box``) and meta."""
+        ``rng`` when augmenting): the image tensor, boxes, labels (before ``min_box``), meta and
+        masks (None without ``masks=True``)."""
         image, boxes, labels = self.load(index)
         if rng is not None:
             # Every draw is made, used or not, so each one keeps its place in the stream.
@@ -233,20 +253,24 @@ class DetectionDataset(Dataset):
         boxes = torch.minimum(boxes.clamp(min=0), torch.tensor([w, h, w, h], dtype=boxes.dtype))
         boxes = boxes_to_canvas(boxes, meta).clamp(0, self.image_size)
         tensor = torch.from_numpy(canvas.copy()).permute(2, 0, 1).float() / 255.0
+        masks = None
+        if self.with_masks:
+            masks = masks_to_canvas(self.load_masks(index, h, w), meta, self.image_size)
         if rng is not None:
             if do_flip:
                 tensor = tensor.flip(-1)
+                masks = masks.flip(-1) if masks is not None else None
                 s = self.image_size
                 boxes = torch.stack((s - boxes[:, 2], boxes[:, 1], s - boxes[:, 0], boxes[:, 3]), 1)
             tensor = ((tensor - 0.5) * float(contrast) + 0.5 + float(brightness)).clamp(0, 1)
-        return tensor, boxes, labels, meta
+        return tensor, boxes, labels, meta, masks
 
     def _mosaic_on(self) -> bool:
         return self.mosaic > 0 and (self.mosaic_epochs is None or self.epoch < self.mosaic_epochs)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
         rng = self.generator(index) if self.augment else None
-        tensor, boxes, labels, meta = self._placed(index, rng)
+        tensor, boxes, labels, meta, masks = self._placed(index, rng)
         keep_min = self.min_box
         if rng is not None and (self._mosaic_on() or self.translate or self.affine_scale):
             # Drawn after the placement draws above (whose stream positions stay as they were).
@@ -254,11 +278,14 @@ class DetectionDataset(Dataset):
             use_mosaic = self._mosaic_on() and rng.random() < self.mosaic
             if use_mosaic:
                 others = [int(k) for k in rng.integers(0, len(self), size=3)]
-                parts = [(tensor, boxes, labels)] + [
-                    self._placed(k, np.random.default_rng([self.seed, self.epoch, index, j, k]))[:3]
+                placed = [
+                    self._placed(k, np.random.default_rng([self.seed, self.epoch, index, j, k]))
                     for j, k in enumerate(others)
                 ]
+                parts = [(tensor, boxes, labels)] + [p[:3] for p in placed]
                 canvas, boxes, labels = mosaic(*zip(*parts))
+                if masks is not None:
+                    masks = mosaic_masks([masks] + [p[4] for p in placed], s)
                 centre = tuple(float(v) for v in rng.uniform(0.5 * s, 1.5 * s, size=2))
             else:
                 canvas, centre = tensor, (s / 2, s / 2)
@@ -269,6 +296,9 @@ class DetectionDataset(Dataset):
                 min_box=self.min_box,
             )  # fmt: skip
             labels = labels[keep]
+            if masks is not None:
+                offset = (float(shift[0]), float(shift[1]))
+                masks = affine_masks(masks[keep], centre, s, scale, offset)
         if rng is not None and any(self.hsv):
             h, sat, v = self.hsv
             gains = rng.uniform(-1, 1, size=3) * np.array([h, sat, v])
@@ -280,6 +310,8 @@ class DetectionDataset(Dataset):
             "image_id": self.records[index].image_id,
             "meta": meta,
         }
+        if masks is not None:
+            target["masks"] = masks[keep]
         return tensor, target
 
 

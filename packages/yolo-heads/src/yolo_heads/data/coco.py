@@ -11,6 +11,7 @@ import numpy as np
 
 from .._checks import coco_box_problem
 from .base import DetectionDataset, ImageRecord, collate
+from .masks import segment_problem
 
 
 class CocoDetection(DetectionDataset):
@@ -19,6 +20,8 @@ class CocoDetection(DetectionDataset):
     Labels are contiguous 0..C-1 in the order of the file's category ids;
     ``label_to_category`` maps them back, ``class_names`` names them, and ``ann_file`` is the
     JSON itself (pycocotools scores against it). Crowd and zero-size boxes are skipped.
+    With ``masks=True`` every annotation needs a ``segmentation`` (polygons or RLE), and items
+    carry ``masks`` (see :class:`~yolo_heads.data.DetectionDataset`).
     Items, augmentation and :meth:`set_epoch` are :class:`~yolo_heads.data.DetectionDataset`'s.
 
     Args:
@@ -83,7 +86,9 @@ class CocoDetection(DetectionDataset):
         self.label_to_category = [c["id"] for c in self.categories]
         self.class_names = [str(c["name"]) for c in self.categories]
         category_to_label = {c: i for i, c in enumerate(self.label_to_category)}
-        per_image: dict[int, list[tuple[list[float], int]]] = {im["id"]: [] for im in self.images}
+        per_image: dict[int, list[tuple[list[float], int, Any]]] = {
+            im["id"]: [] for im in self.images
+        }
         # Checked here, once, so that a bad annotation fails before training starts.
         empty: list[Any] = []
         for ann in data["annotations"]:
@@ -110,8 +115,16 @@ class CocoDetection(DetectionDataset):
             if w == 0 or h == 0:  # a zero-area box carries no object: skipped, and said so
                 empty.append(ann.get("id"))
                 continue
+            segmentation = ann.get("segmentation")
+            if self.with_masks:
+                problem = segment_problem(segmentation)
+                if problem is not None:
+                    raise ValueError(
+                        f"ann_file annotation id={ann.get('id')} has segmentation="
+                        f"{segmentation!r:.80}{problem}; masks=True needs one per object"
+                    )
             per_image[ann["image_id"]].append(
-                ([x, y, x + w, y + h], category_to_label[ann["category_id"]])
+                ([x, y, x + w, y + h], category_to_label[ann["category_id"]], segmentation)
             )
         if empty:
             warnings.warn(
@@ -126,6 +139,7 @@ class CocoDetection(DetectionDataset):
                 path=self.image_dir / im["file_name"],
                 boxes=np.array([a[0] for a in per_image[im["id"]]], np.float32).reshape(-1, 4),
                 labels=np.array([a[1] for a in per_image[im["id"]]], np.int64),
+                segments=tuple(a[2] for a in per_image[im["id"]]) if self.with_masks else None,
             )
             for im in self.images
         ]

@@ -1,7 +1,8 @@
 """The YOLO txt layout (Ultralytics): ``images/<split>/*`` + ``labels/<split>/*.txt`` + a data YAML.
 
 A label file holds one object per line, ``class cx cy w h`` normalised to [0, 1] by the image
-size (a polygon ``class x1 y1 x2 y2 ...`` is taken as its bounding box, as Ultralytics does). An
+size (a polygon ``class x1 y1 x2 y2 ...``, the YOLO-seg layout, is taken as its bounding box, as
+Ultralytics does, and with ``masks=True`` as the object's mask; a box line's mask is its box). An
 image without a label file, or with an empty one, is a background image. The data YAML has
 ``path`` (the dataset root; relative paths are taken from the YAML's folder), ``train`` /
 ``val`` (an image folder, a ``.txt`` list of images, or a list of these, relative to ``path``)
@@ -88,8 +89,13 @@ def label_path(image: Path) -> Path:
     return Path(*parts).with_suffix(".txt")
 
 
-def parse_label_file(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised ``cx cy w h`` [N, 4] and class ids [N] of one label file (missing: none)."""
+def parse_label_file(
+    path: Path, num_classes: int, segments: list | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised ``cx cy w h`` [N, 4] and class ids [N] of one label file (missing: none).
+
+    ``segments``, when given, receives each object's outline: the normalised polygon
+    ``[x1, y1, x2, y2, ...]`` of a polygon line, None for a box line."""
     if not path.is_file():
         return np.zeros((0, 4), np.float64), np.zeros(0, np.int64)
     rows, classes = [], []
@@ -116,6 +122,7 @@ def parse_label_file(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarr
         coords = np.array(values[1:])
         if not np.isfinite(coords).all() or coords.min() < 0 or coords.max() > 1:
             raise ValueError(f"{where} has coordinates outside [0, 1]; YOLO labels are normalised")
+        polygon = coords.tolist() if len(coords) > 4 else None
         if len(coords) > 4:  # polygon: its bounding box
             xs, ys = coords[0::2], coords[1::2]
             coords = np.array(
@@ -125,12 +132,15 @@ def parse_label_file(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarr
             continue
         rows.append(coords)
         classes.append(int(cls))
+        if segments is not None:
+            segments.append(polygon)
     return np.array(rows, np.float64).reshape(-1, 4), np.array(classes, np.int64)
 
 
 def _fingerprint(images: list[Path], labels: list[Path], names: list[str]) -> str:
     """Changes when an image or label file is added, removed, resized or touched."""
     digest = hashlib.sha256(json.dumps(names).encode())
+    digest.update(b"segmentation")  # the JSON gained masks: older caches are rewritten
     for path in (*images, *labels):
         stat = path.stat() if path.is_file() else None
         size, mtime = (stat.st_size, stat.st_mtime_ns) if stat else (-1, -1)
@@ -142,6 +152,21 @@ def _cxcywh_to_xyxy(cxcywh: np.ndarray, width: int, height: int) -> np.ndarray:
     cx, cy, w, h = cxcywh.T
     x1, y1 = (cx - w / 2) * width, (cy - h / 2) * height
     return np.stack((x1, y1, x1 + w * width, y1 + h * height), 1).reshape(-1, 4)
+
+
+def _segmentations(
+    cxcywh: np.ndarray, outlines: list, width: int, height: int
+) -> tuple[list[list[float]], ...]:
+    """Each object's COCO polygon in pixels: its own outline, or its box for a box line."""
+    scale = np.array([width, height])
+    found = []
+    for (x1, y1, x2, y2), outline in zip(_cxcywh_to_xyxy(cxcywh, width, height), outlines):
+        if outline is None:
+            polygon = [x1, y1, x2, y1, x2, y2, x1, y2]
+        else:
+            polygon = (np.array(outline).reshape(-1, 2) * scale).reshape(-1).tolist()
+        found.append([[round(float(v), 3) for v in polygon]])
+    return tuple(found)
 
 
 class YoloTxtDetection(DetectionDataset):
@@ -186,11 +211,23 @@ class YoloTxtDetection(DetectionDataset):
             raise ValueError(f"data={str(data)!r} {split}={config[split]!r} holds no images")
         labels = [label_path(p) for p in images]
         # Parsed every time (cheap, and a malformed line fails here, before training).
-        parsed = [parse_label_file(p, len(self.class_names)) for p in labels]
+        self._outlines: list[list] = [[] for _ in labels]
+        parsed = [
+            parse_label_file(p, len(self.class_names), segments=outlines)
+            for p, outlines in zip(labels, self._outlines)
+        ]
         self.ann_file, sizes = self._ground_truth(images, labels, parsed)
         self.records = [
-            ImageRecord(i + 1, image, _cxcywh_to_xyxy(cxcywh, *size).astype(np.float32), classes)
-            for i, (image, (cxcywh, classes), size) in enumerate(zip(images, parsed, sizes))
+            ImageRecord(
+                i + 1,
+                image,
+                _cxcywh_to_xyxy(cxcywh, *size).astype(np.float32),
+                classes,
+                segments=_segmentations(cxcywh, outlines, *size) if self.with_masks else None,
+            )
+            for i, (image, (cxcywh, classes), size, outlines) in enumerate(
+                zip(images, parsed, sizes, self._outlines)
+            )
         ]
 
     def _ground_truth(
@@ -240,8 +277,9 @@ class YoloTxtDetection(DetectionDataset):
             coco_images.append(
                 {"id": image_id, "file_name": str(name), "width": width, "height": height}
             )
-            for (x1, y1, x2, y2), label in zip(
-                _cxcywh_to_xyxy(cxcywh, width, height).tolist(), classes.tolist()
+            segmentations = _segmentations(cxcywh, self._outlines[image_id - 1], width, height)
+            for (x1, y1, x2, y2), label, segmentation in zip(
+                _cxcywh_to_xyxy(cxcywh, width, height).tolist(), classes.tolist(), segmentations
             ):
                 w, h = x2 - x1, y2 - y1
                 annotations.append(
@@ -252,6 +290,7 @@ class YoloTxtDetection(DetectionDataset):
                         "bbox": [x1, y1, w, h],
                         "area": w * h,
                         "iscrowd": 0,
+                        "segmentation": segmentation,
                     }
                 )
         return {
