@@ -60,7 +60,7 @@ def test_short_run_with_timm_recipe_pieces(image_folder, tmp_path):
     cfg = _config(image_folder, out, mixup=0.2, cutmix=0.5, smoothing=0.1, model_ema=True, amp=True)
     metrics = train(cfg)
     epochs = _lines(out / "metrics.jsonl")
-    assert [e["epoch"] for e in epochs] == [0, 1]
+    assert [e["epoch"] for e in epochs] == [1, 2]
     for e in epochs:
         assert 0 <= e["val_top1"] <= e["val_top5"] <= 100 and np.isfinite(e["train_loss"])
         assert 0 <= e["ema_val_top1"] <= 100
@@ -103,7 +103,7 @@ def test_resume_continues_the_run(image_folder, tmp_path, monkeypatch):
          "--image-size", "32", "--lr", "0.05", "--temp-epochs", "1.5", "--no-aug",
          "--resume", str(crashed / "last.pth")]
     )  # fmt: skip
-    assert [e["epoch"] for e in _lines(crashed / "metrics.jsonl")] == [0, 1]
+    assert [e["epoch"] for e in _lines(crashed / "metrics.jsonl")] == [1, 2]
     rows, reference = _lines(crashed / "iterations.jsonl"), _lines(straight / "iterations.jsonl")
     assert [r["step"] for r in rows] == list(range(6))
     for key in ("tau", "lr", "loss"):

@@ -45,6 +45,35 @@ def test_loader_reproduces_authors_logits(name):
         torch.testing.assert_close(model(x), logits["1.0"], rtol=0, atol=1e-4)
 
 
+# what the authors' main.py passes for the warehouse settings their kw1d2x JSON leaves out
+_MAIN_PY_DEFAULTS = {
+    "reduction": None,
+    "cell_num_ratio": None,
+    "cell_inplane_ratio": None,
+    "cell_outplane_ratio": None,
+    "sharing_range": [],
+    "nonlocal_basis_ratio": 1.0,
+}
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2_100_kw1d2x", "mobilenetv2_050_kw1d2x"])
+def test_half_mobilenetv2_reproduces_authors_logits_from_their_config(name):
+    meta, config, sd, x, logits = _fixture(name)
+    # their JSON for these constructors holds training options only
+    assert config["model"] == meta["arch"] and not set(config) & set(_MAIN_PY_DEFAULTS)
+    for given in (config, {}, None, {**config, **_MAIN_PY_DEFAULTS}):
+        model = official.load(meta["arch"], sd, given).eval()
+        assert sum(p.numel() for p in model.parameters()) == int(meta["params"])
+        for tau, expected in logits.items():
+            kw.set_temperature(model, float(tau))
+            with torch.no_grad():
+                torch.testing.assert_close(model(x), expected, rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match=r"config\['cell_num_ratio'\]=1 is invalid for arch="):
+        official.load(meta["arch"], sd, {**config, "cell_num_ratio": 1})
+    with pytest.raises(ValueError, match=r"config\['sharing_range'\]=\['layer', 'pwconv'\]"):
+        official.load(meta["arch"], sd, {"sharing_range": ["layer", "pwconv"]})
+
+
 def test_loader_rejects_other_architecture_and_bad_config():
     _meta, config, sd, _, _ = _fixture("resnet18_kw1x")
     with pytest.raises(ValueError, match="does not fit 'kw_resnet50'"):

@@ -12,6 +12,8 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -101,6 +103,36 @@ class TrainConfig:
             self.image_size, self.input_size = self.input_size, None
         if self.image_size is None:
             self.image_size = 224
+
+    @classmethod
+    def from_checkpoint(cls, resume: str | Path, **overrides: Any) -> TrainConfig:
+        """The options a run was started with (saved in its ``last.pth``), with ``overrides``;
+        ``resume`` is the ``last.pth`` or its run folder. ``output`` defaults to that folder.
+
+        Example:
+            >>> TrainConfig.from_checkpoint("no/such/run")
+            Traceback (most recent call last):
+            ...
+            ValueError: resume='no/such/run' is invalid: no such run folder or last.pth
+        """
+        path = Path(resume)
+        path = path / "last.pth" if path.is_dir() else path
+        if not path.is_file():
+            raise ValueError(f"resume={str(resume)!r} is invalid: no such run folder or last.pth")
+        try:
+            saved = json.loads(torch.load(path, map_location="cpu", weights_only=True)["config"])
+        except Exception as err:  # truncated or foreign: named, not torch's traceback
+            first = (str(err).splitlines() or [type(err).__name__])[0]
+            raise ValueError(
+                f"resume={str(resume)!r} cannot be read ({first}); it is not a complete last.pth "
+                "(truncated or not a checkpoint): resume from another copy or start again"
+            ) from None
+        known = {f.name for f in dataclasses.fields(cls)}
+        options = {k: v for k, v in saved.items() if k in known and k != "input_size"}
+        if isinstance(options.get("image_size"), list):
+            options["image_size"] = tuple(options["image_size"])
+        overrides.pop("resume", None)
+        return cls(**{**options, "output": str(path.parent), **overrides, "resume": str(path)})
 
     @property
     def image_hw(self) -> tuple[int, int]:

@@ -69,22 +69,53 @@ def _write_json_atomic(path: Path, payload: Any) -> None:
     os.replace(tmp, path)
 
 
+def _keep_epochs(path: Path, done: int) -> None:
+    """Drop the rows of epochs after ``done`` (logged before a kill came ahead of their
+    checkpoint), so a resumed run's log has each epoch once."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line)["epoch"] <= done]
+    if len(kept) != len(lines):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
+
+
 def _append_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     with path.open("a") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
 
 
+def _umask_mode(base: int) -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return base & ~mask
+
+
 def _save_hub_dir(model: nn.Module, target: Path, model_args: dict[str, Any]) -> None:
-    """``config.json`` + ``model.safetensors`` written into a temporary folder, then swapped in."""
+    """``config.json`` + ``model.safetensors`` written into a temporary folder, then swapped in.
+    Files get the permissions the umask gives (safetensors writes its file 0600)."""
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     save_for_hf(model, str(tmp), model_args=model_args or None, safe_serialization=True)
+    for child in tmp.iterdir():
+        os.chmod(child, _umask_mode(0o666))
     old = target.with_name(target.name + ".old")
     if target.exists():
         os.replace(target, old)
     os.replace(tmp, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+# last.pth layout: 2 counts "epoch" from 1 (the epochs done); 1 (no key) counted it from 0
+_STATE_VERSION = 2
+
+
+def _epochs_done(state: dict[str, Any]) -> int:
+    done = int(state["epoch"])
+    return done if state.get("state_version", 1) >= 2 else done + 1
 
 
 def _rng_state() -> dict[str, Any]:
@@ -215,6 +246,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     data_cfg = resolve_data_config(model=model)
+    # the saved config.json says the trained resolution, so resolve_data_config on the saved
+    # model evaluates at it (not at the base architecture's 224)
+    trained = {
+        k: v for k, v in getattr(model, "pretrained_cfg", {}).items() if k != "test_input_size"
+    }
+    model.pretrained_cfg = {**trained, "input_size": (3, *cfg.image_hw)}
     data_cfg["input_size"] = (3, *cfg.image_hw)
     common = dict(
         input_size=data_cfg["input_size"],
@@ -284,8 +321,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         scheduler.load_state_dict(state["scheduler"])
         if ema is not None and "ema" in state:
             ema.load_state_dict(state["ema"])
-        start_epoch, step = int(state["epoch"]) + 1, int(state["step"])
+        start_epoch, step = _epochs_done(state), int(state["step"])
         _set_rng_state(state["rng"])
+        if rank == 0 and state.get("state_version", 1) >= 2:
+            for log in ("metrics.jsonl", "iterations.jsonl"):
+                _keep_epochs(out / log, start_epoch)
     net = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model)
@@ -316,9 +356,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             with amp():
                 loss = criterion(net(images), targets)
             if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"loss is {loss.item()} at step {step} (epoch {epoch})")
+                raise FloatingPointError(
+                    f"loss is {loss.item()} at step {step} (epoch {epoch + 1})"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            lr = optimizer.param_groups[0]["lr"]  # the rate this update uses
             optimizer.step()
             step += 1
             scheduler.step_update(num_updates=step)
@@ -327,15 +370,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 if has_kw:
                     kw.set_temperature(ema.module, tau)
             loss_sum += loss.item()
-            lr = optimizer.param_groups[0]["lr"]
             rows.append(
-                {"epoch": epoch, "step": step - 1, "lr": lr, "tau": tau, "loss": loss.item()}
+                {"epoch": epoch + 1, "step": step - 1, "lr": lr, "tau": tau, "loss": loss.item()}
             )
         scheduler.step(epoch + 1)
         metrics = {
-            "epoch": epoch,
+            "epoch": epoch + 1,
             "train_loss": _reduce([loss_sum / max(len(rows), 1)], device)[0] / world,
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": rows[-1]["lr"] if rows else optimizer.param_groups[0]["lr"],  # its last update's
             "tau": kw.get_temperature(model),
             "seconds": time.perf_counter() - began,
             **{
@@ -353,7 +395,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "epoch": epoch,
+                "epoch": epoch + 1,  # epochs done; numbered from 1 as in the logs
+                "state_version": _STATE_VERSION,
                 "step": step,
                 "rng": _rng_state(),
                 "config": json.dumps(dataclasses.asdict(cfg)),

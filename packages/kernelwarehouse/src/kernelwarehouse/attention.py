@@ -58,11 +58,11 @@ def contrasting_attention(
     if not isinstance(temperature, torch.Tensor):
         check_number(fn, "temperature", temperature, 0.0, 1.0)
     check_number(fn, "eps", eps, 0.0)
-    return _caf(logits, beta, temperature, eps)
+    return _caf(logits, beta, temperature, eps)  # type: ignore[arg-type]
 
 
 def _caf(
-    logits: torch.Tensor, beta: torch.Tensor, temperature: torch.Tensor | float, eps: float
+    logits: torch.Tensor, beta: torch.Tensor, temperature: torch.Tensor, eps: float
 ) -> torch.Tensor:
     # the forward pass's CAF: its inputs come from the module, checked when it was built
     normed = logits / (logits.abs().sum(dim=-1, keepdim=True) + eps)
@@ -144,7 +144,29 @@ class AttentionBatchNorm1d(nn.BatchNorm1d):
             return F.batch_norm(
                 x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
             )
+        if torch.jit.is_scripting():
+            return self._batch_norm_scripted(x)
+        return self._batch_norm(x)
+
+    @torch.jit.unused
+    def _batch_norm(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x)
+
+    def _batch_norm_scripted(self, x: torch.Tensor) -> torch.Tensor:
+        # TorchScript has no super(): BatchNorm1d's forward for this layer's settings (affine,
+        # running statistics tracked, momentum a float)
+        momentum = self.momentum if self.momentum is not None else 0.0
+        if self.training:
+            num = self.num_batches_tracked
+            if num is not None:
+                num.add_(1)
+                if self.momentum is None:
+                    momentum = 1.0 / float(num)
+        use_batch = self.training or self.running_mean is None
+        return F.batch_norm(
+            x, self.running_mean, self.running_var, self.weight, self.bias, use_batch, momentum,
+            self.eps,
+        )  # fmt: skip
 
 
 #: attention normalisation by name: the paper's BatchNorm1d, or the LayerNorm of the authors'
@@ -179,6 +201,10 @@ class KWAttention(nn.Module):
         >>> att(torch.randn(2, 64)).shape
         torch.Size([2, 9, 9])
     """
+
+    # constant under TorchScript, so the basis branch (and its modules) is compiled only where
+    # they exist
+    __constants__ = ("use_basis",)
 
     def __init__(
         self,
@@ -268,7 +294,7 @@ class KWAttention(nn.Module):
         """``pooled``: ``[B, C]`` -> attentions ``[B, m, n]``."""
         # CAF in float32 or better even under autocast: the L1 normaliser sums n + 1 logits
         logits = self.logits(pooled)
-        if logits.dtype in (torch.float16, torch.bfloat16):
+        if logits.dtype == torch.float16 or logits.dtype == torch.bfloat16:
             logits = logits.float()
         return _caf(logits, self.beta, self.temperature, self.eps)
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, TypedDict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ._checks import check_int, check_ints, invalid
@@ -117,6 +118,9 @@ class KWLayer(nn.Module):
     """
 
     dims: int = 0
+    __constants__ = ("dims",)
+    # Python-side helpers TorchScript must not compile
+    __jit_unused_properties__ = ("shared_warehouse", "num_mixtures")
 
     def _setup(
         self,
@@ -191,6 +195,30 @@ class KWLayer(nn.Module):
             norm=attention_norm,
         )
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        # the partition as plain ints, for the TorchScript forward (which has no LayerPartition):
+        # mixture order (space, out, in, cell) -> the kernel's layout, as assemble_kernel_reference
+        part = self.partition
+        self._mixture_shape = [part.spatial_groups, part.out_groups, part.in_groups]
+        self._mixture_shape += list(warehouse.cell.as_tuple())
+        spatial = len(warehouse.cell.kernel_size)
+        self._kernel_order = [0, 2, 4, 3, 5, 1, *range(6, 6 + spatial)]
+        self._kernel_shape = list(kernel_shape)
+
+    def __prepare_scriptable__(self) -> KWLayer:
+        # torch.jit.script calls this on every module first. A shared warehouse is not a
+        # submodule of its other layers (it would appear twice in state_dict), so the scripted
+        # forward reads its cells from a plain tensor attribute, the same Parameter object
+        object.__setattr__(self, "_script_cells", self.shared_warehouse.cells)
+        return self
+
+    # TorchScript has no starred list displays: shapes below are built with ``+``
+    def _assemble_scripted(self, attention: torch.Tensor) -> torch.Tensor:
+        """:func:`assemble_kernel_reference` in TorchScript: ``[B, *kernel_shape]``."""
+        cells = self._script_cells
+        n, batch = cells.shape[0], attention.shape[0]
+        mixed = torch.mm(attention.reshape(-1, n), cells.reshape(n, -1))
+        mixed = mixed.reshape([batch] + self._mixture_shape).permute(self._kernel_order)  # noqa: RUF005
+        return mixed.reshape([batch] + self._kernel_shape)  # noqa: RUF005
 
     @property
     def shared_warehouse(self) -> Warehouse:
@@ -275,12 +303,38 @@ class _KWConvNd(KWLayer):
         return x.reshape(x.shape[0], x.shape[1], -1).mean(dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return self._forward_scripted(x)
+        return self._forward_eager(x)
+
+    @torch.jit.unused
+    def _forward_eager(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != self.dims + 2 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"{type(self).__name__} expects a [B, {self.in_channels}, "
                 f"{self.dims} spatial dims] input, got shape {tuple(x.shape)}"
             )
         return self._run(x, x, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def _forward_scripted(self, x: torch.Tensor) -> torch.Tensor:
+        # under torch.jit.script: the authors' formulation (every sample's kernel assembled, one
+        # grouped convolution over the batch), which has no shape-dependent Python dispatch
+        batch = x.shape[0]
+        kernel = self._assemble_scripted(self.attention(self._pool(x)))
+        weight = kernel.reshape([-1] + self._kernel_shape[1:])  # noqa: RUF005
+        folded = x.reshape([1, -1] + list(x.shape[2:]))  # noqa: RUF005
+        groups = self.groups * batch
+        if self.dims == 1:
+            out = F.conv1d(folded, weight, None, self.stride, self.padding, self.dilation, groups)
+        elif self.dims == 2:
+            out = F.conv2d(folded, weight, None, self.stride, self.padding, self.dilation, groups)
+        else:
+            out = F.conv3d(folded, weight, None, self.stride, self.padding, self.dilation, groups)
+        out = out.reshape([batch, self.out_channels] + list(out.shape[2:]))  # noqa: RUF005
+        bias = self.bias
+        if bias is not None:
+            out = out + bias.reshape([1, -1] + [1] * self.dims)
+        return out
 
     def extra_repr(self) -> str:
         return (
@@ -361,6 +415,22 @@ class KWLinear(KWLayer):
         return x.reshape(x.shape[0], -1, x.shape[-1]).mean(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return self._forward_scripted(x)
+        return self._forward_eager(x)
+
+    def _forward_scripted(self, x: torch.Tensor) -> torch.Tensor:
+        batch = x.shape[0]
+        tokens = x.reshape(batch, -1, self.in_features)  # [B, T, in]
+        kernel = self._assemble_scripted(self.attention(tokens.mean(dim=1)))  # [B, out, in]
+        out = torch.bmm(tokens, kernel.transpose(1, 2))
+        bias = self.bias
+        if bias is not None:
+            out = out + bias
+        return out.reshape(list(x.shape[:-1]) + [self.out_features])  # noqa: RUF005
+
+    @torch.jit.unused
+    def _forward_eager(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() < 2 or x.shape[-1] != self.in_features:
             raise ValueError(
                 f"KWLinear expects [B, *, {self.in_features}] input, got shape {tuple(x.shape)}"

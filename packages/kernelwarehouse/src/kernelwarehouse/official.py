@@ -59,6 +59,52 @@ _BUILTIN_CONFIGS: dict[str, Mapping[str, Any]] = {
     "kw1d2x_mobilenetv2_050": _HALF_MOBILENETV2,
 }
 _CONFIG_KEYS = ("reduction", "cell_num_ratio", "cell_inplane_ratio", "cell_outplane_ratio")
+#: what the authors' main.py passes for a warehouse setting their JSON leaves out
+_UNSET = (None, [], (), "")
+
+
+def _same_setting(value: Any, builtin: Any) -> bool:
+    """Whether a config value equals a built-in setting (a number or one per warehouse)."""
+    if isinstance(value, str):
+        value = value.split("_")
+    if isinstance(value, bytes | Mapping) or not isinstance(value, int | float | Sequence):
+        return False
+    if isinstance(builtin, tuple) and all(isinstance(v, str) for v in builtin):
+        # sharing_range; their constructor writes tuple("layer"), i.e. its letters
+        if not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
+            return False
+        return frozenset(v for v in value if v) in (frozenset(builtin), frozenset("layer"))
+    values = [value] if isinstance(value, int | float) else list(value)
+    builtins = [builtin] if isinstance(builtin, int | float) else list(builtin)
+    if len(values) == 1:
+        values = values * len(builtins)
+    return len(values) == len(builtins) and all(
+        isinstance(v, int | float) and float(v) == float(b) for v, b in zip(values, builtins)
+    )
+
+
+def _builtin_config(arch: str, config: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """The settings the authors' ``arch`` constructor fixes in code, after checking that
+    ``config`` (their JSON of training options, ``{}``, None, or these settings) agrees."""
+    builtin = _BUILTIN_CONFIGS[arch]
+    if config is None:
+        return builtin
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config must be a mapping or None, got {type(config).__name__}")
+    fixed_settings = {**builtin, "nonlocal_basis_ratio": 1.0}  # main.py's default, unused here
+    for key in (*_CONFIG_KEYS, "sharing_range", "nonlocal_basis_ratio"):
+        value = config.get(key)
+        if any(value is u or (type(value) is type(u) and value == u) for u in _UNSET):
+            continue  # unset in their JSON (main.py's default), ignored by their constructor
+        if _same_setting(value, fixed_settings[key]):
+            continue
+        fixed = {k: (list(v) if isinstance(v, tuple) else v) for k, v in builtin.items()}
+        raise ValueError(
+            f"config[{key!r}]={value!r} is invalid for arch={arch!r}: the authors' constructor "
+            f"fixes its warehouse settings in code ({fixed}); pass their JSON of training "
+            "options, {} or None"
+        )
+    return builtin
 
 
 def _sharing(config: Mapping[str, Any]) -> frozenset[str]:
@@ -231,9 +277,10 @@ def load(
             ``model``); a ``module.`` prefix is removed; tensors are cast to float32.
         config: the authors' settings: ``reduction``, ``cell_num_ratio``,
             ``cell_inplane_ratio``, ``cell_outplane_ratio``, ``sharing_range`` (optional:
-            ``nonlocal_basis_ratio``); other keys of their JSON files are ignored. ``None``
-            for the 1/2x MobileNetV2 constructors (``kw1d2x_*``), whose settings are fixed in
-            their code; other architectures need it.
+            ``nonlocal_basis_ratio``); other keys of their JSON files are ignored. The 1/2x
+            MobileNetV2 constructors (``kw1d2x_*``) fix these settings in their code: for them
+            pass their JSON as it is (training options only), ``{}`` or ``None``; a warehouse
+            setting that differs from the fixed one is refused. Other architectures need it.
         **timm_kwargs: extra keyword arguments for timm's model (e.g. ``drop_rate``).
 
     Returns:
@@ -244,13 +291,13 @@ def load(
         raise ValueError(
             f"arch={arch!r} is invalid: expected one of {list(OFFICIAL_ARCHITECTURES)}"
         )
-    if config is None:
-        if arch not in _BUILTIN_CONFIGS:
-            raise ValueError(
-                f"config=None is invalid for arch={arch!r}: pass the authors' warehouse settings "
-                f"(only {sorted(_BUILTIN_CONFIGS)} fix them in code)"
-            )
-        config = _BUILTIN_CONFIGS[arch]
+    if arch in _BUILTIN_CONFIGS:
+        config = _builtin_config(arch, config)
+    elif config is None:
+        raise ValueError(
+            f"config=None is invalid for arch={arch!r}: pass the authors' warehouse settings "
+            f"(only {sorted(_BUILTIN_CONFIGS)} fix them in code)"
+        )
     if not isinstance(config, Mapping):
         raise TypeError(f"config must be a mapping, got {type(config).__name__}")
     sd = _unwrap(state_dict)
