@@ -203,3 +203,26 @@ def test_ctrl_c_is_one_line_exit_130_and_resumes_exactly(images, straight, tmp_p
     assert err.strip().splitlines()[-1] == "timm-knowledge train: interrupted"
     assert main(["train", "--resume", str(run)]) == 0
     _same_run(run, straight)
+
+
+def test_log_lines_after_the_last_checkpoint_are_dropped_on_resume(
+    images, straight, tmp_path, monkeypatch
+):
+    """Killed after epoch 2's log lines but before its last.pth, the resumed run logged epoch
+    2 twice; the lines of the killed attempt are dropped and the rerun's kept."""
+    run = tmp_path / "run"
+    save, calls = torch.save, []
+
+    def killed_at_second(*args, **kwargs):
+        calls.append(args[1])
+        if len(calls) == 2:  # epoch 2's last.pth
+            raise KeyboardInterrupt
+        save(*args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(torch, "save", killed_at_second)
+        assert main(["train", *_flags(images, run)]) == 130
+    assert [e["epoch"] for e in _lines(run / "metrics.jsonl")] == [1, 2]
+    assert torch.load(run / "last.pth", weights_only=True)["epoch"] == 1
+    assert main(["train", "--resume", str(run)]) == 0
+    _same_run(run, straight)
