@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 import timm_knowledge
 from timm_knowledge import KW_PAPER_BUDGETS, PAPER_MODELS, budget_suffix, list_paper_models
+from timm_knowledge._registry import PUBLISHED_WEIGHTS
 from yolo_heads.architectures import list_architectures, list_classifiers
 
 
@@ -32,8 +33,8 @@ def test_every_paper_configuration_is_listed_with_a_hub_repository():
         tag = "coco" if name in detectors else "in1k"
         assert cfg.hf_hub_id == f"knowledge-vision/{name}.{tag}"
         assert cfg.architecture == name and cfg.tag == tag
-        assert timm.is_model_pretrained(name)  # has a weight source: the Hub repository
-    assert "kw_resnet18_1x.in1k" in timm.list_pretrained("kw_resnet18_*")
+        # listed as pretrained only once its repository is uploaded (none is yet)
+        assert timm.is_model_pretrained(name) == (f"{name}.{tag}" in PUBLISHED_WEIGHTS)
 
 
 # Full-size models, built without a forward pass. The KW rows match the paper to 0.5% (ResNet,
@@ -145,3 +146,26 @@ def test_hub_id_refuses_names_and_tags_that_do_not_exist(name, tag, message):
     with pytest.raises(ValueError, match=message):
         timm_knowledge.hub_id(name, tag)
     assert timm_knowledge.hub_id("kw_resnet18_1x", "in1k") == "knowledge-vision/kw_resnet18_1x.in1k"
+
+
+def test_unpublished_weights_are_not_listed_and_fail_at_once(tmp_path, monkeypatch):
+    """timm listed 19 kw_* '.in1k' tags as pretrained although nothing is uploaded, and
+    pretrained=True then spent about 45 s in huggingface_hub's retries before failing. Now only
+    uploaded repositories are listed, and without a local copy the error names the repository
+    before any download is tried."""
+    assert not PUBLISHED_WEIGHTS  # none uploaded from the development machines
+    for pattern in ("kw_*", "rd_*", "yolo*"):
+        assert [n for n in timm.list_models(pattern, pretrained=True) if n in PAPER_MODELS] == []
+    assert timm.list_pretrained("kw_resnet18_*") == []
+
+    def no_network(*args, **kwargs):
+        raise AssertionError(f"a download was tried: {args} {kwargs}")
+
+    monkeypatch.setattr("timm.models._hub.hf_hub_download", no_network)
+    for name, repo in (
+        ("kw_resnet18_1x", "kw_resnet18_1x.in1k"),
+        ("rd_resnet18.in1k", "rd_resnet18.in1k"),
+        ("yolo_rd_resnet50", "yolo_rd_resnet50.coco"),
+    ):
+        with pytest.raises(FileNotFoundError, match=rf"'knowledge-vision/{repo}'.*add-to-cache"):
+            timm.create_model(name, pretrained=True, cache_dir=str(tmp_path))

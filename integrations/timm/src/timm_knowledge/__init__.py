@@ -16,7 +16,7 @@ Example:
 
 import importlib.util
 
-from . import kw_paper, rd_paper
+from . import _registry, kw_paper, rd_paper
 from ._registry import HUB_ORG, PAPER_MODELS, PaperModel, hub_id
 from .kw_paper import KW_PAPER_BUDGETS, budget_suffix
 from .rd_paper import RD_ARCHITECTURES
@@ -24,6 +24,9 @@ from .rd_paper import RD_ARCHITECTURES
 # detectors need yolo-heads (the "detection" extra); without it they are simply not registered
 if importlib.util.find_spec("yolo_heads") is not None:
     from . import det_paper  # noqa: F401
+
+# timm lists every tag with a Hub id as pretrained: only the uploaded ones are
+_registry.unlist_unpublished(list(PAPER_MODELS))
 
 __version__ = "0.1.0"
 
