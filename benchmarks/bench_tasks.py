@@ -133,13 +133,13 @@ def detect(arm: str, seed: int, quick: bool) -> dict[str, Any]:
         "seconds": run["seconds"],
         "cpu_seconds": run.get("cpu_seconds"),
         "source": str(path.relative_to(ROOT)),
-        "finished": run.get("finished"),
+        "source_finished": run.get("finished"),  # when bench_detection trained it
     }
 
 
 # ------------------------------------------------------------------------- classification
 CLS = {
-    "epochs": 12, "batch": 32, "image_size": 32, "train_images": 640, "val_images": 160,
+    "epochs": 10, "batch": 32, "image_size": 32, "train_images": 320, "val_images": 160,
     "opt": "adamw", "lr": 2e-3, "weight_decay": 0.05, "warmup_epochs": 1,
 }  # fmt: skip
 CLS_QUICK = {"epochs": 1, "train_images": 24, "val_images": 8}
@@ -161,11 +161,11 @@ def classification_data(quick: bool) -> Path:
     if not done.is_file():
         canvases = {"image_size": 64, "digit_size": (10, 25), "progress": False}
         make_digits_classification(
-            root, s["train_images"], seed=0, split="train", image_size=s["image_size"],
+            root, s["train_images"], seed=0, split="train", crop_size=s["image_size"],
             **canvases,
         )  # fmt: skip
         make_digits_classification(
-            root, s["val_images"], seed=1, split="val", image_size=s["image_size"], **canvases
+            root, s["val_images"], seed=1, split="val", crop_size=s["image_size"], **canvases
         )
         _write_json(done, {"train": s["train_images"], "val": s["val_images"]})
     return root
@@ -186,7 +186,7 @@ def _cls_dictionary(seed: int, quick: bool) -> Path:
     path = _work(quick) / f"classify_dictionary_s{seed}.safetensors"
     if not path.is_file():
         model = timm.create_model(f"local-dir:{baseline['weights']}", pretrained=True)
-        files = sorted((classification_data(quick) / "train").glob("*/*.png"))[:640]
+        files = sorted((classification_data(quick) / "train").glob("*/*.png"))
         images = torch.stack(
             [
                 torch.from_numpy(
@@ -213,8 +213,8 @@ def _cls_dictionary(seed: int, quick: bool) -> Path:
     recipe=(
         "timm-knowledge train: yolov9_c_cls (the authors' v9-c-cls, 8.94 M) vs yolo_rd_9c_cls "
         "(rd-9c's RD block at B3, authors' variant) with 64 atoms from the baseline's B3 "
-        "features; 32 px crops of the demo's digits (640 / 160 canvases, about 1,600 / 400 "
-        "crops), 12 epochs, batch 32, AdamW lr 2e-3, wd 0.05, 1 warm-up epoch, cosine, no "
+        "features; 32 px crops of the demo's digits (320 / 160 canvases, about 800 / 400 "
+        "crops), 10 epochs, batch 32, AdamW lr 2e-3, wd 0.05, 1 warm-up epoch, cosine, no "
         "augmentation, one thread; top-1 of the final model on the val crops"
     ),
 )
@@ -456,6 +456,18 @@ def report(quick: bool) -> str:
         ]
         if seconds:
             notes.append(f"  train CPU s per run: {statistics.fmean(seconds):.0f} (mean).")
+        reused = [
+            r
+            for arm in ARMS
+            for s in SEEDS
+            if (r := _cached(name, arm, s, quick)) and "source" in r
+        ]
+        if reused:
+            when = max(r.get("source_finished") or 0 for r in reused)
+            notes.append(
+                f"  {len(reused)} runs reused from `{Path(reused[0]['source']).parent}/` (latest "
+                f"finished {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(when))})."
+            )
     seeds = "seed 0 only (--quick)" if quick else "seeds 0, 1, 2"
     table = markdown_table(
         ["task", "metric", "baseline", "+ RD (vision-initialised)", "RD - baseline",

@@ -14,6 +14,7 @@ from PIL import Image
 
 from yolo_heads.architectures import GraphClassifier, GraphDetector
 from yolo_heads.architectures.classifier import Classification
+from yolo_heads.config import ConfigError, load_config
 from yolo_heads.data import make_digits_classification, make_digits_detection, write_box_crops
 from yolo_heads.official import authors_outputs, load, to_authors_key
 
@@ -124,12 +125,14 @@ def test_bad_input_is_named():
         GraphClassifier("yolov9_c_cls").reset_classifier(3, global_pool="max")
     with pytest.raises(ValueError, match="drop_rate=2"):
         GraphClassifier("yolov9_c_cls", drop_rate=2)
+    with pytest.raises(ConfigError, match=r"is a classifier.*timm-knowledge train --model"):
+        load_config("digits", ["model=yolov9_c_cls"])
 
 
 def test_box_crops_are_the_square_around_each_box(tmp_path):
     """One crop per box: the square of side max(w, h) * 1.5 around the box centre, resized."""
     ann = make_digits_detection(tmp_path / "det", num_images=2, image_size=64, progress=False)
-    counts = write_box_crops(ann, tmp_path / "cls", image_size=24, context=0.25)
+    counts = write_box_crops(ann, tmp_path / "cls", crop_size=24, context=0.25)
     coco = json.loads(ann.read_text())
     assert sum(counts.values()) == len(coco["annotations"])
     first = coco["annotations"][0]

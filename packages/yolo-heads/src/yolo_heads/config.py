@@ -203,8 +203,14 @@ def _check(cfg: DictConfig) -> None:
     if aug.close_mosaic < 0:
         raise ConfigError(f"augment.close_mosaic={aug.close_mosaic} is not valid; expected >= 0")
     if m.architecture is not None:
-        from .architectures import list_architectures
+        from .architectures import list_architectures, list_classifiers
 
+        if m.architecture in list_classifiers():
+            raise ConfigError(
+                f"model.architecture={m.architecture!r} is a classifier; yolo-heads trains "
+                f"detectors: train it with `timm-knowledge train --model {m.architecture} "
+                "--data-dir <image folder>`"
+            )
         if m.architecture not in list_architectures():
             raise ConfigError(
                 f"model.architecture={m.architecture!r} is not valid; expected one of "

@@ -23,13 +23,13 @@ def write_box_crops(
     ann_file: str | Path,
     root: str | Path,
     split: str = "train",
-    image_size: int = 32,
+    crop_size: int = 32,
     context: float = 0.25,
 ) -> dict[str, int]:
     """Cut every box of the COCO set ``ann_file`` into ``root/<split>/<category name>/``.
 
     Each crop is the square around the box's centre with side ``max(w, h) * (1 + 2 *
-    context)`` (black beyond the image edge), resized to ``image_size``; crowd boxes are
+    context)`` (black beyond the image edge), resized to ``crop_size``; crowd boxes are
     skipped. Returns the number of crops per class name.
 
     >>> import tempfile
@@ -37,7 +37,7 @@ def write_box_crops(
     >>> sum(write_box_crops(ann, tempfile.mkdtemp()).values()) >= 2
     True
     """
-    check_positive("image_size", image_size, integer=True)
+    check_positive("crop_size", crop_size, integer=True)
     check_number("context", context, low=0, high=4)
     ann_file = Path(ann_file)
     if not ann_file.is_file():
@@ -60,7 +60,7 @@ def write_box_crops(
         side = max(w, h) * (1 + 2 * context)
         cx, cy = x + w / 2, y + h / 2
         box = tuple(round(v) for v in (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2))
-        crop = opened[image_id].crop(box).resize((image_size, image_size), Image.BILINEAR)
+        crop = opened[image_id].crop(box).resize((crop_size, crop_size), Image.BILINEAR)
         name = names[ann["category_id"]]
         folder = Path(root) / split / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -75,12 +75,13 @@ def make_digits_classification(
     num_images: int = 200,
     seed: int = 0,
     split: str = "train",
-    image_size: int = 32,
+    crop_size: int = 32,
     context: float = 0.25,
     **generator_kwargs,
 ) -> Path:
     """A handwritten-digits classification folder: :func:`make_digits_detection` canvases
-    (``generator_kwargs``; in ``root/_detection``) cut into one crop per digit by
+    (``generator_kwargs``, e.g. ``image_size``, ``digit_size``; in ``root/_detection``) cut
+    into one ``crop_size`` crop per digit by
     :func:`write_box_crops`. Returns ``root`` (``root/<split>/<0..9>/*.png``); ``"train"``
     and ``"val"`` draw from disjoint digit samples, as the generator's splits do.
 
@@ -94,5 +95,5 @@ def make_digits_classification(
     ann = make_digits_detection(
         root / "_detection", num_images, seed=seed, split=split, **generator_kwargs
     )
-    write_box_crops(ann, root, split, image_size=image_size, context=context)
+    write_box_crops(ann, root, split, crop_size=crop_size, context=context)
     return root
