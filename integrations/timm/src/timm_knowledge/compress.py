@@ -61,9 +61,15 @@ class CompressedModel:
         return "\n".join([*lines, f"compressed model: {self.folder}"])
 
 
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name}={value!r} is not valid; expected an integer >= {low}")
+def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < low
+        or (high is not None and value > high)
+    ):
+        bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name}={value!r} is not valid; expected an integer {bounds}")
     return value
 
 
@@ -74,6 +80,8 @@ def _check_positive(name: str, value: Any) -> float:
 
 
 def _model_folder(folder: str | os.PathLike) -> Path:
+    if isinstance(folder, bytes) or not isinstance(folder, (str, os.PathLike)):
+        raise TypeError(f"model={folder!r} is not valid; expected a folder path (str or PathLike)")
     path = Path(folder)
     if not path.is_dir():
         raise FileNotFoundError(
@@ -187,8 +195,34 @@ def compress_model(
             f"usage_score={usage_score!r} is not valid; expected one of "
             f"{sorted(rd_core.USAGE_SCORES)}"
         )
+    for name, value in (("out", out), ("data_dir", data_dir)):
+        if value is not None and (
+            isinstance(value, bytes) or not isinstance(value, (str, os.PathLike))
+        ):
+            raise TypeError(f"{name}={value!r} is not valid; expected a path (str or os.PathLike)")
+    if not isinstance(split, str) or not split:
+        raise ValueError(f"split={split!r} is not valid; expected a split folder name (str)")
+    if image_size is not None:
+        sizes = image_size if isinstance(image_size, (tuple, list)) else (image_size,)
+        if len(sizes) not in (1, 2):
+            raise ValueError(f"image_size={image_size!r} is not valid; expected SIZE or (H, W)")
+        for size in sizes:
+            _check_int("image_size", size, 1, 16384)
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress={progress!r} is not valid; expected True or False")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device={device!r} is not valid; expected e.g. 'cpu' ({e})") from None
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(
+            f"device={str(device)!r} is not valid: this machine has "
+            f"{torch.cuda.device_count()} CUDA devices"
+        )
     if (data is None) == (data_dir is None):
         raise ValueError("give the images to distil on: data (batches) or data_dir (a folder)")
+    if out is not None and Path(out).name in ("", ".."):
+        raise ValueError(f"out={str(out)!r} is not valid; expected a path naming the new folder")
     target = Path(out) if out is not None else folder.with_name(f"{folder.name}-rd{num_atoms}")
     if target.resolve() == folder.resolve():
         raise ValueError(

@@ -192,6 +192,13 @@ def compress_checkpoint(
             f"{sorted(rd_core.USAGE_SCORES)}"
         )
     device = check_device("device", device, fn=fn)
+    for name, value in (("data", data), ("image_dir", image_dir)):
+        if value is not None:
+            check_path(name, value, fn=fn)
+    if not isinstance(split, str):
+        raise TypeError(f"{fn}: split={split!r} is not valid; expected a split name (str)")
+    if image_size is not None:
+        check_int("image_size", image_size, low=32, high=16384, fn=fn)
     source = "data"
     if data is None:
         source = "the run's data.train"
