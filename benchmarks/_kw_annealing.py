@@ -316,7 +316,12 @@ def _groups(runs: list[dict]) -> dict[tuple, list[dict]]:
     """Runs by (batch, post, anneal, variant), variants in VARIANTS order."""
     order = list(VARIANTS)
     groups: dict[tuple, list[dict]] = {}
-    for run in sorted(runs, key=lambda r: (*_setting(r), order.index(r["cell"]["variant"]))):
+
+    def sort_key(run: dict) -> tuple:
+        batch, post, anneal = _setting(run)  # batch 64 (the table's) first
+        return (post, batch != 64, batch, anneal, order.index(run["cell"]["variant"]))
+
+    for run in sorted(runs, key=sort_key):
         c = run["cell"]
         groups.setdefault((c["batch"], c["post"], c["anneal"], c["variant"]), []).append(run)
     for group in groups.values():
@@ -339,10 +344,14 @@ def _last_stats(run: dict) -> dict[str, float]:
     return stats[-1] if stats else {}
 
 
-def _dip(run: dict) -> float:
-    """Lowest test accuracy measured after tau reached 0, up to the end."""
-    after = [acc for step, acc in run["curve"]["test"] if step >= run["cell"]["anneal"]]
-    return min(after)
+def _peak_and_drop(run: dict) -> tuple[float, float, float]:
+    """Best test accuracy while tau > 0, tau there (from the logged stats), accuracy at tau = 0."""
+    anneal = run["cell"]["anneal"]
+    during = [(acc, step) for step, acc in run["curve"]["test"] if step < anneal]
+    at_zero = next(acc for step, acc in run["curve"]["test"] if step >= anneal)
+    best, step = max(during)
+    tau = 1.0 - min(step / anneal, 1.0)  # the linear schedule before iteration `step`
+    return best, tau, at_zero
 
 
 def table(runs: list[dict]) -> str:
@@ -357,7 +366,10 @@ def table(runs: list[dict]) -> str:
             p_mean, p_std = mean_std([r["accuracy"] for r in plain])
             mean, std = mean_std(accs)
             d = mean - p_mean
-            spread = "beyond spread" if abs(d) > max(std, p_std) else "within spread"
+            if min(len(accs), len(plain)) < 2:
+                spread = "1 seed"
+            else:
+                spread = "beyond spread" if abs(d) > max(std, p_std) else "within spread"
             delta = f"{d:+.2f} ({spread})"
         recal = [
             r["accuracy_attention_bn_recalibrated"]
@@ -367,6 +379,12 @@ def table(runs: list[dict]) -> str:
         recal_all = [
             r["accuracy_bn_recalibrated"] for r in group if "accuracy_bn_recalibrated" in r
         ]
+        if VARIANTS[variant][2]:  # annealed: best test accuracy while tau > 0, then at tau = 0
+            peaks = [_peak_and_drop(r) for r in group]
+            peak = " / ".join(f"{b:.1f} (tau {t:.2f})" for b, t, _ in peaks)
+            drop = " / ".join(f"{z:.1f}" for _, _, z in peaks)
+        else:
+            peak = drop = "-"
         last = [_last_stats(r) for r in group]
         one = [s["one_to_one"] for s in last if "one_to_one" in s]
         ent = [s["entropy"] for s in last if "entropy" in s]
@@ -378,6 +396,8 @@ def table(runs: list[dict]) -> str:
                 _fmt(accs),
                 delta,
                 " / ".join(f"{a:.1f}" for a in accs),
+                peak,
+                drop,
                 _fmt(recal) if recal else "-",
                 _fmt(recal_all) if recal_all else "-",
                 f"{sum(one) / len(one):.2f}" if one else "-",
@@ -392,84 +412,97 @@ def table(runs: list[dict]) -> str:
         "test accuracy %",
         "vs plain (same length)",
         "per seed",
+        "best while tau > 0 (per seed)",
+        "when tau reaches 0",
         "attention BN re-estimated",
         "all BN re-estimated",
         "one-to-one share (end)",
         "attention entropy (end)",
         "s / run",
     ]
-    return markdown_table(header, rows, "rrlrrlrrrrr")
+    return markdown_table(header, rows, "rrlrrlllrrrrr")
 
 
 def plot(runs: list[dict], name: str = "accuracy_annealing.png") -> str | None:
-    """Accuracy vs annealing length, and seed 0's KW b = 1 curves; None without matplotlib."""
+    """Accuracy vs annealing length; seed 0's KW b = 1 accuracy vs tau; attention vs tau.
+
+    None without matplotlib.
+    """
     plt = plotting()
     if plt is None or not runs:
         return None
     groups = _groups(runs)
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
     ax = axes[0]
-    settings = sorted({(b, p) for (b, p, _, _) in groups})
+    settings = sorted({(b, p) for (b, p, _, _) in groups}, key=lambda bp: (bp[0] != 64, bp))
     for batch, post in settings:
         for variant, (label, _, _) in VARIANTS.items():
-            points = [
-                (a, mean_std([r["accuracy"] for r in g]))
+            points = sorted(
+                (a, mean_std([r["accuracy"] for r in g]), len(g))
                 for (b, p, a, v), g in groups.items()
                 if (b, p, v) == (batch, post, variant)
-            ]
+            )
             if not points:
                 continue
-            points.sort()
-            xs = [a for a, _ in points]
             ax.errorbar(
-                xs,
-                [m for _, (m, _) in points],
-                yerr=[s for _, (_, s) in points],
-                fmt="o-",
+                [a for a, _, _ in points],
+                [m for _, (m, _), _ in points],
+                yerr=[s for _, (_, s), _ in points],
+                fmt="o-" if len(points) > 1 else "s",
                 capsize=3,
-                label=f"{label}, batch {batch}" if len(settings) > 1 else label,
+                label=f"{label}, batch {batch}, post {post}",
             )
     ax.set(
         xscale="log",
-        xlabel="annealing iterations (tau 1 -> 0), then post iterations",
-        ylabel="test accuracy % (mean ± std over seeds)",
-        title="digits, ResNet18/8: accuracy vs annealing length",
+        xlabel="annealing iterations (tau 1 -> 0), then `post` iterations",
+        ylabel="final test accuracy % (mean ± std over seeds)",
+        title="digits, ResNet18/8",
     )
-    ax.legend(fontsize=7)
-    b1 = sorted(
-        (r for r in runs if r["cell"]["variant"] == "kw_b1" and r["cell"]["seed"] == 0),
-        key=lambda r: (r["cell"]["batch"], r["cell"]["anneal"]),
+    ax.legend(fontsize=6)
+    main = sorted(
+        (
+            r
+            for r in runs
+            if r["cell"]["variant"] == "kw_b1"
+            and r["cell"]["seed"] == 0
+            and r["cell"]["batch"] == 64
+            and r["cell"]["anneal"] >= 50
+        ),
+        key=lambda r: (r["cell"]["post"], r["cell"]["anneal"]),
     )
-    for r in b1:
+    for r in main:
         c = r["cell"]
-        steps, accs = zip(*r["curve"]["test"], strict=True)
-        (line,) = axes[1].plot(
-            steps, accs, "o-", ms=3, label=f"anneal {c['anneal']}, batch {c['batch']}"
-        )
-        axes[1].axvline(c["anneal"], color=line.get_color(), ls=":", lw=1)
-        stats = r["curve"]["stats"]
-        xs = [s["step"] for s in stats]
+        label = f"anneal {c['anneal']}, post {c['post']}"
+        test = [(1 - step / c["anneal"], acc) for step, acc in r["curve"]["test"]]
+        during = [(t, a) for t, a in test if t >= 0]
+        after = [a for t, a in test if t < 0]
+        (line,) = axes[1].plot(*zip(*during, strict=True), "o-", ms=3, label=label)
+        axes[1].plot([0.0], [after[-1]], "*", ms=9, color=line.get_color())
+        stats = [s for s in r["curve"]["stats"] if s["step"] <= c["anneal"]]
         axes[2].plot(
-            xs,
-            [s.get("one_to_one", float("nan")) for s in stats],
+            [s["tau"] for s in stats],
+            [s.get("one_to_one", float("nan")) - s["tau"] for s in stats],
             color=line.get_color(),
-            label=f"one-to-one, anneal {c['anneal']}",
+            label=f"{label}: one-to-one share - tau",
         )
         axes[2].plot(
-            xs, [s.get("entropy", float("nan")) for s in stats], color=line.get_color(), ls="--"
+            [s["tau"] for s in stats],
+            [s.get("entropy", float("nan")) for s in stats],
+            color=line.get_color(),
+            ls="--",
         )
     axes[1].set(
-        xscale="symlog",
-        xlabel="iteration",
+        xlim=(1.02, -0.02),
+        xlabel="tau (annealing runs left to right)",
         ylabel="test accuracy %",
-        title="KW b = 1, seed 0 (dotted: tau reaches 0)",
+        title="KW b = 1, seed 0, while annealing (star: end of run)",
     )
     axes[1].legend(fontsize=7)
     axes[2].set(
-        xscale="symlog",
-        xlabel="iteration",
+        xlim=(1.02, -0.02),
+        xlabel="tau",
         ylabel="share",
-        title="one-to-one share (solid), entropy / log n (dashed)",
+        title="attention: one-to-one share - tau, entropy (dashed)",
     )
     axes[2].legend(fontsize=7)
     out = save_figure(fig, name)
