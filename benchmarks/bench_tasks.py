@@ -248,7 +248,7 @@ def classify(arm: str, seed: int, quick: bool) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- segmentation
-SEG = {"epochs": 15, "batch": 16, "image_size": 64, "train_images": 640, "val_images": 160}
+SEG = {"epochs": 10, "batch": 16, "image_size": 64, "train_images": 640, "val_images": 160}
 SEG_QUICK = {"epochs": 1, "train_images": 24, "val_images": 8}
 SEG_MODEL = [  # the digits config's resnet18 at 1/4 width + PAN 32, with a segmentation head
     "task=segment", "model.head_kwargs={num_masks: 16}",
@@ -311,7 +311,7 @@ def _seg_dictionary(seed: int, quick: bool) -> Path:
     recipe=(
         "yolo-heads task=segment: the digits config's detector (resnet18 at (16, 32, 64, 128) + "
         "PAN 32, anchor-free) with a segmentation head (16 prototypes at stride 4, coefficients "
-        "per anchor, BCE mask loss cropped to the box), 15 epochs, batch 16, 64 px, lr 4e-3, "
+        "per anchor, BCE mask loss cropped to the box), 10 epochs, batch 16, 64 px, lr 4e-3, "
         "scale jitter 0.7-1.0, one thread, on the demo's digits with exact masks (640 / 160 "
         "canvases); RD: 64 atoms after layer2 from the baseline's layer2 features; mask AP "
         "(pycocotools segm) of the final EMA model on val, box AP beside it in the run's JSON"

@@ -9,7 +9,7 @@ functions move the masks exactly as :mod:`yolo_heads.data.letterbox` and
 
     >>> masks = rasterize([[[1, 1, 5, 1, 5, 5, 1, 5]]], 8, 8)
     >>> masks.shape, int(masks.sum())
-    ((1, 8, 8), 25)
+    ((1, 8, 8), 16)
 """
 
 from __future__ import annotations
