@@ -263,6 +263,23 @@ def test_val_prints_box_and_mask_ap(seg_run, seg_digits, capsys):
     assert lines[-2].startswith("box:  AP=") and lines[-1].startswith("mask: AP=")
 
 
+def test_predict_writes_and_draws_masks(seg_run, seg_digits, tmp_path, capsys):
+    """``yolo-heads predict`` of a segmenter: each detection's mask as COCO RLE on the image as
+    given, as many as boxes, decoding to the image's size."""
+    from yolo_heads.cli import main
+
+    result, _ = seg_run
+    train, _ = seg_digits
+    image = sorted((Path(train).parent / "train").glob("*.png"))[0]
+    out = tmp_path / "pred"
+    args = ["predict", "--weights", str(result.last), "--source", str(image), "--out", str(out)]
+    assert main([*args, "--conf", "0.001", "--max-det", "5"]) == 0
+    record = json.loads((out / "predictions.json").read_text())[0]
+    assert len(record["masks_rle"]) == len(record["boxes_xyxy"]) > 0
+    assert mask_utils.decode(record["masks_rle"][0]).shape == (64, 64)
+    assert (out / f"{image.stem}.png").is_file()
+
+
 def test_task_segment_refuses_a_detector_architecture():
     from yolo_heads.config import ConfigError, load_config
 
