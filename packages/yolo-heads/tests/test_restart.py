@@ -181,3 +181,69 @@ def test_clean_temporaries_keeps_other_files(tmp_path):
     removed = _files.clean_temporaries(tmp_path)
     assert [p.name for p in removed] == [".plot.png.abc.tmp"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden", "results.csv"]
+
+
+# Epoch 1's first checkpoint write waits: Ctrl-C lands there.
+SLOW_SAVE = """
+import sys, time
+import yolo_heads.train as trainer
+from yolo_heads.cli import main
+
+save = trainer.save_checkpoint
+
+def slow(*args, **kwargs):
+    print("saving", flush=True)
+    time.sleep(120)
+    return save(*args, **kwargs)
+
+trainer.save_checkpoint = slow
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_is_one_line_exit_130_and_resumes(digits, tmp_path):
+    """SIGINT to a real ``yolo-heads train`` process: one line and status 130, as
+    ``timm-knowledge train``; ``--resume RUN`` then trains the run to its end."""
+    import signal
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    script = tmp_path / "slow_save.py"
+    script.write_text(SLOW_SAVE)
+    overrides = [
+        f"data.train={digits[0]}",
+        f"data.val={digits[1]}",
+        f"out={run}",
+        "schedule.epochs=1",
+        "schedule.threads=1",
+        "data.num_workers=0",
+        "model.backbone_kwargs={channels: [8, 16, 32, 64], stem_width: 8}",
+        "model.neck_channels=16",
+        "schedule.batch_size=4",
+    ]
+    process = subprocess.Popen(
+        [sys.executable, str(script), "train", "--config", "digits", "--no-progress", *overrides],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for line in process.stdout:
+            if line.strip() == "saving":
+                break
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "yolo-heads train: interrupted"
+    from yolo_heads.cli import main
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # nothing saved yet: from epoch 1
+        assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    assert load_trainer_state(run / "weights" / "last")["epoch"] == 1
+    assert read_config(run / "weights" / "best")["knowledge"]["epoch"] == 1
+    assert not list(run.rglob("*.tmp"))

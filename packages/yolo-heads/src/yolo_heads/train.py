@@ -300,8 +300,9 @@ def train(
         result.best, result.best_epoch = restore_best(last, state, write=rank == 0)
         if result.best is not None:
             result.best_fitness = best_fitness
-        results.write(result.history, None, plots=plots)  # a kill may have come before it
         if start_epoch >= epochs:
+            # no epoch left to rewrite the record: a kill may have come before its last write
+            results.write(result.history, None, plots=plots)
             warnings.warn(
                 f"resume: {last} already trained {start_epoch} of {epochs} epochs", stacklevel=2
             )
