@@ -214,11 +214,12 @@ def test_each_architecture_has_the_authors_published_numbers(name):
 
 
 def test_every_architecture_is_covered():
-    """Every model of the YOLO-RD authors' repository (a layer table); YOLOR's cfg models have
-    no card yet."""
+    """Every detector of the YOLO-RD authors' repository (a layer table); YOLOR's cfg models and
+    v9-c-seg have no card yet (MultimediaTechLab printed no numbers for their v9-c-seg, and
+    WongKinYiu/yolov9's YOLOv9-C-SEG 53.3 / 43.5 is another build with no AP50)."""
     from yolo_heads.architectures import get_architecture
 
-    tables = [n for n in list_architectures() if n != "yolo_cfg"]
+    tables = [n for n in list_architectures() if n not in ("yolo_cfg", "yolov9_c_seg")]
     assert set(PUBLISHED) == {n for n in tables if "backbone" in get_architecture(n)}
 
 

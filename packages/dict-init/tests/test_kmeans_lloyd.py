@@ -99,7 +99,9 @@ def test_kmeans_plusplus_restores_the_thread_count():
     assert torch.get_num_threads() == before
 
 
-@pytest.mark.parametrize("name", ["dict_init.seeding", "dict_init.lloyd", "dict_init.minibatch"])
+@pytest.mark.parametrize(
+    "name", ["dict_init.seeding", "dict_init.lloyd", "dict_init.minibatch", "dict_init.swaps"]
+)
 def test_docstring_examples(name):
     module = importlib.import_module(name)
     tests = [t for t in doctest.DocTestFinder().find(module) if t.examples]

@@ -1,8 +1,9 @@
-"""K-means in torch: k-means++ seeding, over-relaxed chunked Lloyd, mini-batch mode, faiss option.
+"""K-means in torch: k-means++ seeding, over-relaxed chunked Lloyd, centre swaps, mini-batch, faiss.
 
 The pieces live in one module per idea: :mod:`dict_init.seeding` (k-means++ and the random
-rows it starts from), :mod:`dict_init.lloyd` (chunked, over-relaxed Lloyd iterations) and
-:mod:`dict_init.minibatch` (Sculley's streaming updates). This module runs them in order:
+rows it starts from), :mod:`dict_init.lloyd` (chunked, over-relaxed Lloyd iterations),
+:mod:`dict_init.swaps` (the local search) and :mod:`dict_init.minibatch` (Sculley's streaming
+updates). This module runs them in order:
 
 1. k-means++ on ``SEED_ROWS_PER_CENTER * k`` random rows (8 k), by global row index, so one
    process and several pick the same rows. scikit-learn seeds on all rows: at 200k x 512 and
@@ -10,6 +11,10 @@ rows it starts from), :mod:`dict_init.lloyd` (chunked, over-relaxed Lloyd iterat
 2. When the data have more than ``init_sample_size`` rows, Lloyd on a random sample of that
    many rows (read from the input by index, one chunk at a time), at most ``sample_iter``
    iterations: each costs ``init_sample_size / n`` of a full pass.
+   Then the swap search (:mod:`dict_init.swaps`) moves one centre at a time to a row drawn
+   by k-means++'s rule while that lowers the sample's inertia by at least ``inertia_tol``,
+   with Lloyd after each move: centres Lloyd left in a wrong blob (two in one, none in
+   another) end up where the blobs are. Without a sample it runs after step 3 on all rows.
 3. Lloyd on all rows until the centre shift falls below ``tol`` times the mean per-dimension
    variance (scikit-learn's criterion) or an iteration gains less than ``inertia_tol`` of the
    inertia (the centre-shift rule alone spends many iterations on gains far below 0.1%:
@@ -19,7 +24,8 @@ rows it starts from), :mod:`dict_init.lloyd` (chunked, over-relaxed Lloyd iterat
 Memory beyond the input (one process, in-memory input): ``chunk_size x (k + d)`` floats of
 blocks, ``k x d`` centres and float64 sums, and the ``8 k x d`` seeding rows; seeding on all
 rows (``init_sample_size=None``) holds ``n x (2 + ln k)`` candidate distances; from shards or
-under torch.distributed the sample is gathered once (``init_sample_size x d``).
+under torch.distributed the sample is gathered once (``init_sample_size x d``); the swap
+search keeps two distances and a label per row it searches (16 bytes a row).
 ``tests/test_kmeans.py`` checks that no torch op creates more.
 """
 
@@ -40,6 +46,7 @@ from .lloyd import assign, inertia, lloyd, lloyd_pass
 from .minibatch import minibatch
 from .seeding import SEED_ROWS_PER_CENTER, kmeans_plusplus, sample_rows
 from .sources import TensorSource, VectorSource, as_source
+from .swaps import SWAP_CANDIDATES, swap_centres
 
 __all__ = [
     "KMEANS_BACKENDS",
@@ -89,6 +96,7 @@ def _kmeans_torch(
     batch_size: int,
     init_sample_size: int | None,
     sample_iter: int,
+    swaps: int,
     device: torch.device,
     group: Any,
     progress: bool,
@@ -108,8 +116,12 @@ def _kmeans_torch(
     del seeding
     seconds["seeding"] = time.perf_counter() - start
     m = layout.total if index is None else index.numel()
-    sample_iter_done = 0
+    sample_iter_done = swaps_done = 0
+    settings = {"max_iter": max_iter, "tol": tol, "inertia_tol": inertia_tol,
+                "overrelax": overrelax, "chunk_size": chunk_size, "device": device}  # fmt: skip
     rank0 = progress and layout.rank == 0
+    # the swap search's [chunk, candidates] block stays within the chunk x (k + d) budget
+    candidates = min(SWAP_CANDIDATES, max(k, source.dim))
     if sample_iter and index is not None:
         start = time.perf_counter()
         single = Layout(layout.sample(index, device), group, local=True)
@@ -120,6 +132,15 @@ def _kmeans_torch(
         )  # fmt: skip
         centers, sample_iter_done = run.next_centers, run.n_iter
         seconds["sample_lloyd"] = time.perf_counter() - start
+        if swaps:  # on the sample (a third of the rows or fewer), before Lloyd or mini-batch
+            start = time.perf_counter()
+            run, swaps_done, swap_passes = swap_centres(
+                single.source, run, single, rounds=swaps, candidates=candidates,
+                min_gain=inertia_tol, generator=generator, chunk_size=chunk_size,
+                device=device, lloyd_kwargs={**settings, "max_iter": sample_iter},
+            )  # fmt: skip
+            centers, sample_iter_done = run.next_centers, sample_iter_done + swap_passes
+            seconds["swaps"] = time.perf_counter() - start
         del single
     start = time.perf_counter()
     if algorithm == "lloyd":
@@ -128,6 +149,16 @@ def _kmeans_torch(
             overrelax=overrelax, chunk_size=chunk_size, device=device, progress=progress,
         )  # fmt: skip
         seconds["lloyd"] = time.perf_counter() - start
+        if swaps and "swaps" not in seconds:  # no sample: on all rows
+            start = time.perf_counter()
+            n_first = run.n_iter
+            run, swaps_done, swap_passes = swap_centres(
+                source, run, layout, rounds=swaps, candidates=candidates,
+                min_gain=inertia_tol, generator=generator, chunk_size=chunk_size,
+                device=device, lloyd_kwargs=settings,
+            )  # fmt: skip
+            run.n_iter = n_first + swap_passes
+            seconds["swaps"] = time.perf_counter() - start
         centers, total, counts = run.centers, run.inertia, run.counts
         n_iter, converged = run.n_iter, run.converged
     else:
@@ -152,6 +183,7 @@ def _kmeans_torch(
         info={"backend": "torch", "algorithm": algorithm, "init": "k-means++",
               "init_sample_size": m, "seed_sample_size": m_seed,
               "sample_iter": sample_iter_done, "overrelax": overrelax,
+              "swaps": swaps_done,
               "world_size": layout.world, "seconds": seconds},
     )  # fmt: skip
 
@@ -215,6 +247,7 @@ def kmeans(
     batch_size: int = 8192,
     init_sample_size: int | None = 65536,
     sample_iter: int = 20,
+    swaps: int = 16,
     device: str | torch.device | None = None,
     group: Any = None,
     progress: bool = True,
@@ -246,6 +279,10 @@ def kmeans(
         init_sample_size: rows of the random sample Lloyd runs on first when ``n`` is larger;
             k-means++ seeds on ``8 k`` of them (``None``: k-means++ on all rows, no sample).
         sample_iter: Lloyd iterations on that sample before the full passes (0: none).
+        swaps: at most this many centre swaps (local search, :mod:`dict_init.swaps`): a centre
+            moves to a row drawn by k-means++'s rule when that lowers the inertia by at least
+            ``inertia_tol``, and Lloyd runs again. On the Lloyd sample when there is one (both
+            algorithms), else after Lloyd on all rows (``algorithm="lloyd"``); 0: none.
         device: where to compute (default: the tensor's device, else CPU).
         group: torch.distributed process group (default: the world when initialised).
         progress: show a tqdm bar (rank 0 only).
@@ -267,6 +304,9 @@ def kmeans(
     check_positive_int("max_iter", max_iter)
     check_positive_int("chunk_size", chunk_size)
     check_positive_int("batch_size", batch_size)
+    check_int("swaps", swaps)
+    if swaps < 0:
+        raise bad_value("swaps", swaps, "an integer >= 0 (0: no local search)")
     check_choice("backend", backend, KMEANS_BACKENDS)
     check_choice("algorithm", algorithm, ALGORITHMS)
     if init_sample_size is not None:
@@ -292,5 +332,6 @@ def kmeans(
         source, k, seed=seed, max_iter=max_iter, tol=tol, inertia_tol=inertia_tol,
         overrelax=overrelax, algorithm=algorithm,
         chunk_size=chunk_size, batch_size=batch_size, init_sample_size=init_sample_size,
-        sample_iter=sample_iter, device=torch.device(device), group=group, progress=progress,
+        sample_iter=sample_iter, swaps=swaps, device=torch.device(device), group=group,
+        progress=progress,
     )  # fmt: skip
