@@ -89,8 +89,8 @@ def test_fast_executor_matches_reference_forward_and_backward(layer, x, offset_b
     # fast path does for full-size ResNet layers
     monkeypatch.setattr(kw.per_offset, "PER_OFFSET_BLOCK", offset_block)
     # every 1 x 1-cell k x k layer here takes the per-offset path, whatever its width and batch
-    monkeypatch.setattr(kw.functional, "PER_OFFSET_MIN_CHANNELS_PER_POSITION", 0)
-    monkeypatch.setattr(kw.functional, "PER_OFFSET_MIN_TRAINING_BATCH", 1)
+    every_layer = {"inference": ((0.0, 1),), "training": ((0.0, 1),)}
+    monkeypatch.setattr(kw.functional, "PER_OFFSET_RULES", every_layer)
     torch.manual_seed(0)
     ref = layer().train()
     fast = ref  # same module, two executors
@@ -110,16 +110,25 @@ def test_fast_executor_matches_reference_forward_and_backward(layer, x, offset_b
     with torch.no_grad():  # the inference path reuses buffers and accumulates in place
         torch.testing.assert_close(fast(x), y_ref, rtol=1e-4, atol=1e-5)
     for a, b in zip(g_fast, g_ref):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+        # float32 summation order: attention gradients reach ~1e3 on these random layers, where
+        # the paths differ by ~2e-7 of the largest entry (the rounding, not a wrong kernel)
+        atol = max(1e-4, 1e-5 * float(b.abs().max()))
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=atol)
 
 
 @pytest.mark.parametrize(
     "hw, batch, grad, per_offset",
     [
         (2, 4, True, True),  # 16 channels over 4 positions: the kernels outweigh the columns
-        (2, 2, True, False),  # autograd below PER_OFFSET_MIN_TRAINING_BATCH: grouped conv
-        (2, 2, False, True),  # the same batch without autograd
-        (6, 4, False, False),  # 16 channels over 36 positions: grouped conv
+        (2, 2, True, False),  # training below batch 4: grouped conv
+        (2, 2, False, True),  # the same batch in inference
+        (2, 1, False, True),  # inference, one sample: per-offset, not the assembled kernel
+        (2, 1, True, False),  # training, one sample: the assembled kernel in a plain conv
+        (4, 1, False, False),  # 16 channels over 16 positions, one sample: plain conv
+        (4, 8, False, False),  # ... up to batch 8 in inference
+        (4, 16, False, True),  # ... from batch 16 per-offset (the batch's kernels outgrow caches)
+        (4, 16, True, False),  # ... but not in training
+        (6, 16, False, False),  # 16 channels over 36 positions: grouped conv
     ],
 )
 def test_fast_executor_picks_per_offset_by_width_and_batch(

@@ -5,7 +5,8 @@ run one grouped convolution over the batch (``groups = groups * batch``). That i
 ``"reference"`` executor here. The ``"fast"`` executor gives the same numbers (to float32
 rounding; tested) faster on CPU:
 
-* a batch of one sample runs its single assembled kernel as a plain convolution;
+* a batch of one sample runs its single assembled kernel as a plain convolution, except where
+  the per-offset path below pays;
 * point-wise kernels (1 x ... x 1, stride 1, no padding) and linear layers run as one batched
   matrix product;
 * 2-d k x k kernels on small CPU feature maps (at most :data:`UNFOLD_MAX_POSITIONS` output
@@ -14,12 +15,12 @@ rounding; tested) faster on CPU:
   partition, the default) :mod:`kernelwarehouse.per_offset` never forms the ``[B, f, c, k, k]``
   kernel: each offset's ``[B, f, c]`` kernels meet that offset's columns and the products
   accumulate, with a backward pass that recomputes kernels instead of storing them. It runs
-  where the kernels outweigh the activations (:data:`PER_OFFSET_MIN_CHANNELS_PER_POSITION`) and,
-  with autograd, from :data:`PER_OFFSET_MIN_TRAINING_BATCH` samples; other 1 x 1-cell layers
-  keep the grouped convolution. With whole-kernel cells (batch > 1) the assembled kernel meets
-  the columns in one batched product. oneDNN's grouped convolution re-lays per-sample kernels
-  out on every call, several times slower than a plain convolution there (KW ResNet18 b = 1,
-  224 px: benchmarks/results/kernelwarehouse.md);
+  where it was measured to pay, per mode (:data:`PER_OFFSET_RULES`: by output channels per
+  output position and batch, inference and training separately); other 1 x 1-cell layers keep
+  the grouped convolution (a plain one for one sample). With whole-kernel cells (batch > 1)
+  the assembled kernel meets the columns in one batched product. oneDNN's grouped convolution
+  re-lays per-sample kernels out on every call, several times slower than a plain convolution
+  there (KW ResNet18 b = 1, 224 px: benchmarks/results/kernelwarehouse.md);
 * everything else, and CUDA, keeps the authors' grouped convolution.
 
 The ``"export"`` executor (:mod:`kernelwarehouse.export`) never folds the batch into a
@@ -121,15 +122,23 @@ def _is_pointwise(kernel: torch.Tensor, stride, padding, dilation, groups) -> bo
 UNFOLD_MAX_POSITIONS = 14 * 14
 
 
-#: the per-offset path pays where the per-sample kernels outweigh the activations: at least this
-#: many output channels per output position. ResNet18 at 224 px, batch 16: its 7 x 7 stage (512 / 49
-#: = 10) runs 1.6-1.9x faster per-offset than as a grouped convolution in training (2.3-3.1x in
-#: inference), its 14 x 14 stage (256 / 196 = 1.3) 1.2-1.5x slower in training, on par in inference
-PER_OFFSET_MIN_CHANNELS_PER_POSITION = 2
-
-#: with autograd, smaller batches run the grouped convolution: the per-offset backward pass is
-#: 1.1-1.4x slower than oneDNN's on ResNet18's 7 x 7 stage at batch 2, faster from batch 4
-PER_OFFSET_MIN_TRAINING_BATCH = 4
+#: When the per-offset path pays, per mode: ``(minimum output channels per output position,
+#: minimum batch)`` pairs, any of which selects it for a 1 x 1-cell k x k layer on a small CPU
+#: map. Measured per layer on KW ResNet18 b = 1 at 224 px (2 threads, interleaved medians;
+#: benchmarks/results/kernelwarehouse_speed.md), against the assembled kernel in a grouped
+#: convolution (a plain one at batch 1):
+#:
+#: * ``"inference"`` (no autograd): the 7 x 7 stage (512 channels over 49 positions, 10 per
+#:   position) runs 1.5-4.5x faster per-offset at batch 1 and ~3x at batch 16; the 14 x 14 stage
+#:   (256 over 196, 1.3 per position) 1.1-1.9x slower at batches 1-8 but 1.3x faster at batch
+#:   16, where the batch's assembled kernels (38 MB) no longer fit the caches;
+#: * ``"training"`` (autograd): the 7 x 7 stage 1.6-1.9x faster per-offset at batch 16, its
+#:   backward pass 1.1-1.4x slower than oneDNN's at batch 2 (faster from batch 4); the 14 x 14
+#:   stage 1.2-1.5x slower at batch 16.
+PER_OFFSET_RULES: dict[str, tuple[tuple[float, int], ...]] = {
+    "inference": ((2.0, 1), (1.0, 16)),
+    "training": ((2.0, 4),),
+}
 
 
 def _needs_grad(*tensors: torch.Tensor) -> bool:
@@ -137,8 +146,9 @@ def _needs_grad(*tensors: torch.Tensor) -> bool:
 
 
 def _per_offset_pays(part: LayerPartition, out_hw: Sequence[int], batch: int, grad: bool) -> bool:
-    wide = part.kernel_shape[0] >= PER_OFFSET_MIN_CHANNELS_PER_POSITION * math.prod(out_hw)
-    return wide and (not grad or batch >= PER_OFFSET_MIN_TRAINING_BATCH)
+    per_position = part.kernel_shape[0] / math.prod(out_hw)
+    rules = PER_OFFSET_RULES["training" if grad else "inference"]
+    return any(per_position >= width and batch >= least for width, least in rules)
 
 
 def _out_size(x: torch.Tensor, kernel_size, stride, padding, dilation) -> list[int]:
@@ -183,11 +193,6 @@ def kw_forward_fast(
 ) -> torch.Tensor:
     """Same result as :func:`kw_forward_reference`, faster on CPU (see module docstring)."""
     batch = x.shape[0]
-    if batch == 1:
-        # one sample, one kernel: a plain convolution (bias fused) is the fastest path, forward
-        # and backward; the per-offset products below only pay off when kernels differ per sample
-        kernel = _assemble(attention, cells, part)
-        return _CONV[x.dim() - 2](x, kernel[0], bias, stride, padding, dilation, groups)
     kernel_size = part.kernel_shape[2:]
     small_cpu_map = False
     if not x.is_cuda and x.dim() == 4 and groups == 1 and not isinstance(padding, str):
@@ -201,6 +206,11 @@ def kw_forward_fast(
     ):
         out = per_offset_conv2d(x, attention, cells, part, stride, padding, dilation, out_hw)
         return out if bias is None else out + bias.reshape(1, -1, 1, 1)
+    if batch == 1:
+        # one sample, one kernel: a plain convolution (bias fused) is the fastest path, forward
+        # and backward, wherever the per-offset products above do not pay
+        kernel = _assemble(attention, cells, part)
+        return _CONV[x.dim() - 2](x, kernel[0], bias, stride, padding, dilation, groups)
     kernel = _assemble(attention, cells, part)
     if _is_pointwise(kernel, stride, padding, dilation, groups):
         flat = x.reshape(batch, x.shape[1], -1)
