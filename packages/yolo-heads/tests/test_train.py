@@ -225,8 +225,9 @@ def test_learning_rate_follows_warmup_then_cosine(digits, tiny):
         progress = (t - warmup) / (total - warmup)
         return lr * ratio + 0.5 * (lr - lr * ratio) * (1 + math.cos(math.pi * progress))
 
+    # an epoch's lr is the rate its last update used (update steps * (e + 1) - 1 counted from 0)
     got = [row["lr"] for row in result.history]
-    assert got == pytest.approx([expected(steps * (e + 1)) for e in range(epochs)], rel=1e-9)
+    assert got == pytest.approx([expected(steps * (e + 1) - 1) for e in range(epochs)], rel=1e-9)
 
 
 def test_ema_follows_the_yolo_decay_ramp():

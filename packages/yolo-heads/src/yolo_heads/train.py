@@ -348,6 +348,7 @@ def train(
                     )
                 continue
             bad_in_row = 0
+            used_lr = opt.param_groups[0]["lr"]  # the scheduler moves it on after the step
             scaler.scale(loss).backward()
             if grad_clip:
                 scaler.unscale_(opt)
@@ -372,7 +373,8 @@ def train(
         evaluation = results.validate(final, val_dataset) if validate else None
         if evaluation is not None:
             row.update(evaluation.metrics)
-        row["lr"] = opt.param_groups[0]["lr"]
+        # the rate the epoch's last update used (the optimiser already holds the next one)
+        row["lr"] = used_lr if count else opt.param_groups[0]["lr"]
         row["seconds"] = time.perf_counter() - began
         result.history.append(row)
         fitness = row.get("AP", -math.inf if val_dataset is not None else float(epoch))
