@@ -642,7 +642,9 @@ def main(quick: bool = False, parts: tuple[str, ...] = ("cls", "det")) -> str:
         f"The annealing lasts {TEMP_FRACTION:.0%} of a {s.cls_epochs}-epoch run, the paper's "
         "proportion of a 100-epoch one; the tau = 1 row is the same network kept static "
         "(each mixture uses only its initially assigned cell), so its difference to the b = 1 "
-        "row is what annealing to tau = 0 does in a run this short. Per-run times were taken while "
+        "row is what annealing to tau = 0 does in a run this short (the section "
+        '"KernelWarehouse: annealing length" below measures why). Per-run times were taken '
+        "while "
         "the shared CPU was heavily loaded (several processes per core) and only indicate "
         "relative cost.\n",
         _annealing_section(),
