@@ -8,7 +8,11 @@ the previous step's allocations affect them alike:
 * ``kw fast``: ``kw_resnet18`` at b = 1 with this package's default executor;
 * ``kw reference``: the same model and weights with the authors' formulation, written below
   (per-sample kernel assembly with one matrix product + permute, then one grouped convolution
-  over the batch).
+  over the batch);
+* ``kw previous``: the same model and weights with the fast executor of the previous release
+  (:data:`PREVIOUS_RELEASE`: its ``functional.py`` and ``per_offset.py``, read with
+  ``git show`` into a temporary package), so a change of the path rule is measured against the
+  old rule in the same process.
 
 Inference is ``model(x)`` under ``torch.no_grad()`` in eval mode; a training step is forward,
 cross-entropy, backward and an SGD step. Peak memory is, in a fresh process, the resident set
@@ -18,12 +22,15 @@ sampled every 2 ms during a step above its level after a warm-up step (CPU), or
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import timm
 import torch
@@ -74,7 +81,33 @@ def reference_forward(x, attention, cells, part, bias, stride, padding, dilation
 
 kw.register_executor("bench_reference", reference_forward)
 
-VARIANTS = ("plain", "kw fast", "kw reference")
+#: the release the path rule is compared with (issue 27: the rule after it made inference slower)
+PREVIOUS_RELEASE = "0453101"
+
+
+def previous_executor(commit: str = PREVIOUS_RELEASE):
+    """The ``kw_forward_fast`` of ``commit``, imported from a temporary copy of its modules."""
+    root = Path(__file__).resolve().parents[1]
+    package = Path(tempfile.mkdtemp(prefix="kw_previous_")) / "kw_previous"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    for name in ("functional.py", "per_offset.py", "partition.py"):
+        source = f"{commit}:packages/kernelwarehouse/src/kernelwarehouse/{name}"
+        text = subprocess.run(
+            ["git", "show", source], cwd=root, capture_output=True, text=True, check=True
+        ).stdout
+        (package / name).write_text(text)
+    sys.path.insert(0, str(package.parent))
+    try:
+        return importlib.import_module("kw_previous.functional").kw_forward_fast
+    finally:
+        sys.path.remove(str(package.parent))
+
+
+kw.register_executor("bench_previous", previous_executor())
+
+VARIANTS = ("plain", "kw fast", "kw reference", "kw previous")
+EXECUTOR = {"kw fast": "fast", "kw reference": "bench_reference", "kw previous": "bench_previous"}
 
 
 def build(variant: str, device: str) -> torch.nn.Module:
@@ -83,7 +116,7 @@ def build(variant: str, device: str) -> torch.nn.Module:
         return timm.create_model("resnet18").to(device)
     model = timm.create_model("kw_resnet18", budget=1.0).to(device)
     kw.set_temperature(model, 0.0)
-    kw.set_executor(model, "fast" if variant == "kw fast" else "bench_reference")
+    kw.set_executor(model, EXECUTOR[variant])
     return model
 
 
@@ -114,15 +147,23 @@ def make_step(model: torch.nn.Module, mode: str, x: torch.Tensor):
 
 
 def time_all(batch: int, res: int, mode: str, reps: int, device: str) -> dict[str, float]:
+    """Median seconds per step of every variant (see :func:`time_reps`)."""
+    return {v: statistics.median(t) for v, t in time_reps(batch, res, mode, reps, device).items()}
+
+
+def time_reps(
+    batch: int, res: int, mode: str, reps: int, device: str, variants: tuple[str, ...] = VARIANTS
+) -> dict[str, list[float]]:
+    """Seconds per step of every variant, one entry per interleaved repetition."""
     x = torch.randn(batch, 3, res, res, device=device)
-    steps = {v: make_step(build(v, device), mode, x) for v in VARIANTS}
+    steps = {v: make_step(build(v, device), mode, x) for v in variants}
     for step in steps.values():  # warm-up
         step()
-    times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    times: dict[str, list[float]] = {v: [] for v in variants}
     for rep in range(reps):
         # rotate the order: a step right after another model's pays for its allocation
         # pattern (measured ~15-20% on this CPU), so each variant follows each other equally
-        order = VARIANTS[rep % len(VARIANTS) :] + VARIANTS[: rep % len(VARIANTS)]
+        order = variants[rep % len(variants) :] + variants[: rep % len(variants)]
         for v in order:
             step = steps[v]
             _sync(device)
@@ -130,7 +171,14 @@ def time_all(batch: int, res: int, mode: str, reps: int, device: str) -> dict[st
             step()
             _sync(device)
             times[v].append(time.perf_counter() - start)
-    return {v: statistics.median(t) for v, t in times.items()}
+    return times
+
+
+def paired_ratio(times: dict[str, list[float]], a: str, b: str) -> float:
+    """Median over repetitions of ``a``'s time / ``b``'s time in the same repetition: steps
+    seconds apart share the machine's load, so on a loaded machine this is steadier than the
+    ratio of the medians."""
+    return statistics.median(x / y for x, y in zip(times[a], times[b]))
 
 
 _MEMORY_CHILD = """
@@ -262,22 +310,27 @@ def speed_lines(device: str, res: int, reps: int) -> list[str]:
     for mode in ("inference", "training"):
         for batch in SPEED_BATCHES:
             before = os.getloadavg()[0]
-            t = time_all(batch, res, mode, reps, device)
+            t = time_reps(batch, res, mode, reps, device)
             rows.append((mode, batch, t, (before + os.getloadavg()[0]) / 2))
-            print(mode, batch, {k: round(v, 4) for k, v in t.items()}, flush=True)
+            print(mode, batch, {k: [round(v, 4) for v in t[k]] for k in t}, flush=True)
     lines = [
         f"Device: {device}; input {res} x {res}; median of {reps} interleaved repetitions, "
-        "order rotated; tau = 0; KW ResNet18 at b = 1 (11.93M parameters vs 11.69M).",
+        "order rotated; ratios are the median of the per-repetition ratios (paired); tau = 0; "
+        "KW ResNet18 at b = 1 (11.93M parameters vs 11.69M).",
         "",
-        "| mode | batch | plain (ms) | kw fast (ms) | kw reference (ms) | fast / plain | "
-        "reference / plain | reference / fast | 1-min load |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| mode | batch | plain (ms) | kw fast (ms) | kw reference (ms) | "
+        f"kw previous {PREVIOUS_RELEASE} (ms) | fast / plain | reference / fast | "
+        "fast / previous | 1-min load |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for mode, batch, t, load in rows:
-        p, f, r = t["plain"], t["kw fast"], t["kw reference"]
+        ms = {k: statistics.median(v) * 1e3 for k, v in t.items()}
         lines.append(
-            f"| {mode} | {batch} | {p * 1e3:.1f} | {f * 1e3:.1f} | {r * 1e3:.1f} | "
-            f"{f / p:.2f}x | {r / p:.2f}x | {r / f:.2f}x | {load:.1f} |"
+            f"| {mode} | {batch} | {ms['plain']:.1f} | {ms['kw fast']:.1f} | "
+            f"{ms['kw reference']:.1f} | {ms['kw previous']:.1f} | "
+            f"{paired_ratio(t, 'kw fast', 'plain'):.2f}x | "
+            f"{paired_ratio(t, 'kw reference', 'kw fast'):.2f}x | "
+            f"{paired_ratio(t, 'kw fast', 'kw previous'):.2f}x | {load:.1f} |"
         )
     lines += [
         "",
@@ -288,6 +341,32 @@ def speed_lines(device: str, res: int, reps: int) -> list[str]:
         "spinning OpenMP threads made plain ResNet18 at batch 1 6.5x slower than PASSIVE "
         "(2.81 s vs 0.43 s, load ~6, measured here).",
     ]
+    return lines
+
+
+def previous_lines(device: str, res: int, reps: int) -> list[str]:
+    """Only ``kw fast`` against ``kw previous`` (more repetitions in the same time)."""
+    lines = [
+        f"kw fast against kw previous ({PREVIOUS_RELEASE}) alone, {res} px, {reps} paired "
+        "repetitions (order alternated): median and quartiles of fast / previous per repetition",
+        "",
+        "| mode | batch | fast (ms) | previous (ms) | fast / previous | quartiles | 1-min load |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    pair = ("kw fast", "kw previous")
+    for mode in ("inference", "training"):
+        for batch in SPEED_BATCHES:
+            before = os.getloadavg()[0]
+            t = time_reps(batch, res, mode, reps, device, pair)
+            load = (before + os.getloadavg()[0]) / 2
+            ratios = [a / b for a, b in zip(t["kw fast"], t["kw previous"])]
+            q1, _, q3 = statistics.quantiles(ratios, n=4)
+            f, o = (statistics.median(t[v]) * 1e3 for v in pair)
+            lines.append(
+                f"| {mode} | {batch} | {f:.1f} | {o:.1f} | {statistics.median(ratios):.2f}x | "
+                f"{q1:.2f}-{q3:.2f} | {load:.1f} |"
+            )
+            print(lines[-1], flush=True)
     return lines
 
 
@@ -314,7 +393,7 @@ def main(quick: bool = False) -> str:
         "| --- | --- | --- | --- |",
     ]
     for mode in ("inference", "training"):
-        values = [memory(v, mode, mem_batch, res) for v in VARIANTS]
+        values = [memory(v, mode, mem_batch, res) for v in VARIANTS[:3]]
         lines.append(f"| {mode} | " + " | ".join(f"{v:.0f}" for v in values) + " |")
     lines += ["", *onnx_lines(res, reps)]
     return "\n".join(lines) + "\n"
@@ -339,7 +418,15 @@ if __name__ == "__main__":
     if "--speed-only" in sys.argv:
         torch.set_num_threads(2)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        print("\n".join(speed_lines(device, 224, 3 if "--quick" in sys.argv else 7)))
+        reps = 3 if "--quick" in sys.argv else 7
+        if "--reps" in sys.argv:  # e.g. fewer on a loaded machine, to fit a session
+            reps = int(sys.argv[sys.argv.index("--reps") + 1])
+        print("\n".join(speed_lines(device, 224, reps)))
+    elif "--previous-only" in sys.argv:
+        torch.set_num_threads(2)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        reps = int(sys.argv[sys.argv.index("--reps") + 1]) if "--reps" in sys.argv else 15
+        print("\n".join(previous_lines(device, 224, reps)))
     elif "--onnx-only" in sys.argv:
         torch.set_num_threads(2)
         print("\n".join(onnx_lines(224, 3 if "--quick" in sys.argv else 7)))
