@@ -187,3 +187,31 @@ def test_compressed_with_rd_model_saved_by_timm_rebuilds_with_its_atom_count(tmp
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(clone(images), model(images))
+
+
+def test_cosine_loss_of_algorithm_1_pulls_outputs_to_the_teacher():
+    """loss="cosine" (Algorithm 1 line 21): the loss is 1 - cos over positions, written out
+    here, and training raises the student's cosine similarity to the teacher."""
+    from rd_core.compression import cosine_distance
+
+    s, t = torch.randn(2, 8, 3, 3), torch.randn(2, 8, 3, 3)
+    reference = (
+        1
+        - torch.stack(
+            [
+                F.cosine_similarity(s[b, :, i, j], t[b, :, i, j], dim=0)
+                for b in range(2)
+                for i in range(3)
+                for j in range(3)
+            ]
+        ).mean()
+    )
+    torch.testing.assert_close(cosine_distance(s, t), reference)
+    model, teacher = _trained_teacher_model()
+    data = [torch.randn(4, 3, 32, 32) for _ in range(3)]
+    report = compress(model, teacher, 8, data, epochs=4, lr=3e-3, loss="cosine", progress=False)
+    # equal batches: the mean loss over batches is 1 - the mean cosine over all positions
+    assert report.final_loss == pytest.approx(1 - report.cosine_similarity, abs=1e-5)
+    assert report.final_loss < report.initial_loss
+    with pytest.raises(ValueError, match=r"loss='l2' is invalid: expected one of \['contrastive'"):
+        compress(model, report.student, 4, data, loss="l2", progress=False)
