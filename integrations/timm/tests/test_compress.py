@@ -109,6 +109,7 @@ def test_compress_command_writes_a_loadable_model(trained, tmp_path, capsys):
         (["--num-atoms", "1"], "num_atoms=1 is not valid"),
         (["--num-atoms", "4", "--lr", "0"], "lr=0.0 is not valid"),
         (["--num-atoms", "4", "--usage-score", "most"], "usage_score='most' is not valid"),
+        (["--num-atoms", "4", "--loss", "l2"], "loss='l2' is not valid"),
         (["--num-atoms", "4", "--split", "test"], "has no 'test' folder"),
     ],
 )

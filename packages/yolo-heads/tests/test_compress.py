@@ -48,13 +48,14 @@ def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
 def test_compressed_detector_reloads_with_identical_outputs(run, tmp_path):
     best = run / "weights" / "best"
     # the run's own training data (RUN/config.yaml), as Algorithm 1 line 17
-    result = compress_checkpoint(best, 8, out=tmp_path / "small", progress=False)
+    result = compress_checkpoint(best, 8, out=tmp_path / "small", loss="cosine", progress=False)
     assert result.folder == tmp_path / "small" and result.data.endswith("train.json")
     rd = result.model.backbone.body.layer2.rd
     assert rd is result.report.student and rd.num_atoms == 8
     config = read_config(result.folder)
     assert config["model_args"]["rd"]["num_atoms"] == 8
     assert config["knowledge"]["compression"]["teacher_atoms"] == 16
+    assert config["knowledge"]["compression"]["loss"] == "cosine"
     images = torch.rand(2, 3, 64, 64)
     expected = _outputs(result.model, images)
     clone = load_checkpoint(result.folder)
@@ -128,6 +129,7 @@ def test_compress_command_then_val_predict_export(run, digits, tmp_path, capsys)
         (["--num-atoms", "4", "--lr", "0"], "--lr 0.0 is not valid"),
         (["--num-atoms", "4", "--epochs", "0"], "--epochs 0 is not valid"),
         (["--num-atoms", "4", "--usage-score", "most"], "usage_score='most' is not valid"),
+        (["--num-atoms", "4", "--loss", "l2"], "loss='l2' is not valid"),
     ],
 )
 def test_compress_command_bad_values_are_one_line_and_exit_2(run, extra, message, capsys):

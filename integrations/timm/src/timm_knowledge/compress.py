@@ -152,6 +152,7 @@ def compress_model(
     seed: int = 0,
     device: str = "cpu",
     progress: bool = True,
+    loss: str = "contrastive",
 ) -> CompressedModel:
     """Distil every Retriever-Dictionary of the saved model in ``model`` (a folder with timm's
     ``config.json`` + ``model.safetensors``) to ``num_atoms`` atoms; write the result to ``out``
@@ -165,8 +166,9 @@ def compress_model(
             the model's evaluation preprocessing (see :func:`image_loader`).
         image_size: input size for ``data_dir`` (default: the model's ``input_size``).
         batch_size: images per step for ``data_dir``.
-        epochs, lr, temperature, max_positions, usage_score, max_batches, seed: as
-            :func:`rd_core.compress` (one epoch, as the paper).
+        epochs, lr, temperature, max_positions, usage_score, max_batches, seed, loss: as
+            :func:`rd_core.compress` (one epoch, as the paper; ``loss="contrastive"`` is
+            equation 8, ``"cosine"`` Algorithm 1 line 21).
         device: where the distillation runs.
         progress: show a progress bar.
     """
@@ -190,6 +192,12 @@ def compress_model(
         _check_int("max_positions", max_positions, 2)
     _check_positive("lr", lr)
     _check_positive("temperature", temperature)
+    from rd_core.compression import COMPRESSION_LOSSES
+
+    if loss not in COMPRESSION_LOSSES:
+        raise ValueError(
+            f"loss={loss!r} is not valid; expected one of {sorted(COMPRESSION_LOSSES)}"
+        )
     if usage_score not in rd_core.USAGE_SCORES:
         raise ValueError(
             f"usage_score={usage_score!r} is not valid; expected one of "
@@ -261,6 +269,7 @@ def compress_model(
             max_batches=max_batches,
             seed=seed,
             progress=progress,
+            loss=loss,
         )
     # rd_core.compress updated the model's recorded build arguments (num_atoms), which
     # timm's save_for_hf writes as config.json's model_args
@@ -293,6 +302,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batches", type=int, help="batches per epoch (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="(default: 0)")
     parser.add_argument("--device", default="cpu", help="(default: cpu)")
+    parser.add_argument(
+        "--loss", default="contrastive", help="contrastive (equation 8) or cosine (Algorithm 1)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 

@@ -131,6 +131,7 @@ def compress_checkpoint(
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    loss: str = "contrastive",
 ) -> CompressedCheckpoint:
     """Distil every Retriever-Dictionary of the detector in ``weights`` to ``num_atoms`` atoms
     and save the result as a new checkpoint folder.
@@ -148,8 +149,9 @@ def compress_checkpoint(
         image_dir: a COCO JSON's image folder (default: beside it, or the run's).
         image_size: canvas side (multiple of 32); default the checkpoint's training size.
         batch_size: images per distillation step.
-        epochs, lr, temperature, max_positions, usage_score, max_batches, seed: as
-            :func:`rd_core.compress` (one epoch, as the paper).
+        epochs, lr, temperature, max_positions, usage_score, max_batches, seed, loss: as
+            :func:`rd_core.compress` (one epoch, as the paper; ``loss="cosine"``, Algorithm 1
+            line 21, kept far more AP than equation 8's ``"contrastive"`` on digits).
         device: where the distillation runs.
         progress: show a progress bar.
     """
@@ -190,6 +192,12 @@ def compress_checkpoint(
         raise ValueError(
             f"{fn}: usage_score={usage_score!r} is not valid; expected one of "
             f"{sorted(rd_core.USAGE_SCORES)}"
+        )
+    from rd_core.compression import COMPRESSION_LOSSES
+
+    if loss not in COMPRESSION_LOSSES:
+        raise ValueError(
+            f"{fn}: loss={loss!r} is not valid; expected one of {sorted(COMPRESSION_LOSSES)}"
         )
     device = check_device("device", device, fn=fn)
     for name, value in (("data", data), ("image_dir", image_dir)):
@@ -257,6 +265,7 @@ def compress_checkpoint(
             max_batches=max_batches,
             seed=seed,
             progress=progress,
+            loss=loss,
         )
     first = next(iter(reports.values()))
     metadata = {
@@ -266,6 +275,7 @@ def compress_checkpoint(
             "teacher_atoms": first.teacher_atoms,
             "student_atoms": num_atoms,
             "epochs": epochs,
+            "loss": loss,
             # JSON has no NaN: a report without a finite value records None
             "cosine_similarity": _finite(first.cosine_similarity),
             "relative_error": _finite(first.relative_error),
