@@ -22,22 +22,10 @@ def _seed():
     torch.manual_seed(0)
 
 
-def _randomise(module: torch.nn.Module) -> None:
-    """Give every parameter and BN statistic non-trivial values, so checks cannot pass by luck."""
-    with torch.no_grad():
-        for p in module.parameters():
-            p.normal_(0, 0.5)
-        for name, b in module.named_buffers():
-            if name.endswith("running_mean"):
-                b.normal_(0, 0.2)
-            elif name.endswith("running_var"):
-                b.uniform_(0.5, 1.5)
-
-
-def test_paper_forward_matches_equation_7():
+def test_paper_forward_matches_equation_7(randomise):
     f, n, k, lam = 8, 12, 3, 0.7
     rd = RetrieverDictionary(f, num_atoms=n, kernel_size=k, residual=lam)
-    _randomise(rd)
+    randomise(rd)
     x = torch.randn(2, f, 5, 6)
     # Equation 7 written out from its parts, independently of the module's forward.
     y = F.conv2d(x, rd.retriever.generator.conv.weight)
@@ -127,9 +115,9 @@ def test_split_and_fused_shapes(variant):
     assert rd(torch.randn(2, 8, 7, 7)).shape == (2, 8, 7, 7)
 
 
-def test_split_to_fused_conversion_is_exact():
+def test_split_to_fused_conversion_is_exact(randomise):
     rd = RetrieverDictionary(8, num_atoms=16, kernel_size=5)
-    _randomise(rd)
+    randomise(rd)
     rd.eval()
     x = torch.randn(2, 8, 9, 7)  # border positions included: the padding must agree too
     split_coefficients = rd.coefficients(x)
@@ -164,9 +152,9 @@ def test_authors_variant_structure_and_mixing():
 
 
 @pytest.mark.parametrize("variant", ["paper", "authors"])
-def test_eval_normalises_the_dictionary_once(variant, monkeypatch):
+def test_eval_normalises_the_dictionary_once(variant, monkeypatch, randomise):
     rd = RetrieverDictionary(8, num_atoms=16, variant=variant)
-    _randomise(rd)
+    randomise(rd)
     x = torch.randn(2, 8, 6, 6)
     rd.eval()
     with torch.no_grad():

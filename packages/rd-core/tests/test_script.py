@@ -12,17 +12,9 @@ from torch import nn
 from rd_core import RetrieverDictionary
 
 
-def _randomised(rd: RetrieverDictionary) -> RetrieverDictionary:
+@pytest.fixture(autouse=True)
+def _seed():
     torch.manual_seed(1)
-    with torch.no_grad():
-        for p in rd.parameters():
-            p.normal_(0, 0.5)
-        for name, b in rd.named_buffers():
-            if name.endswith("running_var"):
-                b.uniform_(0.5, 1.5)
-            elif name.endswith("running_mean"):
-                b.normal_(0, 0.2)
-    return rd
 
 
 @pytest.mark.parametrize(
@@ -33,8 +25,8 @@ def _randomised(rd: RetrieverDictionary) -> RetrieverDictionary:
         {"variant": "authors"},
     ],
 )
-def test_scripted_rd_matches_eager(kwargs):
-    rd = _randomised(RetrieverDictionary(8, num_atoms=16, kernel_size=3, residual=0.7, **kwargs))
+def test_scripted_rd_matches_eager(kwargs, randomise):
+    rd = randomise(RetrieverDictionary(8, num_atoms=16, kernel_size=3, residual=0.7, **kwargs))
     x = torch.randn(2, 8, 6, 6)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script's deprecation notice
@@ -50,14 +42,14 @@ def test_scripted_rd_matches_eager(kwargs):
 
 @pytest.mark.parametrize("variant", ["paper", "authors"])
 @pytest.mark.parametrize("frozen", [False, True], ids=["no_grad", "frozen"])
-def test_trace_of_an_rd_model_passes_its_check_and_follows_the_weights(variant, frozen):
+def test_trace_of_an_rd_model_passes_its_check_and_follows_the_weights(variant, frozen, randomise):
     # in eval mode without gradients the fold of PONO + dictionary used to be cached between
     # the two runs torch.jit.trace compares: "Graphs differed across invocations"
     model = nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1),
         RetrieverDictionary(8, num_atoms=16, kernel_size=3, variant=variant),
     )
-    _randomised(model[1])
+    randomise(model[1])
     model.eval()
     x = torch.randn(2, 3, 6, 6)
     with warnings.catch_warnings(), torch.set_grad_enabled(frozen):
