@@ -120,6 +120,9 @@ class Results:
         plotting.plot_pr_curve(evaluation.evaluator, names, self.folder / "pr_curve.png")
         ex = evaluation.examples
         if ex.get("images"):
+            # No fixed threshold: a young model scores every box under 0.25 and the picture
+            # would be empty. Each image shows as many of its highest-scoring boxes as it has
+            # objects (at least one), whatever their score, which the labels print.
             plotting.draw_detections(
                 torch.stack(ex["images"]),
                 ex["targets"],
