@@ -129,8 +129,8 @@ UNFOLD_MAX_POSITIONS = 14 * 14
 #: convolution (a plain one at batch 1):
 #:
 #: * ``"inference"`` (no autograd): the 7 x 7 stage (512 channels over 49 positions, 10 per
-#:   position) runs 1.5-4.5x faster per-offset at batch 1 and ~3x at batch 16; the 14 x 14 stage
-#:   (256 over 196, 1.3 per position) 1.1-1.9x slower at batches 1-8 but 1.3x faster at batch
+#:   position) runs 1.2-4.5x faster per-offset at batch 1 and ~3x at batch 16; the 14 x 14 stage
+#:   (256 over 196, 1.3 per position) 1.1-2.0x slower at batches 1-8 but 1.3-1.4x faster at batch
 #:   16, where the batch's assembled kernels (38 MB) no longer fit the caches;
 #: * ``"training"`` (autograd): the 7 x 7 stage 1.6-1.9x faster per-offset at batch 16, its
 #:   backward pass 1.1-1.4x slower than oneDNN's at batch 2 (faster from batch 4); the 14 x 14
