@@ -57,8 +57,11 @@ def test_loss_with_only_background_images(tiny):
 
 def test_classification_head_is_retired(tiny):
     """One classification path: the old head's name points at timm's classifier and trainer."""
-    with pytest.raises(ValueError, match=r"head='classification' was retired.*yolov9_c_cls.*"
-                       r"timm-knowledge train"):
+    with pytest.raises(
+        ValueError,
+        match=r"head='classification' was retired.*yolov9_c_cls.*"
+        r"timm-knowledge train",
+    ):
         YOLODetector(num_classes=5, head="classification", **tiny)
 
 

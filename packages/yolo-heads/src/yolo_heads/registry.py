@@ -59,6 +59,7 @@ PRETRAINED_CFG: dict[str, Any] = {
     "license": "apache-2.0",
 }
 
+
 def _classifier_cfg(name: str) -> dict[str, Any]:
     """A classifier table's timm config: [0, 1] images (mean 0, std 1), its Linear named."""
     head = len(get_architecture(name)["backbone"]) + len(get_architecture(name).get("head", []))

@@ -8,7 +8,7 @@ The classifier tables (v9-c-cls, :func:`list_classifiers`) build a :class:`Graph
 
     >>> sorted(list_architectures())  # doctest: +NORMALIZE_WHITESPACE
     ['yolo_cfg', 'yolo_rd_9c', 'yolor_csp', 'yolor_csp_x', 'yolor_p6', 'yolor_w6', 'yolov7',
-     'yolov9_c', 'yolov9_m', 'yolov9_s', 'yolov9_t']
+     'yolov9_c', 'yolov9_c_seg', 'yolov9_m', 'yolov9_s', 'yolov9_t']
     >>> list_classifiers()
     ['yolov9_c_cls', 'yolo_rd_9c_cls']
 """
