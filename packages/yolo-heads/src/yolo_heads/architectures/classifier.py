@@ -29,7 +29,7 @@ from torch import nn
 
 from .._checks import check_fraction, check_images, check_int
 from .blocks import BLOCKS, Conv, RepConv
-from .graph import Layer, LayerGraph, parse_table
+from .graph import BackboneFeatures, Layer, LayerGraph, parse_table
 
 __all__ = ["Classification", "GraphClassifier", "is_classifier_table"]
 
@@ -67,7 +67,7 @@ def is_classifier_table(table: Mapping[str, Any]) -> bool:
     return any(isinstance(row, list) and len(row) > 1 and row[1] == HEAD_BLOCK for row in rows)
 
 
-class GraphClassifier(nn.Module):
+class GraphClassifier(BackboneFeatures, nn.Module):
     """A classifier from a layer table (see :mod:`yolo_heads.architectures.graph`).
 
     Args:
@@ -218,22 +218,6 @@ class GraphClassifier(nn.Module):
         source = self.graph.specs[last].sources[0]
         out = self.graph.run(self.layers, x, last, (*wanted, source))
         return self.classification.conv(out[source]), [out[i] for i in wanted]
-
-    def _feature_picks(self, indices: int | Sequence[int]) -> list[int]:
-        n = len(self.feature_info)
-        picks = list(range(n - indices, n)) if isinstance(indices, int) else list(indices)
-        if not picks or any(not -n <= i < n for i in picks):
-            raise ValueError(f"indices={indices!r} is not valid; the backbone has {n} features")
-        return [i % n for i in picks]
-
-    def prune_intermediate_layers(self, indices: int | Sequence[int] = 3, **_: Any) -> list[int]:
-        """Keep only the layers up to the last backbone feature in ``indices`` (timm's
-        ``features_only``); returns the indices, normalised."""
-        picks = self._feature_picks(indices)
-        last = max(self.feature_info[i]["index"] for i in picks)
-        self.layers = self.layers[: last + 1]
-        self.graph = self.graph.truncated(last + 1)
-        return picks
 
     # ------------------------------------------------------------------ the authors' weights
     def reparameterize(self) -> GraphClassifier:

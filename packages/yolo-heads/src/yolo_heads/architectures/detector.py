@@ -22,7 +22,7 @@ from ..nms import predict_from_outputs
 from .blocks import BLOCKS, RepConv
 from .classifier import is_classifier_table
 from .darknet import DarknetInfo, build_darknet, parse_cfg
-from .graph import HEAD_BLOCKS, Layer, LayerGraph, parse_table
+from .graph import HEAD_BLOCKS, BackboneFeatures, Layer, LayerGraph, parse_table
 
 #: Images reach the authors' models as [0, 1] without normalisation (their transforms).
 AUX_WEIGHT = 0.25  # the authors' ``loss.aux``: PGI's auxiliary loss counts a quarter
@@ -69,7 +69,7 @@ def _build(
     return modules
 
 
-class GraphDetector(nn.Module):
+class GraphDetector(BackboneFeatures, nn.Module):
     """A detector from a layer table (see :mod:`yolo_heads.architectures.graph`).
 
     Args:
@@ -237,20 +237,9 @@ class GraphDetector(nn.Module):
         out = self._run(x, max(wanted) + 1, wanted)
         return [out[i] for i in wanted]
 
-    def _feature_picks(self, indices: int | Sequence[int]) -> list[int]:
-        n = len(self.feature_info)
-        picks = list(range(n - indices, n)) if isinstance(indices, int) else list(indices)
-        if not picks or any(not -n <= i < n for i in picks):
-            raise ValueError(f"indices={indices!r} is not valid; the backbone has {n} features")
-        return [i % n for i in picks]
-
     def prune_intermediate_layers(self, indices: int | Sequence[int] = 3, **_: Any) -> list[int]:
-        """Keep only the layers up to the last backbone feature in ``indices`` (timm's
-        ``features_only``); returns the indices, normalised."""
-        picks = self._feature_picks(indices)
-        last = max(self.feature_info[i]["index"] for i in picks)
-        self.layers = self.layers[: last + 1]
-        self.graph = self.graph.truncated(last + 1)
+        """As :class:`BackboneFeatures`', and the auxiliary branch goes with the head."""
+        picks = super().prune_intermediate_layers(indices)
         self.aux_index, self._aux_loss = None, None
         return picks
 

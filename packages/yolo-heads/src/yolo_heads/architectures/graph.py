@@ -21,6 +21,7 @@ inference.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,3 +131,29 @@ class LayerGraph:
                 if self._last_use.get(s) == spec.index and s not in wanted:
                     cache.pop(s, None)
         return {i: cache[i] for i in keep}
+
+
+class BackboneFeatures:
+    """timm's feature selection over a layer table's backbone, for the modules built from one
+    (``GraphDetector``, ``GraphClassifier``): they hold ``feature_info`` (one dict per backbone
+    map, its layer ``index``), ``layers`` and ``graph``."""
+
+    feature_info: list[dict[str, Any]]
+    layers: nn.ModuleList
+    graph: LayerGraph
+
+    def _feature_picks(self, indices: int | Sequence[int]) -> list[int]:
+        n = len(self.feature_info)
+        picks = list(range(n - indices, n)) if isinstance(indices, int) else list(indices)
+        if not picks or any(not -n <= i < n for i in picks):
+            raise ValueError(f"indices={indices!r} is not valid; the backbone has {n} features")
+        return [i % n for i in picks]
+
+    def prune_intermediate_layers(self, indices: int | Sequence[int] = 3, **_: Any) -> list[int]:
+        """Keep only the layers up to the last backbone feature in ``indices`` (timm's
+        ``features_only``); returns the indices, normalised."""
+        picks = self._feature_picks(indices)
+        last = max(self.feature_info[i]["index"] for i in picks)
+        self.layers = self.layers[: last + 1]
+        self.graph = self.graph.truncated(last + 1)
+        return picks
