@@ -30,11 +30,12 @@ import math
 import os
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from rd_core.compression import CompressedFolder
 
 __all__ = ["CompressedModel", "add_arguments", "compress_model", "image_loader", "run"]
 
@@ -43,22 +44,9 @@ WEIGHTS_NAME = "model.safetensors"
 LEGACY_WEIGHTS_NAME = "pytorch_model.bin"  # timm's save_for_hf without safe_serialization
 
 
-@dataclass
-class CompressedModel:
+class CompressedModel(CompressedFolder):
     """What :func:`compress_model` wrote, the compressed model (as saved, on the CPU) and
     :func:`rd_core.compress`'s report per RD (``report``: the first)."""
-
-    folder: Path
-    model: torch.nn.Module
-    reports: dict[str, Any]
-
-    @property
-    def report(self) -> Any:
-        return next(iter(self.reports.values()))
-
-    def summary(self) -> str:
-        lines = [f"{at}: {report.summary()}" for at, report in self.reports.items()]
-        return "\n".join([*lines, f"compressed model: {self.folder}"])
 
 
 def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,7 @@ from .student import student_from_teacher
 # The losses and the student builder live in their own modules; they stay importable from here.
 __all__ = [
     "COMPRESSION_LOSSES",
+    "CompressedFolder",
     "CompressionReport",
     "compress",
     "cosine_distance",
@@ -75,6 +77,33 @@ class CompressionReport:
             f"{self.initial_loss:.4f} -> {self.final_loss:.4f}, cosine similarity "
             f"{self.cosine_similarity:.4f}, relative error {self.relative_error:.4f}"
         )
+
+
+@dataclass
+class CompressedFolder:
+    """A saved model whose Retriever-Dictionaries :func:`compress` distilled, as the command
+    lines of yolo-heads and timm-knowledge write it: the new ``folder``, the ``model`` as saved
+    and the :class:`CompressionReport` of each RD by module name (``report``: the first).
+
+    >>> import torch
+    >>> done = CompressedFolder(Path("m-rd8"), torch.nn.Identity(), {})
+    >>> done.summary()
+    'compressed model: m-rd8'
+    """
+
+    kind: ClassVar[str] = "model"  # the summary's name for what was written
+
+    folder: Path
+    model: nn.Module
+    reports: dict[str, CompressionReport]
+
+    @property
+    def report(self) -> CompressionReport:
+        return next(iter(self.reports.values()))
+
+    def summary(self) -> str:
+        lines = [f"{name}: {report.summary()}" for name, report in self.reports.items()]
+        return "\n".join([*lines, f"compressed {self.kind}: {self.folder}"])
 
 
 def _distributed() -> bool:

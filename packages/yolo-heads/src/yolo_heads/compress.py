@@ -30,10 +30,12 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
+
+from rd_core.compression import CompressedFolder
 
 from ._checks import check_bool, check_device, check_int, check_number, check_path
 from .checkpoint import load_checkpoint, read_config, save_checkpoint
@@ -42,23 +44,14 @@ __all__ = ["CompressedCheckpoint", "compress_checkpoint", "retriever_dictionarie
 
 
 @dataclass
-class CompressedCheckpoint:
+class CompressedCheckpoint(CompressedFolder):
     """What :func:`compress_checkpoint` wrote: the new folder, the compressed detector (as
-    saved), the data it distilled on and :func:`rd_core.compress`'s report per
-    Retriever-Dictionary (``report``: the first)."""
+    saved), :func:`rd_core.compress`'s report per Retriever-Dictionary (``report``: the first)
+    and the data it distilled on."""
 
-    folder: Path
-    model: nn.Module
-    data: str
-    reports: dict[str, Any]
+    kind: ClassVar[str] = "checkpoint"
 
-    @property
-    def report(self) -> Any:
-        return next(iter(self.reports.values()))
-
-    def summary(self) -> str:
-        lines = [f"{name}: {report.summary()}" for name, report in self.reports.items()]
-        return "\n".join([*lines, f"compressed checkpoint: {self.folder}"])
+    data: str = ""
 
 
 def retriever_dictionaries(model: nn.Module) -> dict[str, nn.Module]:
