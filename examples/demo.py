@@ -49,8 +49,9 @@ from yolo_heads.run import run_training
 
 # One fixed schedule (never shortened because the machine is busy). Chosen so that seeds 0, 1, 2
 # land within a narrow spread (RECORDED below: sd 0.002 AP) and the two trainings take minutes
-# of one core (112-122 CPU s each in benchmarks/results/detection.md, 268-293 s measured on
-# 2026-12-07). The 1.01 M detector of the built-in digits config is not used here: over 3 seeds
+# of one core (112-122 CPU s each in benchmarks/results/detection.md on 2026-12-02; 234-252 s
+# in this demo from a clean clone on 2026-12-07, with its validations and checkpoints).
+# The 1.01 M detector of the built-in digits config is not used here: over 3 seeds
 # at 30 epochs it scored 0.527 +- 0.213 AP (one seed in three stalls near 0.28), too unstable
 # for a one-seed comparison; this one is YOLOv8n's size (3.05 M parameters).
 SETTINGS = {
