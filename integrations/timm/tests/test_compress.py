@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import timm
 import torch
-from PIL import Image
 from timm.models import save_for_hf
 
 import hub_knowledge
@@ -25,18 +23,9 @@ TINY = {"num_atoms": 16, "layers": [1, 1, 1, 1], "channels": [8, 16, 32, 64], "s
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, Path]:
+def trained(tmp_path_factory, image_folder) -> tuple[Path, Path]:
     """(image folder, run output) of a 1-epoch ``timm-knowledge train`` of a tiny rd_resnet18."""
-    root = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 4), ("val", 2)):
-        for c, name in enumerate(CLASSES):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(count):
-                pixels = rng.integers(0, 90, (32, 32, 3))
-                pixels[..., c] += 160
-                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
+    root = image_folder
     out = tmp_path_factory.mktemp("run")
     argv = ["train", "--model", "rd_resnet18", "--model-kwargs", json.dumps(TINY)]
     argv += ["--data-dir", str(root), "--output", str(out), "--epochs", "1"]

@@ -18,22 +18,6 @@ from timm_knowledge.train import TrainConfig, train
 CLASSES = ("red", "green", "blue")
 
 
-@pytest.fixture(scope="module")
-def image_folder(tmp_path_factory) -> Path:
-    """train/ and val/ with 3 classes of 32 px images (a dominant colour plus noise)."""
-    root = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 4), ("val", 2)):
-        for c, name in enumerate(CLASSES):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(count):
-                pixels = rng.integers(0, 90, (32, 32, 3))
-                pixels[..., c] += 160
-                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
-    return root
-
-
 def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 

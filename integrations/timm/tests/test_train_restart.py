@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import timm
 import torch
-from PIL import Image
 from timm.data import resolve_data_config
 
 import timm_knowledge  # noqa: F401  (registers the names)
@@ -29,38 +28,22 @@ MODEL_KWARGS = {"budget": 1.0, "layers": [1, 1, 1, 1], "zero_init_last": False}
 PER_EPOCH = 3  # 12 training images, batch 4
 
 
-@pytest.fixture(scope="module")
-def images(tmp_path_factory) -> Path:
-    """train/ and val/ with 3 classes of 32 px images (a dominant colour plus noise)."""
-    root = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 4), ("val", 2)):
-        for c, name in enumerate(("red", "green", "blue")):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(count):
-                pixels = rng.integers(0, 90, (32, 32, 3))
-                pixels[..., c] += 160
-                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
-    return root
-
-
-def _flags(images: Path, out: Path) -> list[str]:
+def _flags(image_folder: Path, out: Path) -> list[str]:
     return [
         "--model", "kw_resnet18", "--model-kwargs", json.dumps(MODEL_KWARGS),
-        "--data-dir", str(images), "--output", str(out), "--epochs", "2", "--batch-size", "4",
+        "--data-dir", str(image_folder), "--output", str(out), "--epochs", "2", "--batch-size", "4",
         "--image-size", "32", "--lr", "0.05", "--temp-epochs", "1.5", "--no-aug",
         "--workers", "0", "--threads", "1",
     ]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def straight(images, tmp_path_factory) -> Path:
+def straight(image_folder, tmp_path_factory) -> Path:
     """An uninterrupted 2-epoch run, written under umask 022."""
     out = tmp_path_factory.mktemp("straight")
     before = os.umask(0o022)
     try:
-        assert main(["train", *_flags(images, out)]) == 0
+        assert main(["train", *_flags(image_folder, out)]) == 0
     finally:
         os.umask(before)
     return out
@@ -116,7 +99,7 @@ def _same_run(run: Path, straight: Path) -> None:
         torch.testing.assert_close(final[key], value, rtol=1e-4, atol=1e-5, msg=key)
 
 
-def test_resume_needs_only_the_run_folder(images, straight, tmp_path, monkeypatch):
+def test_resume_needs_only_the_run_folder(image_folder, straight, tmp_path, monkeypatch):
     """``--resume RUN`` reads the run's saved options (it demanded --model, --data-dir and
     --output again) and finishes like the uninterrupted run."""
     run = tmp_path / "run"
@@ -127,7 +110,7 @@ def test_resume_needs_only_the_run_folder(images, straight, tmp_path, monkeypatc
     cfg = TrainConfig(
         model="kw_resnet18",
         model_kwargs=MODEL_KWARGS,
-        data_dir=str(images),
+        data_dir=str(image_folder),
         output=str(run),
         epochs=2,
         batch_size=4,
@@ -176,7 +159,7 @@ SLOW_SAVE = textwrap.dedent(
 )
 
 
-def test_ctrl_c_is_one_line_exit_130_and_resumes_exactly(images, straight, tmp_path):
+def test_ctrl_c_is_one_line_exit_130_and_resumes_exactly(image_folder, straight, tmp_path):
     """SIGINT to a real ``timm-knowledge train`` process: one line and status 130, as
     ``yolo-heads train`` (it was a KeyboardInterrupt traceback); ``--resume`` then finishes
     like the uninterrupted run."""
@@ -184,7 +167,7 @@ def test_ctrl_c_is_one_line_exit_130_and_resumes_exactly(images, straight, tmp_p
     script = tmp_path / "slow_save.py"
     script.write_text(SLOW_SAVE)
     process = subprocess.Popen(
-        [sys.executable, str(script), "train", *_flags(images, run)],
+        [sys.executable, str(script), "train", *_flags(image_folder, run)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -206,7 +189,7 @@ def test_ctrl_c_is_one_line_exit_130_and_resumes_exactly(images, straight, tmp_p
 
 
 def test_log_lines_after_the_last_checkpoint_are_dropped_on_resume(
-    images, straight, tmp_path, monkeypatch
+    image_folder, straight, tmp_path, monkeypatch
 ):
     """Killed after epoch 2's log lines but before its last.pth, the resumed run logged epoch
     2 twice; the lines of the killed attempt are dropped and the rerun's kept."""
@@ -221,7 +204,7 @@ def test_log_lines_after_the_last_checkpoint_are_dropped_on_resume(
 
     with monkeypatch.context() as m:
         m.setattr(torch, "save", killed_at_second)
-        assert main(["train", *_flags(images, run)]) == 130
+        assert main(["train", *_flags(image_folder, run)]) == 130
     assert [e["epoch"] for e in _lines(run / "metrics.jsonl")] == [1, 2]
     assert torch.load(run / "last.pth", weights_only=True)["epoch"] == 1
     assert main(["train", "--resume", str(run)]) == 0

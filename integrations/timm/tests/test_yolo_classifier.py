@@ -10,28 +10,11 @@ import numpy as np
 import pytest
 import timm
 import torch
-from PIL import Image
 
 import timm_knowledge  # noqa: F401  (registers yolo-heads' models when it is installed)
 from timm_knowledge.cli import main
 
 pytest.importorskip("yolo_heads")
-
-
-@pytest.fixture(scope="module")
-def image_folder(tmp_path_factory) -> Path:
-    """train/ and val/ with 3 classes of 32 px images (a dominant colour plus noise)."""
-    root = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 4), ("val", 2)):
-        for c, name in enumerate(("red", "green", "blue")):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(count):
-                pixels = rng.integers(0, 90, (32, 32, 3))
-                pixels[..., c] += 160
-                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
-    return root
 
 
 def _lines(path: Path) -> list[dict]:
