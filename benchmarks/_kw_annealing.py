@@ -49,6 +49,9 @@ class Cell:
     post: int  # iterations after the annealing
     batch: int
     seed: int
+    # timm's training loader drops the incomplete last batch (1347 = 21 x 64 + 3 here); the
+    # grid's first cells kept it, and their records have no such key (False)
+    drop_last: bool = False
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -65,7 +68,7 @@ class Cell:
         return self.anneal + self.post
 
     def key(self) -> tuple:
-        return (self.variant, self.anneal, self.post, self.batch, self.seed)
+        return (self.variant, self.anneal, self.post, self.batch, self.seed, self.drop_last)
 
 
 def finished(path: Path = RUNS) -> list[dict]:
@@ -222,7 +225,8 @@ def run_cell(cell: Cell, data: tuple, build, shift) -> dict:
     step = 0
     while step < total:
         order = torch.randperm(len(y_train), generator=g)
-        for first in range(0, len(order), cell.batch):
+        stop = len(order) - len(order) % cell.batch if cell.drop_last else len(order)
+        for first in range(0, stop, cell.batch):
             if step in eval_at:
                 curve["test"].append([step, round(accuracy(model, x_test, y_test), 2)])
             idx = order[first : first + cell.batch]
@@ -282,10 +286,15 @@ def grid(
     seeds: Iterable[int],
     post: int,
     batches: Iterable[int],
+    drop_last: bool = True,
 ) -> list[Cell]:
     """Cells in the order given: seeds innermost, so every length gets seed 0 first."""
     return [
-        Cell(v, a, post, b, s) for b in batches for v in variants for a in anneals for s in seeds
+        Cell(v, a, post, b, s, drop_last)
+        for b in batches
+        for v in variants
+        for a in anneals
+        for s in seeds
     ]
 
 
@@ -304,34 +313,40 @@ def run_grid(cells: list[Cell], part: tuple[int, int], data: tuple, build, shift
                 f", attention BN recalibrated {record['accuracy_attention_bn_recalibrated']:.2f}"
                 f", all BN recalibrated {record['accuracy_bn_recalibrated']:.2f}"
             )
+        drop = "drop_last " if cell.drop_last else ""
         print(
             f"anneal {cell.variant} anneal {cell.anneal} post {cell.post} batch {cell.batch} "
-            f"seed {cell.seed}: {record['accuracy']:.2f}%{extra} ({record['seconds']:.0f} s)",
+            f"{drop}seed {cell.seed}: {record['accuracy']:.2f}%{extra} ({record['seconds']:.0f} s)",
             flush=True,
         )
 
 
 # ------------------------------------------------------------------------------ reporting
 def _groups(runs: list[dict]) -> dict[tuple, list[dict]]:
-    """Runs by (batch, post, anneal, variant), variants in VARIANTS order."""
+    """Runs by (batch label, post, anneal, variant), variants in VARIANTS order.
+
+    The batch label is the batch size, with ", last dropped" for ``drop_last`` cells.
+    """
     order = list(VARIANTS)
     groups: dict[tuple, list[dict]] = {}
 
     def sort_key(run: dict) -> tuple:
-        batch, post, anneal = _setting(run)  # batch 64 (the table's) first
-        return (post, batch != 64, batch, anneal, order.index(run["cell"]["variant"]))
+        c = run["cell"]  # drop_last, then the table's batch 64, first
+        drop = c.get("drop_last", False)
+        batch = c["batch"]
+        return (not drop, c["post"], batch != 64, batch, c["anneal"], order.index(c["variant"]))
 
     for run in sorted(runs, key=sort_key):
         c = run["cell"]
-        groups.setdefault((c["batch"], c["post"], c["anneal"], c["variant"]), []).append(run)
+        key = (_batch_label(c), c["post"], c["anneal"], c["variant"])
+        groups.setdefault(key, []).append(run)
     for group in groups.values():
         group.sort(key=lambda r: r["cell"]["seed"])
     return groups
 
 
-def _setting(run: dict) -> tuple[int, int, int]:
-    c = run["cell"]
-    return c["batch"], c["post"], c["anneal"]
+def _batch_label(cell: dict) -> str:
+    return f"{cell['batch']}, last dropped" if cell.get("drop_last", False) else str(cell["batch"])
 
 
 def _fmt(values: list[float]) -> str:
@@ -434,7 +449,7 @@ def plot(runs: list[dict], name: str = "accuracy_annealing.png") -> str | None:
     groups = _groups(runs)
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
     ax = axes[0]
-    settings = sorted({(b, p) for (b, p, _, _) in groups}, key=lambda bp: (bp[0] != 64, bp))
+    settings = list(dict.fromkeys((b, p) for (b, p, _, _) in groups))  # _groups' order
     for batch, post in settings:
         for variant, (label, _, _) in VARIANTS.items():
             points = sorted(
@@ -459,6 +474,8 @@ def plot(runs: list[dict], name: str = "accuracy_annealing.png") -> str | None:
         title="digits, ResNet18/8",
     )
     ax.legend(fontsize=6)
+    # seed 0 of KW b = 1 at batch 64, the drop_last cells where there are any
+    drop = any(r["cell"].get("drop_last", False) for r in runs)
     main = sorted(
         (
             r
@@ -466,6 +483,7 @@ def plot(runs: list[dict], name: str = "accuracy_annealing.png") -> str | None:
             if r["cell"]["variant"] == "kw_b1"
             and r["cell"]["seed"] == 0
             and r["cell"]["batch"] == 64
+            and r["cell"].get("drop_last", False) == drop
             and r["cell"]["anneal"] >= 50
         ),
         key=lambda r: (r["cell"]["post"], r["cell"]["anneal"]),

@@ -687,6 +687,12 @@ if __name__ == "__main__":
     anneal.add_argument(
         "--shard", default="1/1", help="k/n: run every n-th cell from the k-th (1-based)"
     )
+    anneal.add_argument(
+        "--keep-last-batch",
+        action="store_true",
+        help="train on each epoch's incomplete last batch too (as the grid's first cells, whose "
+        "records have no drop_last key, did); by default it is dropped, as timm's loader does",
+    )
     args = parser.parse_args()
     if args.report == "anneal":
         print(write_annealing_report())
@@ -703,6 +709,7 @@ if __name__ == "__main__":
             args.seeds if args.seeds is not None else FULL.seeds,
             args.post_iters,
             args.batches,
+            drop_last=not args.keep_last_batch,
         )
         annealing.run_grid(cells, (k, n), digits_split(), build_classifier, _shift)
     elif args.part is None:
