@@ -6,13 +6,13 @@ downloaded):
 * **Classification**: an eighth-width timm ResNet18 (stages 8/16/32/64 channels, a deep stem of
   4/4/8 channels, one input channel; checked on the built model) on the digits upscaled to
   32 x 32, plain and as KernelWarehouse at budgets 1/2, 1 and 4
-  (``timm.create_model("kw_resnet18", budget=b, ...)``). The temperature goes linearly from 1 to
-  0 over the first 10% of the iterations, stepped every iteration with
-  :class:`kernelwarehouse.TemperatureScheduler` (the paper's traditional recipe anneals over 10
-  of 100 epochs; timm-knowledge's trainer steps it the same way), then stays 0; one more KW row
-  keeps tau fixed at 1 (no annealing: every sample gets the kernel of its initial assignment).
-  Fixed stratified split (1347 train / 450 test); the seed changes initialisation, data order
-  and augmentation.
+  (``timm.create_model("kw_resnet18", budget=b, ...)``). The runs are cells of the annealing
+  grid below (one training loop for both): the temperature goes linearly from 1 to 0 over the
+  first 220 iterations, stepped every iteration with :class:`kernelwarehouse.TemperatureScheduler`
+  (timm-knowledge's trainer steps it the same way), then 110 more at 0; one more KW row keeps
+  tau fixed at 1 (no annealing: every sample gets the kernel of its initial assignment). Each
+  epoch's incomplete last batch is dropped, as timm's training loader does. Fixed stratified
+  split (1347 train / 450 test); the seed changes initialisation, data order and augmentation.
 * **Detection**: ``yolo_heads`` on its generated digits-detection set (real digits on noisy
   64 x 64 canvases), a quarter-width ResNet18 + PAN + anchor-free head, without and with the
   Retriever-Dictionary after ``layer2`` (random dictionary vs a dictionary initialised from a
@@ -36,7 +36,6 @@ import contextlib
 import hashlib
 import io
 import json
-import math
 import os
 import tempfile
 import time
@@ -64,8 +63,9 @@ from torch import nn
 @dataclass(frozen=True)
 class Settings:
     seeds: tuple[int, ...]
-    cls_epochs: int
-    cls_budgets: tuple[float, ...]
+    cls_variants: tuple[str, ...]  # _kw_annealing.VARIANTS, the baseline first
+    cls_anneal_iters: int
+    cls_post_iters: int
     det_train_images: int
     det_val_images: int
     det_epochs: int
@@ -76,8 +76,11 @@ class Settings:
 
 FULL = Settings(
     seeds=(0, 1, 2),
-    cls_epochs=5,
-    cls_budgets=(0.5, 1.0, 4.0),
+    cls_variants=("plain", "kw_b05", "kw_b1", "kw_b4", "kw_tau1"),
+    # the grid's shortest length at which KW b = 1 ends within the spread of plain (see the
+    # annealing section of results/accuracy.md; 10% of a 110-iteration run lost 35-39 points)
+    cls_anneal_iters=220,
+    cls_post_iters=110,
     det_train_images=192,
     det_val_images=48,
     det_epochs=12,
@@ -85,17 +88,19 @@ FULL = Settings(
 )
 QUICK = Settings(
     seeds=(0, 1),
-    cls_epochs=2,
-    cls_budgets=(1.0,),
+    cls_variants=("plain", "kw_b1"),
+    cls_anneal_iters=11,
+    cls_post_iters=22,
     det_train_images=32,
     det_val_images=16,
     det_epochs=2,
     det_atoms=16,
 )
-# Finished runs are kept here (one JSON per run, keyed by settings, experiment, model and seed)
-# so the full set can be filled by several processes at once (`--part`), and an interrupted
-# run resumes. Quick runs are never cached. BENCH_ACCURACY_CACHED_ONLY=1 reports the finished
-# runs only (each table row then says how many seeds it has).
+# Finished detection runs are kept here (one JSON per run, keyed by settings, model and seed;
+# classification runs are the annealing grid's records) so the full set can be filled by
+# several processes at once (`--part`), and an interrupted run resumes. Quick runs are never
+# cached. BENCH_ACCURACY_CACHED_ONLY=1 reports the finished runs only (each table row then says
+# how many seeds it has).
 CACHED_ONLY = os.environ.get("BENCH_ACCURACY_CACHED_ONLY") == "1"
 CACHE = Path(os.environ.get("BENCH_ACCURACY_CACHE", Path(tempfile.gettempdir()) / "bench-accuracy"))
 # Classification: an eighth-width ResNet18. KernelWarehouse's per-sample kernel assembly costs
@@ -106,8 +111,6 @@ CACHE = Path(os.environ.get("BENCH_ACCURACY_CACHE", Path(tempfile.gettempdir()) 
 # network takes timm's deep stem: 3x3 convolutions of stem_width, stem_width, 2 x stem_width = 8
 # channels (:func:`check_width` asserts it on the built model). Detection: quarter width.
 WIDTH = {"channels": (8, 16, 32, 64), "stem_type": "deep", "stem_width": 4}
-#: share of the iterations over which tau goes from 1 to 0 (paper: 10 of 100 epochs)
-TEMP_FRACTION = 0.1
 #: annealing grid: iterations trained after tau reaches 0 (10 epochs of 22 iterations)
 POST_ITERS = 220
 DET_WIDTH = {"channels": (16, 32, 64, 128), "stem_width": 16}
@@ -129,11 +132,8 @@ class Result:
 def _key(s: Settings, experiment: str, name: str, seed: int) -> Path:
     # only the settings the experiment depends on, so changing one experiment's settings keeps
     # the other's finished runs
-    if experiment == "cls":
-        relevant = (s.cls_epochs, WIDTH, TEMP_FRACTION)
-    else:
-        relevant = (s.det_train_images, s.det_val_images, s.det_epochs, s.det_atoms)
-        relevant += (s.det_batch, s.det_lr, DET_WIDTH)
+    relevant = (s.det_train_images, s.det_val_images, s.det_epochs, s.det_atoms)
+    relevant += (s.det_batch, s.det_lr, DET_WIDTH)
     digest = hashlib.sha1(repr((relevant, experiment, name, seed)).encode()).hexdigest()[:16]
     return CACHE / f"{experiment}-{seed}-{digest}.json"
 
@@ -200,74 +200,39 @@ def build_classifier(budget: float | None) -> nn.Module:
     return model
 
 
-def train_classifier(
-    budget: float | None,
-    data: tuple,
-    seed: int,
-    epochs: int,
-    batch_size: int = 64,
-    anneal: bool = True,
-) -> float:
-    """Test accuracy (%) of one run; ``anneal=False`` keeps a KW model's tau at 1."""
-    x_train, y_train, x_test, y_test = data
-    torch.manual_seed(seed)
-    model = build_classifier(budget)
-    steps = epochs * math.ceil(len(y_train) / batch_size)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.15)
-    temperature = None
-    if budget is not None:
-        import kernelwarehouse as kw
-
-        if anneal:  # tau = 1 - i / total before iteration i, then 0 (sets tau = 1 now)
-            temperature = kw.TemperatureScheduler(model, total=max(1, round(TEMP_FRACTION * steps)))
-        else:
-            kw.set_temperature(model, 1.0)
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        model.train()
-        order = torch.randperm(len(y_train), generator=g)
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            loss = F.cross_entropy(model(_shift(x_train[idx], g)), y_train[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if temperature is not None:
-                temperature.step()
-    model.eval()
-    with torch.no_grad():
-        pred = torch.cat([model(x_test[i : i + 256]).argmax(1) for i in range(0, len(x_test), 256)])
-    return 100.0 * (pred == y_test).float().mean().item()
-
-
 def classification(
     s: Settings, seeds: tuple[int, ...], use_cache: bool, only: str | None = None
 ) -> list[Result]:
-    data = digits_split()
-    # (name, budget, anneal tau)
-    configs: list[tuple[str, float | None, bool]] = [("ResNet18/8 (plain timm)", None, True)]
-    configs += [(f"KW ResNet18/8, b = {b:g}", b, True) for b in s.cls_budgets]
-    configs.append(("KW ResNet18/8, b = 1, tau fixed at 1", 1.0, False))
-    if only is not None:
-        configs = [c for c in configs if c[0].endswith(only)]
+    """The annealing grid's cells at the table's length, one Result per variant.
+
+    With ``use_cache`` finished cells are read from ``results/accuracy_annealing.jsonl`` and
+    missing ones are appended to it; quick runs neither read nor write it.
+    """
+    data = None
+    done = {annealing.Cell(**r["cell"]).key(): r for r in annealing.finished()} if use_cache else {}
     results = []
-    for name, budget, anneal in configs:
-        result = Result(name, count_params(build_classifier(budget)))
+    for variant in s.cls_variants:
+        label = ANNEAL_VARIANTS[variant][0]
+        if only is not None and not label.endswith(only):
+            continue
+        result = None
         for seed in seeds:
-            run = cached(s, "cls", name, seed, use_cache)
-            if run is None and CACHED_ONLY:
-                print(f"accuracy cls {name} seed {seed}: not finished, left out", flush=True)
+            cell = annealing.Cell(
+                variant, s.cls_anneal_iters, s.cls_post_iters, 64, seed, drop_last=True
+            )
+            record = done.get(cell.key())
+            if record is None and CACHED_ONLY:
+                print(f"accuracy cls {label} seed {seed}: not finished, left out", flush=True)
                 continue
-            if run is None:
-                start = time.perf_counter()
-                acc = train_classifier(budget, data, seed, s.cls_epochs, anneal=anneal)
-                run = {"seconds": time.perf_counter() - start, "scores": {"accuracy": acc}}
-                store(s, "cls", name, seed, run, use_cache)
-            result.add(run["seconds"], **run["scores"])
-            print(f"accuracy cls {name} seed {seed}: {run['scores']['accuracy']:.2f}%", flush=True)
-        if result.seconds:
+            if record is None:
+                data = data or digits_split()
+                record = annealing.run_cell(cell, data, build_classifier, _shift)
+                if use_cache:
+                    annealing.append(record)
+            result = result or Result(label, record["params"])
+            result.add(record["seconds"], accuracy=record["accuracy"])
+            print(f"accuracy cls {label} seed {seed}: {record['accuracy']:.2f}%", flush=True)
+        if result is not None:
             results.append(result)
     return results
 
@@ -536,16 +501,16 @@ def _previous_detection() -> str:
     if _DET_HEADING not in old:
         return "Detection: not measured in this report.\n"
     body = old[old.index(_DET_HEADING) :]
-    for end in ("\n![", "\n## Reading", "\n_Detection kept"):
+    for end in ("\n![", "\n## Reading"):
         if end in body[1:]:
             body = body[: body.index(end, 1)]
+    heading, rest = body.split("\n", 1)
+    if "(kept from " in heading:  # kept by an earlier re-run: its date and note stand
+        return body.rstrip() + "\n"
     note = (
         f"_Detection kept from the report of {date}, not re-run here (`--report cls`): it "
         "describes the detection code of that date._\n"
     )
-    if body.startswith(_DET_HEADING + " (kept"):
-        return body.rstrip() + "\n"
-    heading, rest = body.split("\n", 1)
     return f"{heading} (kept from {date})\n\n{note}{rest.rstrip()}\n"
 
 
@@ -569,7 +534,7 @@ def main(quick: bool = False, parts: tuple[str, ...] = ("cls", "det")) -> str:
         torch.set_num_threads(threads)
     total = time.perf_counter() - start
     seeds = ", ".join(map(str, s.seeds))
-    steps = s.cls_epochs * math.ceil(1347 / 64)
+    anneal, post = s.cls_anneal_iters, s.cls_post_iters
     if det:
         det_text = [
             f"{_DET_HEADING} (yolo-heads digits set, 64 x 64)\n",
@@ -605,18 +570,23 @@ def main(quick: bool = False, parts: tuple[str, ...] = ("cls", "det")) -> str:
             else ""
         ),
         f"Seeds {seeds}; mean ± sample standard deviation over seeds; CPU, one thread per "
-        f"process; this report took {total / 60:.1f} min (finished runs are cached in "
-        f"`$BENCH_ACCURACY_CACHE`, default `<tmp>/bench-accuracy`, and can be filled in "
-        "parallel with `python benchmarks/bench_accuracy.py --part cls|det --seeds 0 1 2`; "
+        f"process; this report took {total / 60:.1f} min (finished classification runs are "
+        "the annealing grid's records in `results/accuracy_annealing.jsonl`, finished "
+        "detection runs are cached in `$BENCH_ACCURACY_CACHE`, default `<tmp>/bench-accuracy`; "
+        "both can be filled in parallel with `python benchmarks/bench_accuracy.py --part "
+        "cls|det --seeds 0 1 2`; "
         '"s / run" is each run\'s own training time). "beyond spread": the difference to '
         "the baseline is larger than either standard deviation.\n",
         "## Digits classification (scikit-learn digits, 32 x 32, 1347 train / 450 test)\n",
-        f"{s.cls_epochs} epochs ({steps} iterations), AdamW 3e-3 one-cycle, batch 64, random "
-        "shifts of up to 3 px. ResNet18 at 1/8 width: stages of 8/16/32/64 channels after "
-        "timm's deep stem of 4/4/8 channels (asserted on every built model). KW rows: tau "
-        f"from 1 to 0 over the first {TEMP_FRACTION:.0%} of the iterations "
-        f"({max(1, round(TEMP_FRACTION * steps))}), stepped every iteration by "
-        "`kernelwarehouse.TemperatureScheduler`, then 0; the last row keeps tau at 1.\n",
+        f"{anneal + post} iterations, AdamW 3e-3 one-cycle, batch 64 with each epoch's "
+        "incomplete last batch dropped (as timm's training loader does), random shifts of up "
+        "to 3 px. ResNet18 at 1/8 width: stages of 8/16/32/64 channels after timm's deep stem "
+        "of 4/4/8 channels (asserted on every built model). KW rows: tau from 1 to 0 over the "
+        f"first {anneal} iterations, stepped every iteration by "
+        f"`kernelwarehouse.TemperatureScheduler`, then {post} at 0; the last row keeps tau at "
+        "1. These are the annealing grid's cells at this length (section \"KernelWarehouse: "
+        'annealing length" below): the shortest annealing after which KW b = 1 ends within '
+        "the spread of plain there.\n",
         markdown_table(
             ["model", "params", "test accuracy %", "vs plain", "per seed", "s / run"],
             _summary_rows(cls, ["accuracy"]),
@@ -634,19 +604,18 @@ def main(quick: bool = False, parts: tuple[str, ...] = ("cls", "det")) -> str:
         "not that the method does not work. KernelWarehouse at this width spends most of its "
         "extra parameters on the attention branches (hidden size max(c/16, 16) is 16 for every "
         'layer), so "b = 1" is not parameter-neutral on an eighth-width network '
-        f"({_params(cls, 'KW ResNet18/8, b = 1')} vs {_params(cls, cls[0].name)}); at b = 1/2 "
+        f"({_params(cls, 'KW b = 1')} vs {_params(cls, cls[0].name)}); at b = 1/2 "
         "the package's ResNet recipe for budgets below 1 (halved cells, so twice the mixtures "
         "and attention outputs) builds about as many parameters as b = 4 at this width "
-        f"({_params(cls, 'KW ResNet18/8, b = 0.5')} vs {_params(cls, 'KW ResNet18/8, b = 4')}"
+        f"({_params(cls, 'KW b = 1/2')} vs {_params(cls, 'KW b = 4')}"
         "; at full width its counts match the paper, see params.md), reported as measured. "
-        f"The annealing lasts {TEMP_FRACTION:.0%} of a {s.cls_epochs}-epoch run, the paper's "
-        "proportion of a 100-epoch one; the tau = 1 row is the same network kept static "
-        "(each mixture uses only its initially assigned cell), so its difference to the b = 1 "
-        "row is what annealing to tau = 0 does in a run this short (the section "
-        '"KernelWarehouse: annealing length" below measures why). Per-run times were taken '
-        "while "
-        "the shared CPU was heavily loaded (several processes per core) and only indicate "
-        "relative cost.\n",
+        "The tau = 1 row is the same network kept static (each mixture uses only its "
+        "initially assigned cell), so its difference to the b = 1 row is what annealing to "
+        "tau = 0 does in a run this short. The paper anneals over 10 of 100 epochs; the same "
+        "proportion of a 110-iteration run (11 iterations, with the 3-sample last batch of "
+        "each epoch trained on) lost 35-39 points, which the section below explains. "
+        '"s / run" comes from the grid\'s runs, on a shared CPU: it only indicates relative '
+        "cost.\n",
         _annealing_section(),
     ]
     return "\n".join(text) + "\n"
@@ -669,9 +638,10 @@ if __name__ == "__main__":
         "--report",
         choices=("all", "cls", "anneal"),
         default="all",
-        help="print the report; 'cls' re-runs classification only and keeps the detection "
-        "section of results/accuracy.md; 'anneal' rebuilds the annealing section of "
-        "results/accuracy.md (and its plot) from results/accuracy_annealing.jsonl",
+        help="write results/accuracy.md (print it with --quick); 'cls' re-runs classification "
+        "only and keeps the detection section of results/accuracy.md; 'anneal' rebuilds the "
+        "annealing section of results/accuracy.md (and its plot) from "
+        "results/accuracy_annealing.jsonl",
     )
     anneal = parser.add_argument_group("annealing grid (--part anneal)")
     anneal.add_argument(
@@ -713,7 +683,16 @@ if __name__ == "__main__":
         )
         annealing.run_grid(cells, (k, n), digits_split(), build_classifier, _shift)
     elif args.part is None:
-        print(main(quick=args.quick, parts=("cls",) if args.report == "cls" else ("cls", "det")))
+        body = main(quick=args.quick, parts=("cls",) if args.report == "cls" else ("cls", "det"))
+        print(body)
+        if not args.quick:  # the committed report, with run.py's header
+            from run import header
+
+            command = f"`python benchmarks/bench_accuracy.py --report {args.report}`"
+            out = RESULTS / "accuracy.md"
+            tmp = out.with_suffix(".md.tmp")
+            tmp.write_text(header("accuracy", [], command) + body)
+            tmp.replace(out)
     else:
         torch.set_num_threads(1)
         settings = QUICK if args.quick else FULL

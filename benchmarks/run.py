@@ -43,7 +43,9 @@ def _versions() -> str:
     return ", ".join(found)
 
 
-def header(name: str, argv: list[str]) -> str:
+def header(name: str, argv: list[str], command: str | None = None) -> str:
+    """The lines every result file starts with; ``command`` replaces the run.py command line."""
+    command = command or f"`python benchmarks/run.py {' '.join(argv)}` (or `nox -s bench`)"
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return (
         f"# {name}\n\n"
@@ -52,7 +54,7 @@ def header(name: str, argv: list[str]) -> str:
         f"GPU: {gpu}\n"
         f"- threads: torch {torch.get_num_threads()}\n"
         f"- versions: Python {platform.python_version()}, {_versions()}\n"
-        f"- command: `python benchmarks/run.py {' '.join(argv)}` (or `nox -s bench`)\n\n"
+        f"- command: {command}\n\n"
     )
 
 
