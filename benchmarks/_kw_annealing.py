@@ -475,9 +475,30 @@ def plot(runs: list[dict], name: str = "accuracy_annealing.png") -> str | None:
                 capsize=3,
                 label=f"{label}, last batch {'dropped' if drop else 'kept'}",
             )
+    # stars: the same variants with 440 iterations after the annealing (last batch dropped)
+    stars = False
+    for variant in VARIANTS:
+        points = sorted(
+            (a, mean_std([r["accuracy"] for r in g]))
+            for (b, p, a, v), g in groups.items()
+            if (b, p, v) == (_batch_label({"batch": 64, "drop_last": True}), 440, variant)
+        )
+        if points:
+            stars = True
+            ax.errorbar(
+                [a * 1.06 for a, _ in points],  # beside the 110 point of the same length
+                [m for _, (m, _) in points],
+                yerr=[s for _, (_, s) in points],
+                fmt="*",
+                ms=9,
+                color=colours[variant],
+                capsize=2,
+            )
+    if stars:
+        ax.plot([], [], "*", ms=9, color="grey", label="same, 440 iterations after (dropped)")
     ax.set(
         xscale="log",
-        xlabel="annealing iterations (tau 1 -> 0), then 110 iterations",
+        xlabel="annealing iterations (tau 1 -> 0), then 110 (lines) or 440 (stars)",
         ylabel="final test accuracy % (mean ± std, 3 seeds)",
         title="digits, ResNet18/8, batch 64",
     )
