@@ -442,6 +442,16 @@ def table(runs: list[dict]) -> str:
     return markdown_table(header, rows, "rrlrrlllrrrrr")
 
 
+def _series(groups: dict, drop: bool, post: int, variant: str) -> list[tuple]:
+    """[(anneal, (mean, std) accuracy)] of ``variant`` at batch 64, by annealing length."""
+    batch = _batch_label({"batch": 64, "drop_last": drop})
+    return sorted(
+        (a, mean_std([r["accuracy"] for r in g]))
+        for (b, p, a, v), g in groups.items()
+        if (b, p, v) == (batch, post, variant)
+    )
+
+
 def plot(runs: list[dict], name: str = "accuracy_annealing.png") -> str | None:
     """Accuracy vs annealing length; seed 0's KW b = 1 accuracy vs tau; attention vs tau.
 
@@ -458,11 +468,7 @@ def plot(runs: list[dict], name: str = "accuracy_annealing.png") -> str | None:
     colours = dict(zip(VARIANTS, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
     for drop in (True, False):
         for variant, (label, _, _) in VARIANTS.items():
-            points = sorted(
-                (a, mean_std([r["accuracy"] for r in g]))
-                for (b, p, a, v), g in groups.items()
-                if (b, p, v) == (_batch_label({"batch": 64, "drop_last": drop}), 110, variant)
-            )
+            points = _series(groups, drop, 110, variant)
             if len(points) < 2:
                 continue
             ax.errorbar(
@@ -478,11 +484,7 @@ def plot(runs: list[dict], name: str = "accuracy_annealing.png") -> str | None:
     # stars: the same variants with 440 iterations after the annealing (last batch dropped)
     stars = False
     for variant in VARIANTS:
-        points = sorted(
-            (a, mean_std([r["accuracy"] for r in g]))
-            for (b, p, a, v), g in groups.items()
-            if (b, p, v) == (_batch_label({"batch": 64, "drop_last": True}), 440, variant)
-        )
+        points = _series(groups, True, 440, variant)
         if points:
             stars = True
             ax.errorbar(

@@ -687,13 +687,10 @@ if __name__ == "__main__":
         body = main(quick=args.quick, parts=("cls",) if args.report == "cls" else ("cls", "det"))
         print(body)
         if not args.quick:  # the committed report, with run.py's header
-            from run import header
+            from run import write_report
 
             command = f"`python benchmarks/bench_accuracy.py --report {args.report}`"
-            out = RESULTS / "accuracy.md"
-            tmp = out.with_suffix(".md.tmp")
-            tmp.write_text(header("accuracy", [], command) + body)
-            tmp.replace(out)
+            write_report("accuracy", body, [], command)
     else:
         torch.set_num_threads(1)
         settings = QUICK if args.quick else FULL

@@ -46,13 +46,10 @@ def on_small_batches(model: nn.Module, batch: int, treatment: str) -> nn.Module:
     """
     if treatment not in TREATMENTS:
         raise ValueError(f"treatment={treatment!r} is invalid: expected one of {TREATMENTS}")
-    norms = [
-        m
-        for m in model.modules()
-        if (treatment == "all BN" and isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)))
-        or (treatment == "attention BN" and isinstance(m, KWAttention))
-    ]
-    norms = [m.norm1 if isinstance(m, KWAttention) else m for m in norms]
+    if treatment == "all BN":
+        norms = [m for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
+    else:
+        norms = [m.norm1 for m in model.modules() if isinstance(m, KWAttention)]
 
     def pre_hook(module: nn.Module, args: tuple) -> None:
         small = module.training and args[0].shape[0] < batch
@@ -86,9 +83,13 @@ def _key(record: dict) -> str:
     return json.dumps([record["cell"], record["label"]], sort_keys=True)
 
 
+def _runs() -> list[dict]:
+    return [json.loads(line) for line in RUNS.open()] if RUNS.exists() else []
+
+
 def report() -> str:
     """Markdown table: test accuracy per arm and annealing length, mean ± std over seeds."""
-    runs = [json.loads(line) for line in RUNS.open()] if RUNS.exists() else []
+    runs = _runs()
     rows = []
     for anneal in sorted({r["cell"]["anneal"] for r in runs}):
         for label in ARMS:
@@ -122,7 +123,7 @@ def main() -> None:
         print(report())
         return
     k, n = (int(v) for v in args.shard.split("/"))
-    done = {_key(json.loads(line)) for line in RUNS.open()} if RUNS.exists() else set()
+    done = {_key(r) for r in _runs()}
     data = bench_accuracy.digits_split()
     runs = [
         (label, anneal, seed)

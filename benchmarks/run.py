@@ -58,6 +58,15 @@ def header(name: str, argv: list[str], command: str | None = None) -> str:
     )
 
 
+def write_report(name: str, body: str, argv: list[str], command: str | None = None) -> Path:
+    """``results/<name>.md``: the header and ``body``, replaced in one step."""
+    out = RESULTS / f"{name}.md"
+    tmp = out.with_suffix(".md.tmp")
+    tmp.write_text(header(name, argv, command) + body)
+    tmp.replace(out)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(
@@ -78,10 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         spec.loader.exec_module(module)
         print(f"== {name} ==", flush=True)
         body = module.main(quick=args.quick)
-        out = RESULTS / f"{name}.md"
-        tmp = out.with_suffix(".md.tmp")
-        tmp.write_text(header(name, argv) + body)
-        tmp.replace(out)
+        write_report(name, body, argv)
         print(body, flush=True)
     return 0
 
